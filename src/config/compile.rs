@@ -1,0 +1,359 @@
+//! Validation and compilation: `FileConfig` (TOML shape) → `Snapshot` (what workers run).
+//!
+//! Pure: no I/O, no clock. Every error names the TOML key path and, where the parser kept a span,
+//! the line. Defaults are the constants below; `conf/ringway.toml` documents the same values.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+use super::file::*;
+use super::route_table::{MethodSet, PathPattern, RouteTable};
+use super::snapshot::*;
+use crate::http::is_tchar;
+
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_URING_ENTRIES: u32 = 1024;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+/// Below common backend keep-alive timeouts (nginx 75 s, Node 5 s is the outlier: lower it there).
+pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Header limits above this are refused: the read buffer grows up to it.
+const MAX_HEADER_BYTES_CAP: usize = 64 * 1024;
+
+/// Parses and compiles `text`; `generation` is stamped on the snapshot.
+pub fn compile(text: &str, generation: u64) -> Result<Snapshot, ConfigError> {
+    let src = Source::new(text);
+    let file: FileConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    Compiler { src }.run(file, generation)
+}
+
+struct Compiler<'a> {
+    src: Source<'a>,
+}
+
+impl Compiler<'_> {
+    fn err(&self, path: impl Into<String>, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::new(path, Some(self.src.line(span.start)), msg)
+    }
+
+    fn run(&self, file: FileConfig, generation: u64) -> Result<Snapshot, ConfigError> {
+        let instance = self.instance(&file.instance)?;
+        let http = self.http(&file.http)?;
+        let listeners = self.listeners(&file.listener)?;
+        let mut upstream_ids = BTreeMap::new();
+        let mut upstreams = Vec::new();
+        for (name, up) in &file.upstream {
+            upstream_ids.insert(name.clone(), upstreams.len());
+            upstreams.push(self.upstream(name, up, instance.egress_ip)?);
+        }
+        let mut services = Vec::new();
+        let mut apis = Vec::new();
+        let mut routes = RouteTable::default();
+        for (name, svc) in &file.service {
+            let sid = services.len();
+            let service = self.service(name, svc)?;
+            routes.add_service(sid, &service.hosts, &service.base_path);
+            for (i, api) in svc.api.iter().enumerate() {
+                let path = format!("service.{name}.api[{i}]");
+                if svc.api[..i].iter().any(|a| a.name.get_ref() == api.name.get_ref()) {
+                    let msg = format!("duplicate API name \"{}\" in service \"{name}\"", api.name.get_ref());
+                    return Err(self.err(format!("{path}.name"), api.name.span(), msg));
+                }
+                let (compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids)?;
+                routes.add_api(sid, apis.len(), &pattern, methods);
+                apis.push(compiled);
+            }
+            services.push(service);
+        }
+        routes.finish();
+        Ok(Snapshot { generation, instance, http, listeners, upstreams, services, apis, routes })
+    }
+
+    fn instance(&self, f: &FileInstance) -> Result<Instance, ConfigError> {
+        let workers = match &f.workers {
+            None => Workers::Auto,
+            Some(v) => match v.get_ref() {
+                toml::Value::String(s) if s == "auto" => Workers::Auto,
+                toml::Value::Integer(n) if (1..=1024).contains(n) => Workers::Count(*n as usize),
+                other => {
+                    let msg = format!("expected \"auto\" or an integer from 1 to 1024, found {other}");
+                    return Err(self.err("instance.workers", v.span(), msg));
+                }
+            },
+        };
+        let io_driver = match f.io_driver.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("auto", _)) => IoDriver::Auto,
+            Some(("io_uring", _)) => IoDriver::IoUring,
+            Some(("legacy", _)) => IoDriver::Legacy,
+            Some((other, span)) => {
+                let msg = format!("unknown driver \"{other}\"; expected \"auto\", \"io_uring\" or \"legacy\"");
+                return Err(self.err("instance.io_driver", span, msg));
+            }
+        };
+        let egress_ip = f.egress_ip.as_ref().map(|ip| self.ip("instance.egress_ip", ip)).transpose()?;
+        let uring_entries = match &f.uring_entries {
+            Some(e) if !(16..=32768).contains(e.get_ref()) || !e.get_ref().is_power_of_two() => {
+                return Err(self.err("instance.uring_entries", e.span(), "must be a power of two from 16 to 32768"));
+            }
+            Some(e) => *e.get_ref(),
+            None => DEFAULT_URING_ENTRIES,
+        };
+        let drain_timeout = ms(f.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS);
+        Ok(Instance { workers, io_driver, egress_ip, drain_timeout, uring_entries })
+    }
+
+    fn http(&self, f: &FileHttp) -> Result<HttpLimits, ConfigError> {
+        let bounded = |key: &str, v: &Option<Spanned<usize>>, default: usize, lo: usize, hi: usize| match v {
+            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
+                Err(self.err(format!("http.{key}"), s.span(), format!("must be from {lo} to {hi}")))
+            }
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(default),
+        };
+        let max_header_bytes = bounded("max_header_bytes", &f.max_header_bytes, DEFAULT_MAX_HEADER_BYTES, 1024, MAX_HEADER_BYTES_CAP)?;
+        let max_request_line_bytes =
+            bounded("max_request_line_bytes", &f.max_request_line_bytes, DEFAULT_MAX_REQUEST_LINE_BYTES, 256, max_header_bytes)?;
+        Ok(HttpLimits {
+            header_timeout: ms(f.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS),
+            keepalive_timeout: ms(f.keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS),
+            keepalive_requests: f.keepalive_requests.unwrap_or(DEFAULT_KEEPALIVE_REQUESTS).max(1),
+            body_timeout: ms(f.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS),
+            send_timeout: ms(f.send_timeout_ms, DEFAULT_SEND_TIMEOUT_MS),
+            max_request_line_bytes,
+            max_header_bytes,
+            max_headers: bounded("max_headers", &f.max_headers, DEFAULT_MAX_HEADERS, 8, crate::http::MAX_HEADERS_CAP)?,
+            max_connections_per_worker: bounded(
+                "max_connections_per_worker",
+                &f.max_connections_per_worker,
+                DEFAULT_MAX_CONNECTIONS_PER_WORKER,
+                1,
+                1_000_000,
+            )?,
+        })
+    }
+
+    fn listeners(&self, list: &[FileListener]) -> Result<Vec<ListenerConfig>, ConfigError> {
+        if list.is_empty() {
+            return Err(ConfigError::new("listener", None, "at least one [[listener]] with `listen` is required"));
+        }
+        let mut out: Vec<ListenerConfig> = Vec::new();
+        for (i, l) in list.iter().enumerate() {
+            let path = format!("listener[{i}].listen");
+            let addr: SocketAddr = l.listen.get_ref().parse().map_err(|_| {
+                let msg = format!("\"{}\" is not an IP:port address (e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")", l.listen.get_ref());
+                self.err(&path, l.listen.span(), msg)
+            })?;
+            let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.err(format!("listener[{i}].name"), l.listen.span(), format!("duplicate listener name \"{name}\"")));
+            }
+            if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
+                return Err(self.err(&path, l.listen.span(), format!("address {addr} is already used by another listener")));
+            }
+            out.push(ListenerConfig { name, addr });
+        }
+        Ok(out)
+    }
+
+    fn ip(&self, path: &str, s: &Spanned<String>) -> Result<IpAddr, ConfigError> {
+        s.get_ref().parse().map_err(|_| self.err(path, s.span(), format!("\"{}\" is not an IP address", s.get_ref())))
+    }
+
+    fn upstream(&self, name: &str, f: &FileUpstream, default_egress: Option<IpAddr>) -> Result<Upstream, ConfigError> {
+        let base = format!("upstream.{name}");
+        check_name(name).map_err(|m| ConfigError::new(&base, None, m))?;
+        let list = f.endpoints.get_ref();
+        if list.is_empty() {
+            return Err(self.err(format!("{base}.endpoints"), f.endpoints.span(), "needs at least one endpoint"));
+        }
+        let own_egress = f.egress_ip.as_ref().map(|ip| self.ip(&format!("{base}.egress_ip"), ip)).transpose()?;
+        let egress_ip = own_egress.or(default_egress);
+        let mut endpoints = Vec::with_capacity(list.len());
+        for (i, e) in list.iter().enumerate() {
+            let path = format!("{base}.endpoints[{i}]");
+            let addr: SocketAddr = e.addr.get_ref().parse().map_err(|_| {
+                self.err(format!("{path}.addr"), e.addr.span(), format!("\"{}\" is not an IP:port address", e.addr.get_ref()))
+            })?;
+            if let Some(ip) = egress_ip {
+                if ip.is_ipv4() != addr.is_ipv4() {
+                    let msg = format!("{addr} cannot be reached from egress IP {ip} (address families differ)");
+                    return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
+                }
+            }
+            let weight = match &e.weight {
+                Some(w) if !(1..=1000).contains(w.get_ref()) => {
+                    return Err(self.err(format!("{path}.weight"), w.span(), "must be from 1 to 1000"));
+                }
+                Some(w) => *w.get_ref(),
+                None => 1,
+            };
+            endpoints.push(Endpoint { addr, weight });
+        }
+        let balance = match f.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+            None | Some(("round_robin", _)) => Balance::RoundRobin,
+            Some((other, span)) => {
+                let msg = format!("unknown balance policy \"{other}\"; supported: \"round_robin\"");
+                return Err(self.err(format!("{base}.balance"), span, msg));
+            }
+        };
+        Ok(Upstream {
+            name: name.to_string(),
+            endpoints,
+            balance,
+            egress_ip,
+            connect_timeout: ms(f.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
+            read_timeout: ms(f.read_timeout_ms, DEFAULT_READ_TIMEOUT_MS),
+            pool_idle_timeout: ms(f.pool_idle_timeout_ms, DEFAULT_POOL_IDLE_TIMEOUT_MS),
+            pool_max_idle_per_endpoint: f.pool_max_idle_per_endpoint.unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT),
+            max_requests_per_connection: f.max_requests_per_connection.unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION).max(1),
+        })
+    }
+
+    fn service(&self, name: &str, f: &FileService) -> Result<Service, ConfigError> {
+        let base = format!("service.{name}");
+        check_name(name).map_err(|m| ConfigError::new(&base, None, m))?;
+        let mut hosts = Vec::new();
+        for (i, h) in f.hosts.iter().enumerate() {
+            let host = h.get_ref().to_ascii_lowercase();
+            check_host(&host).map_err(|m| self.err(format!("{base}.hosts[{i}]"), h.span(), m))?;
+            hosts.push(host);
+        }
+        let base_path = match &f.base_path {
+            None => String::new(),
+            Some(p) => {
+                let path = p.get_ref();
+                if !matches!(PathPattern::parse(path), Ok(PathPattern::Exact(_))) {
+                    let msg = format!("\"{path}\" must be a plain path starting with '/' (no '*', '{{}}', '?')");
+                    return Err(self.err(format!("{base}.base_path"), p.span(), msg));
+                }
+                path.trim_end_matches('/').to_string()
+            }
+        };
+        Ok(Service { name: name.to_string(), hosts, base_path })
+    }
+
+    fn api(
+        &self,
+        path: &str,
+        service: ServiceId,
+        f: &FileApi,
+        upstream_ids: &BTreeMap<String, UpstreamId>,
+    ) -> Result<(Api, PathPattern, MethodSet), ConfigError> {
+        check_name(f.name.get_ref()).map_err(|m| self.err(format!("{path}.name"), f.name.span(), m))?;
+        let pattern = PathPattern::parse(f.path.get_ref()).map_err(|m| self.err(format!("{path}.path"), f.path.span(), m))?;
+        let mut methods = if f.methods.is_empty() { MethodSet::any() } else { MethodSet::default() };
+        for (i, m) in f.methods.iter().enumerate() {
+            if m.get_ref().is_empty() || !m.get_ref().bytes().all(is_tchar) {
+                return Err(self.err(format!("{path}.methods[{i}]"), m.span(), format!("\"{}\" is not a method token", m.get_ref())));
+            }
+            methods.insert(m.get_ref());
+        }
+        let target = match (&f.upstream, &f.mock) {
+            (Some(u), None) => match upstream_ids.get(u.get_ref()) {
+                Some(&id) => Target::Upstream(id),
+                None => {
+                    return Err(self.err(format!("{path}.upstream"), u.span(), format!("no upstream named \"{}\"", u.get_ref())));
+                }
+            },
+            (None, Some(m)) => Target::Mock(self.mock(&format!("{path}.mock"), m)?),
+            (Some(u), Some(_)) => return Err(self.err(path, u.span(), "set either `upstream` or `mock`, not both")),
+            (None, None) => return Err(self.err(path, f.name.span(), "needs `upstream = \"NAME\"` or `mock = { .. }`")),
+        };
+        let rewrite = match (&f.upstream_path, f.strip_base_path) {
+            (Some(p), true) => return Err(self.err(format!("{path}.upstream_path"), p.span(), "conflicts with strip_base_path = true")),
+            (Some(p), false) => match PathPattern::parse(p.get_ref()) {
+                Ok(PathPattern::Exact(s)) => Rewrite::Replace(s.trim_end_matches('/').to_string()),
+                _ => return Err(self.err(format!("{path}.upstream_path"), p.span(), "must be a plain path starting with '/'")),
+            },
+            (None, true) => Rewrite::StripBase,
+            (None, false) => Rewrite::None,
+        };
+        let api = Api {
+            name: f.name.get_ref().clone(),
+            service,
+            target,
+            timeout: ms(f.timeout_ms, DEFAULT_API_TIMEOUT_MS),
+            rewrite,
+            max_body_bytes: f.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        };
+        Ok((api, pattern, methods))
+    }
+
+    fn mock(&self, path: &str, m: &Spanned<FileMock>) -> Result<MockResponse, ConfigError> {
+        let f = m.get_ref();
+        let status = f.status.unwrap_or(200);
+        if !(200..=599).contains(&status) {
+            return Err(self.err(format!("{path}.status"), m.span(), "must be from 200 to 599"));
+        }
+        let bodyless = status == 204 || status == 304;
+        if bodyless && !f.body.is_empty() {
+            return Err(self.err(format!("{path}.body"), m.span(), format!("a {status} response cannot have a body")));
+        }
+        let mut head = format!("HTTP/1.1 {status} {}\r\n", crate::http::reason(status)).into_bytes();
+        for (name, value) in &f.headers {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return Err(self.err(format!("{path}.headers"), m.span(), format!("\"{name}\" is not a header name")));
+            }
+            if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade") {
+                return Err(self.err(format!("{path}.headers.{name}"), m.span(), "is set by the gateway, not the mock"));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(self.err(format!("{path}.headers.{name}"), m.span(), "value contains CR, LF or NUL"));
+            }
+            head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if !bodyless {
+            head.extend_from_slice(format!("content-length: {}\r\n", f.body.len()).as_bytes());
+        }
+        Ok(MockResponse { status, head, body: f.body.clone().into_bytes() })
+    }
+}
+
+fn ms(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(v.unwrap_or(default))
+}
+
+/// Names become metric labels and log fields: keep them simple.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("name \"{name}\" must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'"))
+    }
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let plain = host.strip_prefix("*.").unwrap_or(host);
+    let ok = !plain.is_empty()
+        && plain.len() <= 253
+        && (plain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            || (plain.starts_with('[') && plain.ends_with(']')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("\"{host}\" is not a host name (use \"example.com\" or \"*.example.com\", without port)"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

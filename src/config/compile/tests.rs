@@ -1,0 +1,130 @@
+//! Config compiler: one test per error variant, plus defaults and the shipped config.
+
+use super::*;
+
+const OK: &str = r#"
+[instance]
+workers = 2
+egress_ip = "127.0.0.1"
+
+[[listener]]
+listen = "127.0.0.1:0"
+
+[upstream.orders]
+endpoints = [{ addr = "127.0.0.1:9001", weight = 2 }, { addr = "127.0.0.1:9002" }]
+
+[service.shop]
+hosts = ["shop.example.com"]
+base_path = "/shop/"
+
+[[service.shop.api]]
+name = "create-order"
+methods = ["POST"]
+path = "/orders"
+upstream = "orders"
+timeout_ms = 3000
+
+[[service.shop.api]]
+name = "ping"
+methods = ["GET"]
+path = "/ping"
+mock = { status = 200, headers = { content-type = "text/plain" }, body = "pong" }
+"#;
+
+fn err(text: &str) -> String {
+    compile(text, 1).expect_err("should fail").to_string()
+}
+
+#[test]
+fn valid_config_compiles_with_defaults() {
+    let s = compile(OK, 7).unwrap();
+    assert_eq!(s.generation, 7);
+    assert_eq!(s.instance.workers, Workers::Count(2));
+    assert_eq!(s.http.header_timeout, Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS));
+    assert_eq!(s.upstreams[0].endpoints[0].weight, 2);
+    assert_eq!(s.upstreams[0].egress_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(s.services[0].base_path, "/shop", "trailing slash is normalised");
+    assert_eq!(s.apis[0].timeout, Duration::from_millis(3000));
+    let Target::Mock(m) = &s.apis[1].target else { panic!("mock") };
+    assert_eq!(m.body, b"pong");
+    assert!(String::from_utf8_lossy(&m.head).contains("content-length: 4\r\n"));
+}
+
+#[test]
+fn shipped_config_compiles() {
+    let text = include_str!("../../../conf/ringway.toml");
+    compile(text, 1).unwrap();
+}
+
+#[test]
+fn unknown_upstream_names_key_and_line() {
+    let text = OK.replace("upstream = \"orders\"", "upstream = \"ordrs\"");
+    assert_eq!(err(&text), "service.shop.api[0].upstream: no upstream named \"ordrs\" (line 20)");
+}
+
+#[test]
+fn unknown_key_names_table_and_line() {
+    let text = OK.replace("timeout_ms = 3000", "timeout_ms = 3000\ntimeout = 5");
+    let e = err(&text);
+    assert!(e.starts_with("service.shop.api[0]: unknown field `timeout`"), "{e}");
+    assert!(e.ends_with("(line 22)"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_line() {
+    assert!(err("[instance\nworkers = 1").contains("(line 1)"));
+}
+
+#[test]
+fn each_validation_error_names_its_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("workers = 2", "workers = 0", "instance.workers"),
+        ("workers = 2", "workers = 2\nio_driver = \"kqueue\"", "instance.io_driver"),
+        ("egress_ip = \"127.0.0.1\"", "egress_ip = \"nope\"", "instance.egress_ip"),
+        ("egress_ip = \"127.0.0.1\"", "egress_ip = \"::1\"", "upstream.orders.endpoints[0].addr"),
+        ("listen = \"127.0.0.1:0\"", "listen = \"localhost:80\"", "listener[0].listen"),
+        ("{ addr = \"127.0.0.1:9002\" }", "{ addr = \"x\" }", "upstream.orders.endpoints[1].addr"),
+        ("weight = 2", "weight = 0", "upstream.orders.endpoints[0].weight"),
+        ("endpoints = [{", "balance = \"random\"\nendpoints = [{", "upstream.orders.balance"),
+        ("hosts = [\"shop.example.com\"]", "hosts = [\"a b\"]", "service.shop.hosts[0]"),
+        ("base_path = \"/shop/\"", "base_path = \"shop\"", "service.shop.base_path"),
+        ("path = \"/orders\"", "path = \"orders\"", "service.shop.api[0].path"),
+        ("methods = [\"POST\"]", "methods = [\"PO ST\"]", "service.shop.api[0].methods[0]"),
+        ("name = \"ping\"", "name = \"create-order\"", "service.shop.api[1].name"),
+        ("upstream = \"orders\"\n", "", "service.shop.api[0]"),
+        ("upstream = \"orders\"", "upstream = \"orders\"\nmock = { body = \"x\" }", "service.shop.api[0]"),
+        ("status = 200", "status = 99", "service.shop.api[1].mock.status"),
+        ("status = 200", "status = 204", "service.shop.api[1].mock.body"),
+        ("content-type = ", "content-length = ", "service.shop.api[1].mock.headers.content-length"),
+        ("timeout_ms = 3000", "upstream_path = \"/v2\"\nstrip_base_path = true", "service.shop.api[0].upstream_path"),
+        ("[instance]", "[http]\nmax_header_bytes = 10\n[instance]", "http.max_header_bytes"),
+        ("[instance]", "[http]\nmax_headers = 500\n[instance]", "http.max_headers"),
+        ("[instance]", "[instance]\nuring_entries = 100", "instance.uring_entries"),
+    ];
+    for (from, to, key) in cases {
+        assert!(OK.contains(from), "fixture lacks {from}");
+        let e = err(&OK.replacen(from, to, 1));
+        assert!(e.starts_with(&format!("{key}:")), "{to} → {e}");
+        assert!(e.contains("(line "), "{to} → {e} (no line)");
+    }
+}
+
+#[test]
+fn missing_listener_is_an_error() {
+    let text = OK.replace("[[listener]]\nlisten = \"127.0.0.1:0\"\n", "");
+    assert!(err(&text).starts_with("listener: at least one"));
+}
+
+#[test]
+fn duplicate_listen_addresses_are_an_error() {
+    let text = OK.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"\n[[listener]]\nlisten = \"127.0.0.1:8080\"");
+    assert!(err(&text).starts_with("listener[1].listen: address"));
+}
+
+#[test]
+fn rewrite_modes_compile() {
+    let s = compile(&OK.replace("timeout_ms = 3000", "upstream_path = \"/v2/orders/\""), 1).unwrap();
+    assert_eq!(s.apis[0].rewrite, Rewrite::Replace("/v2/orders".into()));
+    let s = compile(&OK.replace("timeout_ms = 3000", "strip_base_path = true"), 1).unwrap();
+    assert_eq!(s.apis[0].rewrite, Rewrite::StripBase);
+}

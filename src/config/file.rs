@@ -1,0 +1,126 @@
+//! Serde structs that mirror the TOML file one to one.
+//!
+//! Nothing outside `config` sees these types: `compile.rs` validates them and turns them into a
+//! [`Snapshot`](super::Snapshot). Every struct denies unknown keys so a typo is an error, not a
+//! silently ignored setting. Defaults live in `compile.rs` (and `conf/ringway.toml` repeats them).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub instance: FileInstance,
+    #[serde(default)]
+    pub http: FileHttp,
+    #[serde(default)]
+    pub listener: Vec<FileListener>,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, FileUpstream>,
+    #[serde(default)]
+    pub service: BTreeMap<String, FileService>,
+}
+
+/// `[instance]`: process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInstance {
+    /// "auto" (one per allowed CPU) or a positive integer.
+    pub workers: Option<Spanned<toml::Value>>,
+    /// "auto" | "io_uring" | "legacy".
+    pub io_driver: Option<Spanned<String>>,
+    /// Source address bound for every upstream connection.
+    pub egress_ip: Option<Spanned<String>>,
+    /// Graceful-drain deadline on SIGTERM/SIGINT.
+    pub drain_timeout_ms: Option<u64>,
+    /// io_uring submission-queue entries per worker.
+    pub uring_entries: Option<Spanned<u32>>,
+}
+
+/// `[http]`: downstream HTTP/1.1 limits and timeouts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    pub header_timeout_ms: Option<u64>,
+    pub keepalive_timeout_ms: Option<u64>,
+    pub keepalive_requests: Option<u32>,
+    pub body_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
+    pub max_request_line_bytes: Option<Spanned<usize>>,
+    pub max_header_bytes: Option<Spanned<usize>>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub max_connections_per_worker: Option<Spanned<usize>>,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: Option<String>,
+    pub listen: Spanned<String>,
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub endpoints: Spanned<Vec<FileEndpoint>>,
+    pub balance: Option<Spanned<String>>,
+    pub egress_ip: Option<Spanned<String>>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub pool_idle_timeout_ms: Option<u64>,
+    pub pool_max_idle_per_endpoint: Option<usize>,
+    pub max_requests_per_connection: Option<u32>,
+}
+
+/// One element of `endpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEndpoint {
+    pub addr: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+}
+
+/// `[service.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileService {
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    pub base_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub api: Vec<FileApi>,
+}
+
+/// `[[service.NAME.api]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApi {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    pub path: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+    pub mock: Option<Spanned<FileMock>>,
+    pub timeout_ms: Option<u64>,
+    pub upstream_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub strip_base_path: bool,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `mock = { status, headers, body }`: a static response served by the gateway itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMock {
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}

@@ -1,0 +1,25 @@
+//! Configuration: TOML file → serde structs → validated, compiled [`Snapshot`].
+//!
+//! `load` runs on the main thread before workers start (and later on the control thread for
+//! reloads). Workers only ever see an `Arc<Snapshot>`. Errors are [`ConfigError`]s that name the
+//! TOML key path and line.
+
+mod compile;
+mod error;
+mod file;
+mod route_table;
+mod snapshot;
+
+pub use compile::compile;
+pub use error::ConfigError;
+pub use route_table::{MethodSet, PathPattern, RouteMatch, RouteTable};
+pub use snapshot::*;
+
+use std::path::Path;
+
+/// Reads and compiles the file at `path` as generation `generation`.
+pub fn load(path: &Path, generation: u64) -> Result<Snapshot, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", None, format!("cannot read {}: {e}", path.display())))?;
+    compile(&text, generation)
+}

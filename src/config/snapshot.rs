@@ -1,0 +1,172 @@
+//! `Snapshot`: the compiled, immutable config that workers run on.
+//!
+//! Built once per load/reload by `compile.rs` and shared read-only with every worker (`Arc`); workers
+//! build their per-core state (`Shard`) from it and never see TOML structs. Indices (`ApiId`,
+//! `UpstreamId`) point into the vectors here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::route_table::RouteTable;
+
+/// Index of an API in [`Snapshot::apis`].
+pub type ApiId = usize;
+/// Index of an upstream in [`Snapshot::upstreams`].
+pub type UpstreamId = usize;
+/// Index of a service in [`Snapshot::services`].
+pub type ServiceId = usize;
+
+/// Compiled config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Monotonic version; 1 for the first load.
+    pub generation: u64,
+    pub instance: Instance,
+    pub http: HttpLimits,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: Vec<Upstream>,
+    pub services: Vec<Service>,
+    pub apis: Vec<Api>,
+    pub routes: RouteTable,
+}
+
+/// How many workers to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU in the process's allowed set.
+    Auto,
+    Count(usize),
+}
+
+/// Which monoio driver workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring, falling back to epoll when the kernel or a seccomp filter refuses it.
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+/// `[instance]`, compiled.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub workers: Workers,
+    pub io_driver: IoDriver,
+    /// Default source IP for upstream connections (`None`: the kernel chooses).
+    pub egress_ip: Option<IpAddr>,
+    pub drain_timeout: Duration,
+    pub uring_entries: u32,
+}
+
+/// `[http]`, compiled: downstream limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Total deadline for a request head once its first byte arrived (408).
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed.
+    pub keepalive_requests: u32,
+    /// Idle time allowed between reads of a request body (408).
+    pub body_timeout: Duration,
+    /// Idle time allowed while a write to the client makes no progress.
+    pub send_timeout: Duration,
+    pub max_request_line_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections_per_worker: usize,
+}
+
+/// `[[listener]]`, compiled.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// Balancing policy of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    RoundRobin,
+}
+
+/// One upstream address.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// `[upstream.NAME]`, compiled.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub balance: Balance,
+    /// Effective source IP: the upstream's override, else the instance's.
+    pub egress_ip: Option<IpAddr>,
+    pub connect_timeout: Duration,
+    /// Idle time allowed between reads of the response body.
+    pub read_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_endpoint: usize,
+    pub max_requests_per_connection: u32,
+}
+
+/// `[service.NAME]`, compiled (its routes live in the route table).
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// Normalised: no trailing slash; empty for "/".
+    pub base_path: String,
+}
+
+/// How the upstream path is derived from the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Send the original path.
+    None,
+    /// Send the path with the service's `base_path` removed.
+    StripBase,
+    /// Replace the part matched by the API path with this; a prefix API keeps the remainder.
+    Replace(String),
+}
+
+/// What serves an API.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Upstream(UpstreamId),
+    Mock(MockResponse),
+}
+
+/// A static response; head bytes are pre-rendered without the `Connection` header.
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    pub status: u16,
+    /// Status line and headers (each ending in CRLF), without the blank line.
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// `[[service.NAME.api]]`, compiled.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub name: String,
+    pub service: ServiceId,
+    pub target: Target,
+    /// Time allowed from sending the request to receiving the response head (504).
+    pub timeout: Duration,
+    pub rewrite: Rewrite,
+    /// Largest request body accepted (413); 0 = unlimited.
+    pub max_body_bytes: u64,
+}
+
+impl Snapshot {
+    /// `service/api` label of an API, for logs and metrics.
+    pub fn api_label(&self, id: ApiId) -> String {
+        let api = &self.apis[id];
+        format!("{}/{}", self.services[api.service].name, api.name)
+    }
+}

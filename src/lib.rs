@@ -1,0 +1,24 @@
+//! ringway: a dedicated-instance API gateway, thread-per-core on io_uring.
+//!
+//! Architecture in brief (README.md has the long version):
+//! - `main` loads and compiles the TOML config into an immutable [`config::Snapshot`], binds every
+//!   listener (SO_REUSEPORT, one socket per worker) and starts [`runtime`].
+//! - Each worker is a pinned thread with its own monoio runtime (io_uring, epoll fallback) and a
+//!   [`runtime::Shard`]: route table, upstream pools, balancer state. Nothing on the request path is
+//!   shared between cores; cores talk only through typed control messages.
+//! - A connection is one local task running [`proxy::serve_connection`], whose request loop is the
+//!   fixed phase sequence in `proxy/phases.rs`: parse head → route → pick endpoint → upstream
+//!   connection → forward head and body → stream the response back → keep-alive decision.
+//! - The HTTP/1.1 codec ([`http`]) is our own, strict, over `httparse`, and does no I/O.
+//!
+//! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`upstream`], [`error`], [`clock`].
+#![deny(unsafe_code)]
+#![warn(clippy::all, rust_2018_idioms)]
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod proxy;
+pub mod runtime;
+pub mod upstream;

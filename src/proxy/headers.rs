@@ -1,0 +1,197 @@
+//! Header rewriting between the two sides: hop-by-hop removal (including fields named in
+//! `Connection`), `X-Forwarded-*`, `Via`, `X-Request-Id`, path rewrite, and fresh framing headers.
+//!
+//! Requests and responses are re-serialised field by field, never forwarded as raw bytes, and
+//! always with CRLF line endings.
+
+use std::net::IpAddr;
+
+use httparse::Header;
+use smallvec::SmallVec;
+
+use crate::config::Rewrite;
+use crate::http::{eq_ignore_case, push_header, push_status_line, BodyKind, RequestHead, ResponseHead};
+
+/// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&[u8]; 8] =
+    [b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer", b"proxy-authenticate"];
+/// Fields a client's `Connection` header may not remove: the gateway needs or sets them.
+const PROTECTED: [&[u8]; 7] =
+    [b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"via"];
+/// Longest client-supplied request id we keep; longer or odd ones are replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+const VIA: &[u8] = b"1.1 ringway";
+
+type Names<'b> = SmallVec<[&'b [u8]; 4]>;
+
+/// Names listed in `Connection` headers (lower-case comparison happens at use).
+fn connection_names<'b>(headers: &[Header<'b>]) -> Names<'b> {
+    let mut names = Names::new();
+    for h in headers.iter().filter(|h| eq_ignore_case(h.name.as_bytes(), b"connection")) {
+        names.extend(crate::http::list_items(h.value));
+    }
+    names
+}
+
+fn is_in(name: &[u8], list: &[&[u8]]) -> bool {
+    list.iter().any(|n| eq_ignore_case(name, n))
+}
+
+/// What the upstream request needs besides the parsed head.
+pub struct RequestContext<'a> {
+    pub client_ip: IpAddr,
+    pub rewrite: &'a Rewrite,
+    pub base_len: usize,
+    pub prefix_len: Option<usize>,
+    /// Host to send when the client sent none (HTTP/1.0): the upstream's name.
+    pub default_host: &'a str,
+}
+
+/// Serialises the upstream request head into `out`; `request_id` receives the id used.
+pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &RequestContext<'_>, new_id: &[u8]) {
+    out.extend_from_slice(head.method);
+    out.push(b' ');
+    write_path(out, head.path, cx);
+    out.extend_from_slice(head.query);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let named = connection_names(head.headers);
+    let mut has_id = false;
+    let mut via: Option<&[u8]> = None;
+    let mut host: Option<&[u8]> = None;
+    for h in head.headers {
+        let name = h.name.as_bytes();
+        if is_in(name, &HOP_BY_HOP) || (is_in(name, &named) && !is_in(name, &PROTECTED)) {
+            continue;
+        }
+        if is_in(name, &[b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]) {
+            continue;
+        }
+        if eq_ignore_case(name, b"host") {
+            host = Some(h.value);
+            continue;
+        }
+        if eq_ignore_case(name, b"via") {
+            via = Some(h.value);
+            continue;
+        }
+        if eq_ignore_case(name, b"x-request-id") {
+            if !is_sane_id(h.value) {
+                continue;
+            }
+            has_id = true;
+        }
+        push_header(out, name, h.value);
+    }
+    let sent_host = match (head.absolute_form, head.authority, host) {
+        (true, Some(authority), _) => authority,
+        (_, _, Some(h)) => h,
+        _ => cx.default_host.as_bytes(),
+    };
+    push_header(out, b"host", sent_host);
+    match head.body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            crate::http::push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::UntilClose => {}
+    }
+    let mut ip = SmallVec::<[u8; 46]>::new();
+    use std::io::Write;
+    let _ = write!(ip, "{}", cx.client_ip);
+    push_header(out, b"x-forwarded-for", &ip);
+    push_header(out, b"x-forwarded-proto", b"http");
+    if let Some(h) = head.authority {
+        push_header(out, b"x-forwarded-host", h);
+    }
+    if !has_id {
+        push_header(out, b"x-request-id", new_id);
+    }
+    match via {
+        Some(v) => {
+            out.extend_from_slice(b"via: ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(VIA);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => push_header(out, b"via", VIA),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_path(out: &mut Vec<u8>, path: &[u8], cx: &RequestContext<'_>) {
+    let start = out.len();
+    match cx.rewrite {
+        Rewrite::None => out.extend_from_slice(path),
+        Rewrite::StripBase => out.extend_from_slice(&path[cx.base_len.min(path.len())..]),
+        Rewrite::Replace(new) => {
+            out.extend_from_slice(new.as_bytes());
+            if let Some(prefix_len) = cx.prefix_len {
+                let rel = &path[cx.base_len.min(path.len())..];
+                out.extend_from_slice(&rel[prefix_len.min(rel.len())..]);
+            }
+        }
+    }
+    if out.len() == start || out[start] != b'/' {
+        out.insert(start, b'/');
+    }
+}
+
+fn is_sane_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.iter().all(|&b| b.is_ascii_graphic())
+}
+
+/// How the gateway frames the response body it sends downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body follows (HEAD, 204, 304); upstream's Content-Length is passed through as-is.
+    NoBody,
+    Length(u64),
+    Chunked,
+    /// Raw bytes until the gateway closes the connection (HTTP/1.0 clients).
+    Close,
+}
+
+/// Serialises the downstream response head into `out`.
+pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead<'_, '_>, framing: ResponseFraming, client_keep_alive: Option<bool>) {
+    if head.reason.is_empty() || head.reason == crate::http::reason(head.status).as_bytes() {
+        push_status_line(out, head.status);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        crate::http::push_u64(out, u64::from(head.status));
+        out.push(b' ');
+        out.extend_from_slice(head.reason);
+        out.extend_from_slice(b"\r\n");
+    }
+    let named = connection_names(head.headers);
+    for h in head.headers {
+        let name = h.name.as_bytes();
+        if is_in(name, &HOP_BY_HOP) || is_in(name, &named) {
+            continue;
+        }
+        if eq_ignore_case(name, b"content-length") && (framing != ResponseFraming::NoBody || head.status == 204) {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+    match framing {
+        ResponseFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            crate::http::push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::NoBody | ResponseFraming::Close => {}
+    }
+    match client_keep_alive {
+        Some(false) => out.extend_from_slice(b"connection: close\r\n"),
+        Some(true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

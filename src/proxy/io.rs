@@ -1,0 +1,235 @@
+//! Buffered connection halves and the body pump: the only code on the request path that reads or
+//! writes sockets.
+//!
+//! A [`Conn`] owns a socket and its read buffer (`buf[pos..]` is unconsumed input). Reads and writes
+//! use monoio's owned-buffer API; every read and write runs under a timeout. A timed-out operation
+//! loses its buffer (monoio 0.2.4 on io_uring), so a timeout always ends the connection.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::http::{push_chunk_header, BodyKind, ChunkedDecoder, ParseError};
+
+/// Smallest free space worth a read syscall.
+const MIN_READ_BYTES: usize = 4 * 1024;
+/// Body data is streamed through buffers of at most this size (bounded memory per connection).
+pub const STREAM_BUF_BYTES: usize = 64 * 1024;
+/// Runs of body bytes this large are written straight from the read buffer, not copied.
+const DIRECT_WRITE_BYTES: usize = 16 * 1024;
+
+/// A socket with its read buffer.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+    pub pos: usize,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
+        Self { stream, buf, pos: 0 }
+    }
+
+    /// Unconsumed input.
+    #[inline]
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(self.pos + n <= self.buf.len());
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads more input, keeping at most `max_pending` unconsumed bytes. Returns the bytes read
+    /// (0 = the peer closed). `InvalidData` when the buffer is full; `TimedOut` after `timeout`.
+    pub async fn fill(&mut self, timeout: Duration, max_pending: usize) -> io::Result<usize> {
+        let pending = self.buf.len() - self.pos;
+        if pending >= max_pending {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
+        }
+        if self.pos > 0 && self.buf.capacity() - self.buf.len() < MIN_READ_BYTES {
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(pending);
+            self.pos = 0;
+        }
+        let want = (max_pending - pending).clamp(1, STREAM_BUF_BYTES);
+        if self.buf.capacity() - self.buf.len() < want.min(MIN_READ_BYTES) {
+            self.buf.reserve(want);
+        }
+        let len = self.buf.len();
+        let cap = self.buf.capacity().min(len + want.max(MIN_READ_BYTES));
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = match monoio::time::timeout(timeout, self.stream.read(buf.slice_mut(len..cap))).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+        };
+        self.buf = slice.into_inner();
+        res
+    }
+}
+
+/// Writes all of `out` (then clears it) within `timeout`.
+pub async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let buf = std::mem::take(out);
+    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
+        Ok((res, mut buf)) => {
+            buf.clear();
+            *out = buf;
+            res.map(|_| ())
+        }
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// Writes `src.buf[src.pos..src.pos + n]` without copying, then consumes it.
+async fn write_direct(dst: &mut TcpStream, src: &mut Conn, n: usize, timeout: Duration) -> io::Result<()> {
+    let buf = std::mem::take(&mut src.buf);
+    let (start, end) = (src.pos, src.pos + n);
+    let res = match monoio::time::timeout(timeout, dst.write_all(buf.slice(start..end))).await {
+        Ok((res, slice)) => {
+            src.buf = slice.into_inner();
+            res
+        }
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    };
+    src.consume(n);
+    res.map(|_| ())
+}
+
+/// Why a body could not be moved.
+#[derive(Debug)]
+pub enum PumpError {
+    /// The source closed before the body was complete.
+    SourceClosed,
+    SourceTimeout,
+    SourceIo(io::Error),
+    /// The source's framing was invalid (or over the limit).
+    SourceFraming(ParseError),
+    /// Writing to the destination failed or timed out.
+    Sink(io::Error),
+}
+
+/// Per-direction knobs of [`pump`].
+#[derive(Debug, Clone, Copy)]
+pub struct PumpOpts {
+    /// Idle time allowed for one read from the source.
+    pub read_timeout: Duration,
+    /// Time allowed for one write to the destination.
+    pub write_timeout: Duration,
+    /// Re-frame as chunked (else raw bytes, delimited by length or by closing).
+    pub chunked_out: bool,
+    /// Decoded-size limit for chunked input (0 = unlimited).
+    pub limit: u64,
+    /// Trailer section cap for chunked input.
+    pub max_trailer_bytes: usize,
+}
+
+/// Streams a body framed as `kind` from `src` to `dst`, after first sending whatever the caller
+/// left in `out` (typically the message head). Always flushes `out`. Returns body bytes moved.
+pub async fn pump(src: &mut Conn, dst: &mut TcpStream, kind: BodyKind, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+    let moved = match kind {
+        BodyKind::None => 0,
+        BodyKind::Length(n) => pump_length(src, dst, n, out, o).await?,
+        BodyKind::Chunked => pump_chunked(src, dst, out, o).await?,
+        BodyKind::UntilClose => pump_until_close(src, dst, out, o).await?,
+    };
+    write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
+    Ok(moved)
+}
+
+async fn read_more(src: &mut Conn, o: &PumpOpts) -> Result<usize, PumpError> {
+    match src.fill(o.read_timeout, STREAM_BUF_BYTES).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(PumpError::SourceTimeout),
+        Err(e) => Err(PumpError::SourceIo(e)),
+    }
+}
+
+async fn pump_length(src: &mut Conn, dst: &mut TcpStream, len: u64, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+    let mut remaining = len;
+    while remaining > 0 {
+        let avail = (src.pending().len() as u64).min(remaining) as usize;
+        if avail >= DIRECT_WRITE_BYTES {
+            write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
+            write_direct(dst, src, avail, o.write_timeout).await.map_err(PumpError::Sink)?;
+        } else if avail > 0 {
+            out.extend_from_slice(&src.pending()[..avail]);
+            src.consume(avail);
+        }
+        remaining -= avail as u64;
+        if remaining == 0 {
+            break;
+        }
+        write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
+        if read_more(src, &o).await? == 0 {
+            return Err(PumpError::SourceClosed);
+        }
+    }
+    Ok(len)
+}
+
+async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+    let mut decoder = ChunkedDecoder::new(o.limit, o.max_trailer_bytes);
+    loop {
+        let consumed = decoder
+            .feed(src.pending(), |data| {
+                if o.chunked_out {
+                    push_chunk_header(out, data.len());
+                    out.extend_from_slice(data);
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.extend_from_slice(data);
+                }
+            })
+            .map_err(PumpError::SourceFraming)?;
+        src.consume(consumed);
+        if decoder.is_done() {
+            if o.chunked_out {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return Ok(decoder.total());
+        }
+        write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
+        if read_more(src, &o).await? == 0 {
+            return Err(PumpError::SourceClosed);
+        }
+    }
+}
+
+async fn pump_until_close(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+    let mut moved = 0u64;
+    loop {
+        let data = src.pending();
+        if !data.is_empty() {
+            if o.chunked_out {
+                push_chunk_header(out, data.len());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(data);
+            }
+            moved += data.len() as u64;
+            let n = data.len();
+            src.consume(n);
+        }
+        write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
+        if read_more(src, &o).await? == 0 {
+            if o.chunked_out {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return Ok(moved);
+        }
+    }
+}

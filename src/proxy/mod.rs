@@ -1,0 +1,65 @@
+//! The proxy: one task per client connection running the request loop.
+//!
+//! [`serve_connection`] owns the client socket and its buffers and calls [`phases::run`] once per
+//! request until the connection closes. Everything it touches is the worker's own `Shard`.
+
+mod headers;
+mod io;
+mod phases;
+mod respond;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+
+pub use io::{Conn, STREAM_BUF_BYTES};
+pub use phases::Next;
+pub use respond::status_for;
+
+use crate::runtime::Shard;
+
+/// Initial read buffer per client connection; grows up to the header limit or body stream size.
+const CLIENT_BUF_BYTES: usize = 8 * 1024;
+/// Lingering close: read and discard at most this much ...
+const LINGER_BYTES: usize = 64 * 1024;
+/// ... for at most this long, so the error response is not destroyed by a TCP reset.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Serves requests on one accepted client connection until it closes.
+pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
+    let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
+    let mut served = 0u32;
+    loop {
+        match phases::run(shard, &mut client, peer, served, &mut scratch).await {
+            Next::KeepAlive => served += 1,
+            Next::Close => break,
+            Next::LingerClose => {
+                linger(&mut client).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Shuts down our write side, then drains the client's input briefly before the socket closes.
+async fn linger(client: &mut Conn) {
+    let _ = client.stream.shutdown().await;
+    let t0 = Instant::now();
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let left = LINGER_TIME.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        client.buf.clear();
+        client.pos = 0;
+        match client.fill(left, STREAM_BUF_BYTES).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! THE request path: one request on one client connection, phases in a fixed order
+//! (DESIGN.md §4). Long on purpose; read it top to bottom.
+//!
+//! | phase | here | fails as |
+//! |---|---|---|
+//! | 3 read + parse head | [`read_head`] → [`plan`] | 400/408/413/414/417/431/501/505 + close |
+//! | 4 route | [`plan`] | 404 / 405 (keep-alive when no body is pending) |
+//! | 7 pick endpoint | [`upstream_conn`] | — |
+//! | 8 upstream connection (pool, else dial from the egress IP) | [`upstream_conn`] | 502 / 504 |
+//! | 9 send head + body, read response head, stream body back | [`proxy`] | 502 / 504; truncate after head |
+//! | 10 finish: pool check-in, keep-alive decision | [`proxy`] | — |
+//!
+//! Phases 5 (rate limit) and 6 (WAF hook) slot in after routing when they land.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use httparse::EMPTY_HEADER;
+use smallvec::SmallVec;
+
+use super::headers::{write_request_head, write_response_head, RequestContext, ResponseFraming};
+use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
+use super::respond::{must_close, status_for, write_error};
+use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
+use crate::error::{Error, Kind, Retry, Side};
+use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version, MAX_HEADERS_CAP};
+use crate::runtime::Shard;
+use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
+
+/// An upstream connection in use: its buffered half plus pool bookkeeping.
+struct UpSide {
+    conn: Conn,
+    key: PoolKey,
+    requests: u32,
+    /// Came from the pool: a close before any response byte may be the stale-pool race (U5).
+    reused: bool,
+}
+
+/// What the connection loop does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    /// Close now (the response, if any, is complete or deliberately truncated).
+    Close,
+    /// Close after a lingering read so the error response is not lost to a TCP reset.
+    LingerClose,
+}
+
+type RequestId = SmallVec<[u8; 48]>;
+
+/// The owned outcome of the synchronous phases (parse, route); the head buffer is released.
+struct Plan {
+    id: RequestId,
+    head_request: bool,
+    idempotent: bool,
+    version: Version,
+    keep_alive: bool,
+    body: BodyKind,
+    expect_continue: bool,
+    action: Action,
+}
+
+enum Action {
+    Reject(Error),
+    Mock(ApiId),
+    /// The upstream request head was written into the connection's scratch buffer.
+    Proxy { api: ApiId, upstream: UpstreamId },
+}
+
+/// Per-connection buffers reused across requests.
+pub struct Scratch {
+    /// Bytes queued for the next write to either side.
+    pub out: Vec<u8>,
+    /// The serialised upstream request head.
+    pub up_head: Vec<u8>,
+}
+
+/// Serves one request. `served` counts earlier requests on this connection.
+pub async fn run(shard: &Shard, client: &mut Conn, peer: SocketAddr, served: u32, s: &mut Scratch) -> Next {
+    // phase 3 + 4: read and parse the head, route it, serialise the upstream head
+    let plan = match read_head(shard, client, peer.ip(), served, &mut s.up_head).await {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Next::Close,
+        Err(err) => return respond_error(shard, client, &mut s.out, &err, false, true, &[]).await,
+    };
+    let _in_flight = InFlight::enter(shard);
+    let http = &shard.snapshot.http;
+    let keep_alive = plan.keep_alive && !shard.draining.get() && served + 1 < http.keepalive_requests;
+    match &plan.action {
+        Action::Reject(err) => {
+            let close = !keep_alive || must_close(err) || plan.body != BodyKind::None;
+            respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id).await
+        }
+        Action::Mock(api) => serve_mock(shard, client, &mut s.out, &plan, *api, keep_alive).await,
+        Action::Proxy { api, upstream } => match proxy(shard, client, s, &plan, *api, *upstream, keep_alive).await {
+            Ok(next) => next,
+            Err((err, body_done)) => {
+                tracing::debug!(error = %err, "Request failed");
+                let close = !keep_alive || must_close(&err) || !body_done;
+                respond_error(shard, client, &mut s.out, &err, plan.head_request, close, &plan.id).await
+            }
+        },
+    }
+}
+
+/// Sends the error's response (if any). Returns how the connection ends.
+async fn respond_error(shard: &Shard, client: &mut Conn, out: &mut Vec<u8>, err: &Error, head_only: bool, close: bool, id: &[u8]) -> Next {
+    let Some(status) = status_for(err) else {
+        return Next::Close;
+    };
+    tracing::debug!(status, error = %err, "Gateway response");
+    out.clear();
+    write_error(out, err, status, head_only, close, id);
+    match write_out(&mut client.stream, out, shard.snapshot.http.send_timeout).await {
+        Ok(()) if close => Next::LingerClose,
+        Ok(()) => Next::KeepAlive,
+        Err(_) => Next::Close,
+    }
+}
+
+/// Phase 3: reads until a complete head is buffered, then plans it. `Ok(None)`: the client
+/// closed or stayed idle past the keep-alive timeout (no response is due).
+async fn read_head(shard: &Shard, client: &mut Conn, ip: IpAddr, served: u32, up_head: &mut Vec<u8>) -> Result<Option<Plan>, Error> {
+    let http = &shard.snapshot.http;
+    let limits = HeadLimits {
+        max_request_line_bytes: http.max_request_line_bytes,
+        max_header_bytes: http.max_header_bytes,
+        max_headers: http.max_headers,
+    };
+    let mut started: Option<Instant> = None;
+    loop {
+        if !client.pending().is_empty() {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS_CAP];
+            if let Some(head) = parse_request(client.pending(), &mut headers, &limits)? {
+                let head_len = head.head_len;
+                let plan = plan(shard, &head, ip, up_head);
+                client.consume(head_len);
+                return Ok(Some(plan));
+            }
+            started.get_or_insert_with(Instant::now);
+        } else if shard.draining.get() {
+            return Ok(None);
+        }
+        let timeout = match started {
+            Some(t0) => http.header_timeout.saturating_sub(t0.elapsed()),
+            None if served == 0 => http.header_timeout,
+            None => http.keepalive_timeout,
+        };
+        match client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started.is_some() => {
+                return Err(Error::downstream(Kind::ClientTimeout));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(ParseError::HeaderTooLarge.into()),
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Phase 4 (and the head half of 9): route the parsed head and serialise the upstream request.
+fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: IpAddr, up_head: &mut Vec<u8>) -> Plan {
+    let snapshot = &shard.snapshot;
+    let id = request_id(shard, head);
+    let mut plan = Plan {
+        id,
+        head_request: head.method == b"HEAD",
+        idempotent: matches!(head.method, b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"),
+        version: head.version,
+        keep_alive: head.keep_alive,
+        body: head.body,
+        expect_continue: head.expect_continue,
+        action: Action::Reject(Error::downstream(Kind::NoRoute)),
+    };
+    let (api_id, base_len, prefix_len) = match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
+        RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
+        RouteMatch::NotFound => return plan,
+        RouteMatch::MethodNotAllowed(allow) => {
+            plan.action = Action::Reject(Error::downstream(Kind::MethodNotAllowed(allow)));
+            return plan;
+        }
+    };
+    let api = &snapshot.apis[api_id];
+    if let BodyKind::Length(n) = head.body {
+        if api.max_body_bytes != 0 && n > api.max_body_bytes {
+            plan.action = Action::Reject(ParseError::BodyTooLarge.into());
+            return plan;
+        }
+    }
+    plan.action = match &api.target {
+        Target::Mock(_) => Action::Mock(api_id),
+        Target::Upstream(uid) => {
+            let cx = RequestContext {
+                client_ip,
+                rewrite: &api.rewrite,
+                base_len,
+                prefix_len,
+                default_host: &snapshot.upstreams[*uid].name,
+            };
+            up_head.clear();
+            write_request_head(up_head, head, &cx, &plan.id);
+            Action::Proxy { api: api_id, upstream: *uid }
+        }
+    };
+    plan
+}
+
+fn request_id(shard: &Shard, head: &RequestHead<'_, '_>) -> RequestId {
+    let given = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")).map(|h| h.value);
+    match given {
+        Some(v) if !v.is_empty() && v.len() <= 48 && v.iter().all(|b| b.is_ascii_graphic()) => RequestId::from_slice(v),
+        _ => RequestId::from_slice(&shard.next_request_id()),
+    }
+}
+
+/// A mock API: the pre-rendered response. A request body is never read: the connection closes.
+async fn serve_mock(shard: &Shard, client: &mut Conn, out: &mut Vec<u8>, plan: &Plan, api: ApiId, keep_alive: bool) -> Next {
+    let Target::Mock(mock) = &shard.snapshot.apis[api].target else {
+        return Next::Close;
+    };
+    let keep_alive = keep_alive && plan.body == BodyKind::None;
+    out.clear();
+    out.extend_from_slice(&mock.head);
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(&plan.id);
+    out.extend_from_slice(b"\r\n");
+    push_connection(out, keep_alive, plan.version);
+    out.extend_from_slice(b"\r\n");
+    if !plan.head_request {
+        out.extend_from_slice(&mock.body);
+    }
+    match write_out(&mut client.stream, out, shard.snapshot.http.send_timeout).await {
+        Ok(()) if keep_alive => Next::KeepAlive,
+        Ok(()) if plan.body != BodyKind::None => Next::LingerClose,
+        _ => Next::Close,
+    }
+}
+
+fn push_connection(out: &mut Vec<u8>, keep_alive: bool, version: Version) {
+    match (keep_alive, version) {
+        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, Version::Http10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        (true, Version::Http11) => {}
+    }
+}
+
+/// Phases 7–10 for an upstream API. `Err((error, request_body_fully_read))` when no response head
+/// was sent yet; after the head went out, failures truncate and return `Ok(Next::Close)`.
+async fn proxy(
+    shard: &Shard,
+    client: &mut Conn,
+    s: &mut Scratch,
+    plan: &Plan,
+    api_id: ApiId,
+    uid: UpstreamId,
+    keep_alive: bool,
+) -> Result<Next, (Error, bool)> {
+    let snapshot = &shard.snapshot;
+    let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
+    let body_done_before = plan.body == BodyKind::None;
+    let mut attempt = 0;
+    let (mut upc, framing, up_keep_alive) = loop {
+        attempt += 1;
+        // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
+        let mut upc = upstream_conn(shard, uid, attempt == 1).await.map_err(|e| (e, body_done_before))?;
+        if plan.expect_continue && client.pending().is_empty() {
+            s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            write_out(&mut client.stream, &mut s.out, snapshot.http.send_timeout)
+                .await
+                .map_err(|_| (Error::downstream(Kind::DownstreamClosed), false))?;
+        }
+        // phase 9a: request head and body
+        s.out.clear();
+        s.out.extend_from_slice(&s.up_head);
+        let opts = PumpOpts {
+            read_timeout: snapshot.http.body_timeout,
+            write_timeout: up.read_timeout,
+            chunked_out: plan.body == BodyKind::Chunked,
+            limit: api.max_body_bytes,
+            max_trailer_bytes: snapshot.http.max_header_bytes,
+        };
+        upc.requests += 1;
+        if let Err(e) = pump(client, &mut upc.conn.stream, plan.body, &mut s.out, opts).await {
+            let err = match e {
+                PumpError::SourceTimeout => Error::downstream(Kind::ClientTimeout),
+                PumpError::SourceFraming(p) => Error::downstream(Kind::Parse(p)),
+                PumpError::SourceClosed | PumpError::SourceIo(_) => Error::downstream(Kind::DownstreamClosed),
+                PumpError::Sink(io) => {
+                    let retry = if upc.reused && body_done_before && plan.idempotent { Retry::IfIdempotent } else { Retry::Never };
+                    Error::upstream(Kind::UpstreamClosed, format!("send to {}", upc.key.endpoint)).with_source(io).with_retry(retry)
+                }
+            };
+            if err.retry == Retry::IfIdempotent && attempt == 1 {
+                continue;
+            }
+            return Err((err, false));
+        }
+        // phase 9b: response head
+        match read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive).await {
+            Ok((framing, up_keep_alive)) => break (upc, framing, up_keep_alive),
+            Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => continue,
+            Err(mut err) => {
+                err.context = format!("{}: {}", upc.key.endpoint, err.context);
+                return Err((err, true));
+            }
+        }
+    };
+    // phase 9c: response body (the head is in s.out and goes out with the first body bytes)
+    let (body_in, chunked_out, client_keep_alive) = framing;
+    let opts = PumpOpts {
+        read_timeout: up.read_timeout,
+        write_timeout: snapshot.http.send_timeout,
+        chunked_out,
+        limit: 0,
+        max_trailer_bytes: snapshot.http.max_header_bytes,
+    };
+    let result = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, opts).await;
+    // phase 10: finish
+    if let Err(e) = result {
+        tracing::debug!(error = ?e, endpoint = %upc.key.endpoint, "Response body failed; truncating");
+        return Ok(Next::Close);
+    }
+    // extra bytes after the body (U12) or any framing doubt: never reuse
+    let reusable = up_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
+    if reusable && !shard.draining.get() {
+        let UpSide { conn, key, requests, .. } = upc;
+        let idle = UpstreamConn { stream: conn.stream, buf: conn.buf, requests };
+        shard.pool.borrow_mut().checkin(key, idle, Instant::now(), up.pool_max_idle_per_endpoint);
+    }
+    Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// (how the body arrives, re-chunk for the client, keep the client connection)
+type Framing = (BodyKind, bool, bool);
+
+/// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
+/// the downstream head into `out`. Returns the framing and whether the upstream allows reuse.
+async fn read_response_head(
+    shard: &Shard,
+    up: &mut UpSide,
+    plan: &Plan,
+    timeout: Duration,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+) -> Result<(Framing, bool), Error> {
+    let deadline = Instant::now() + timeout;
+    let max = shard.snapshot.http.max_header_bytes;
+    let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
+    let upc = &mut up.conn;
+    let mut got_bytes = false;
+    loop {
+        if !upc.pending().is_empty() {
+            got_bytes = true;
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS_CAP];
+            let parsed = parse_response(upc.pending(), &mut headers, max, plan.head_request)
+                .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
+            if let Some(head) = parsed {
+                let head_len = head.head_len;
+                if head.status == 101 {
+                    return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::BadRequest("unsolicited 101")), ""));
+                }
+                if (100..200).contains(&head.status) {
+                    upc.consume(head_len);
+                    continue;
+                }
+                let chunk_for_client = plan.version == Version::Http11;
+                let (framing_out, chunked_out) = match head.body {
+                    BodyKind::None => (ResponseFraming::NoBody, false),
+                    BodyKind::Length(n) => (ResponseFraming::Length(n), false),
+                    BodyKind::Chunked | BodyKind::UntilClose if chunk_for_client => (ResponseFraming::Chunked, true),
+                    BodyKind::Chunked | BodyKind::UntilClose => (ResponseFraming::Close, false),
+                };
+                let client_keep_alive = keep_alive && framing_out != ResponseFraming::Close;
+                let conn_header = match (client_keep_alive, plan.version) {
+                    (false, _) => Some(false),
+                    (true, Version::Http10) => Some(true),
+                    (true, Version::Http11) => None,
+                };
+                out.clear();
+                write_response_head(out, &head, framing_out, conn_header);
+                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive);
+                upc.consume(head_len);
+                return Ok(result);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::upstream(Kind::ReadTimeout, "response head"));
+        }
+        match upc.fill(left, max + 1).await {
+            Ok(0) => {
+                let retry = if got_bytes { Retry::Never } else { stale_retry };
+                return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Error::upstream(Kind::ReadTimeout, "response head")),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge), ""));
+            }
+            Err(e) => {
+                let retry = if got_bytes { Retry::Never } else { stale_retry };
+                return Err(Error::upstream(Kind::UpstreamClosed, "reading response head").with_source(e).with_retry(retry));
+            }
+        }
+    }
+}
+
+/// Phases 7 + 8: pick an endpoint, take a pooled connection or dial one. A failed dial is retried
+/// once on another endpoint (nothing was sent, so this is safe for every method).
+async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool) -> Result<UpSide, Error> {
+    let up = &shard.snapshot.upstreams[uid];
+    let state = &shard.upstreams[uid];
+    let first = state.balancer.borrow_mut().pick();
+    match dial_or_reuse(shard, uid, first, use_pool).await {
+        Ok(c) => Ok(c),
+        Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
+            tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
+            let second = state.balancer.borrow_mut().pick_excluding(first);
+            dial_or_reuse(shard, uid, second, use_pool).await
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn dial_or_reuse(shard: &Shard, uid: UpstreamId, ep: usize, use_pool: bool) -> Result<UpSide, Error> {
+    let up = &shard.snapshot.upstreams[uid];
+    let key = PoolKey { endpoint: up.endpoints[ep].addr, source_ip: up.egress_ip };
+    if use_pool {
+        let now = Instant::now();
+        let mut pool = shard.pool.borrow_mut();
+        while let Some(c) = pool.checkout(&key, now, up.pool_idle_timeout) {
+            if is_idle_and_open(&c.stream) {
+                return Ok(UpSide { conn: Conn::new(c.stream, c.buf), key, requests: c.requests, reused: true });
+            }
+        }
+    }
+    match connect(key.endpoint, key.source_ip, up.connect_timeout).await {
+        Ok(stream) => Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), key, requests: 0, reused: false }),
+        Err(e) => {
+            let kind = if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
+            let context = match key.source_ip {
+                Some(ip) => format!("connect {} from {ip}", key.endpoint),
+                None => format!("connect {}", key.endpoint),
+            };
+            Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
+        }
+    }
+}
+
+/// Counts a request as in flight (the drain waits for these) for as long as it lives.
+struct InFlight<'a>(&'a Shard);
+
+impl<'a> InFlight<'a> {
+    fn enter(shard: &'a Shard) -> Self {
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        Self(shard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}

@@ -1,0 +1,109 @@
+//! The one table from [`Error`] to a client-visible status, and synthetic (gateway-made) responses.
+//!
+//! Gateway responses are always framed with Content-Length, carry `Connection: close` when the
+//! connection will close, and have no body for HEAD. Downstream transport errors get no response.
+
+use crate::error::{Error, Kind, Side};
+use crate::http::{push_header, push_status_line, push_u64, reason};
+
+/// Status for `err`, or `None` when no response can or should be sent (the client is gone).
+pub fn status_for(err: &Error) -> Option<u16> {
+    Some(match &err.kind {
+        Kind::Parse(p) => p.status(),
+        Kind::NoRoute => 404,
+        Kind::MethodNotAllowed(_) => 405,
+        Kind::ClientTimeout => 408,
+        Kind::DownstreamClosed => return None,
+        Kind::NoHealthyEndpoint => 503,
+        Kind::ConnectRefused => 502,
+        Kind::ConnectTimeout => 504,
+        Kind::ReadTimeout => 504,
+        Kind::UpstreamClosed => 502,
+        Kind::BadUpstreamResponse(_) => 502,
+        Kind::Internal if err.side == Side::Internal => 500,
+        Kind::Internal => 502,
+    })
+}
+
+/// Whether the client connection must close after this error's response, whatever the state of
+/// the request body: every client-side error except a routing miss.
+pub fn must_close(err: &Error) -> bool {
+    err.side == Side::Downstream && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed(_))
+}
+
+/// Appends a complete gateway response for `status` to `out`.
+pub fn write_error(out: &mut Vec<u8>, err: &Error, status: u16, head_only: bool, close: bool, request_id: &[u8]) {
+    push_status_line(out, status);
+    let body_len = 4 + reason(status).len() + 1; // "404 Not Found\n"
+    push_header(out, b"content-type", b"text/plain; charset=utf-8");
+    out.extend_from_slice(b"content-length: ");
+    push_u64(out, body_len as u64);
+    out.extend_from_slice(b"\r\n");
+    if let Kind::MethodNotAllowed(allow) = &err.kind {
+        push_header(out, b"allow", allow.as_bytes());
+    }
+    if !request_id.is_empty() {
+        push_header(out, b"x-request-id", request_id);
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        push_u64(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason(status).as_bytes());
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::ParseError;
+
+    #[test]
+    fn every_kind_maps_to_one_status() {
+        let up = |k| Error::upstream(k, "");
+        let table = [
+            (Error::downstream(Kind::Parse(ParseError::HeaderTooLarge)), Some(431)),
+            (Error::downstream(Kind::NoRoute), Some(404)),
+            (Error::downstream(Kind::MethodNotAllowed("GET".into())), Some(405)),
+            (Error::downstream(Kind::ClientTimeout), Some(408)),
+            (Error::downstream(Kind::DownstreamClosed), None),
+            (up(Kind::NoHealthyEndpoint), Some(503)),
+            (up(Kind::ConnectRefused), Some(502)),
+            (up(Kind::ConnectTimeout), Some(504)),
+            (up(Kind::ReadTimeout), Some(504)),
+            (up(Kind::UpstreamClosed), Some(502)),
+            (up(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge)), Some(502)),
+            (Error::new(Side::Internal, Kind::Internal, ""), Some(500)),
+        ];
+        for (err, status) in table {
+            assert_eq!(status_for(&err), status, "{err}");
+        }
+    }
+
+    #[test]
+    fn error_response_is_framed_and_head_has_no_body() {
+        let err = Error::downstream(Kind::MethodNotAllowed("GET, HEAD".into()));
+        let mut out = Vec::new();
+        write_error(&mut out, &err, 405, false, false, b"abc");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("allow: GET, HEAD\r\n"));
+        assert!(text.ends_with("\r\n\r\n405 Method Not Allowed\n"));
+        let len: usize = text.split("content-length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
+        assert_eq!(len, "405 Method Not Allowed\n".len());
+        let mut head = Vec::new();
+        write_error(&mut head, &err, 405, true, true, b"");
+        assert!(String::from_utf8(head).unwrap().ends_with("connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn parse_errors_close_routing_misses_do_not() {
+        assert!(must_close(&Error::downstream(Kind::Parse(ParseError::BadRequest("x")))));
+        assert!(!must_close(&Error::downstream(Kind::NoRoute)));
+        assert!(!must_close(&Error::upstream(Kind::ConnectRefused, "")), "decided by the body state");
+    }
+}

@@ -1,0 +1,84 @@
+//! Typed cross-core messages: control thread → worker, and worker → control reports.
+//!
+//! The inbox is a lock-free crossbeam channel plus a waker slot so an idle worker's runtime is
+//! woken (monoio's `sync` feature makes cross-thread wakes safe). This is the only way cores talk;
+//! it carries rare events, never per-request traffic.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+/// Control → worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMsg {
+    /// Stop accepting, let in-flight requests finish (up to the drain deadline), then exit.
+    Shutdown,
+}
+
+/// Worker → supervisor, once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerReport {
+    /// The worker's runtime is up; names the driver it runs.
+    Started { worker: usize, cpu: Option<usize>, driver: &'static str },
+    /// The worker could not start.
+    Failed { worker: usize, error: String },
+}
+
+struct Shared {
+    waker: Mutex<Option<Waker>>,
+}
+
+/// Sending half, held by the supervisor.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: Sender<ControlMsg>,
+    shared: Arc<Shared>,
+}
+
+/// Receiving half, owned by one worker.
+pub struct Inbox {
+    rx: Receiver<ControlMsg>,
+    shared: Arc<Shared>,
+}
+
+/// A connected outbox/inbox pair.
+pub fn channel() -> (Outbox, Inbox) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared { waker: Mutex::new(None) });
+    (Outbox { tx, shared: shared.clone() }, Inbox { rx, shared })
+}
+
+impl Outbox {
+    /// Sends `msg` and wakes the worker; false if the worker is gone.
+    pub fn send(&self, msg: ControlMsg) -> bool {
+        let ok = self.tx.send(msg).is_ok();
+        let waker = self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        ok
+    }
+}
+
+impl Inbox {
+    /// Waits for the next message; `None` once every outbox is dropped.
+    pub async fn recv(&self) -> Option<ControlMsg> {
+        poll_fn(|cx| {
+            match self.rx.try_recv() {
+                Ok(m) => return Poll::Ready(Some(m)),
+                Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+                Err(TryRecvError::Empty) => {}
+            }
+            *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            // re-check after publishing the waker so a send in between is not lost
+            match self.rx.try_recv() {
+                Ok(m) => Poll::Ready(Some(m)),
+                Err(TryRecvError::Disconnected) => Poll::Ready(None),
+                Err(TryRecvError::Empty) => Poll::Pending,
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,58 @@
+//! Listener sockets: one SO_REUSEPORT socket per worker per `[[listener]]`, bound up front on the
+//! main thread so a busy port fails the start, not a worker.
+//!
+//! Port 0 (tests): the first socket gets an ephemeral port and every other worker binds that same
+//! port, so all workers serve one address.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Kernel accept backlog per socket.
+const BACKLOG: i32 = 4096;
+
+/// Binds `workers` sockets for each address. Returns `[worker][listener]` sockets and the bound
+/// address of each listener.
+pub fn bind_all(addrs: &[SocketAddr], workers: usize) -> io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::with_capacity(addrs.len())).collect();
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let first = bind_one(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        per_worker[0].push(first);
+        for sockets in per_worker.iter_mut().skip(1) {
+            sockets.push(bind_one(actual).map_err(|e| io::Error::new(e.kind(), format!("bind {actual}: {e}")))?);
+        }
+    }
+    Ok((per_worker, bound))
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_every_worker_the_same_port() {
+        let (socks, bound) = bind_all(&["127.0.0.1:0".parse().unwrap()], 3).unwrap();
+        assert_ne!(bound[0].port(), 0);
+        for w in &socks {
+            assert_eq!(w[0].local_addr().unwrap(), bound[0]);
+        }
+    }
+}

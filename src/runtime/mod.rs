@@ -1,0 +1,99 @@
+//! Threads: one pinned worker per allowed CPU, each with its own runtime and `Shard`; the caller's
+//! thread supervises (signals, shutdown).
+//!
+//! [`start`] binds every listener up front (so a busy port fails the start), spawns the workers,
+//! and waits for each to report its driver. [`Running::shutdown`] tells every worker to stop
+//! accepting and drain; [`Running::join`] waits for them.
+
+mod affinity;
+mod control;
+mod listener;
+mod shard;
+mod worker;
+
+pub use affinity::allowed_cpus;
+pub use control::{ControlMsg, WorkerReport};
+pub use shard::Shard;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Snapshot, Workers};
+
+/// How long `start` waits for every worker to report in.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started gateway.
+pub struct Running {
+    /// Bound address of each `[[listener]]`, in config order (port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    /// Driver each worker runs ("io_uring" or "legacy").
+    pub drivers: Vec<&'static str>,
+    outboxes: Vec<control::Outbox>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Starts the workers for `snapshot`.
+pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
+    let cpus = allowed_cpus();
+    let workers = match snapshot.instance.workers {
+        Workers::Auto => cpus.len(),
+        Workers::Count(n) => n,
+    };
+    let addrs: Vec<SocketAddr> = snapshot.listeners.iter().map(|l| l.addr).collect();
+    let (mut sockets, bound) = listener::bind_all(&addrs, workers)?;
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let mut outboxes = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in (0..workers).rev() {
+        let (outbox, inbox) = control::channel();
+        let spec = worker::WorkerSpec {
+            id,
+            cpu: Some(cpus[id % cpus.len()]),
+            listeners: sockets.pop().expect("one socket set per worker"),
+            snapshot: snapshot.clone(),
+            inbox,
+            report: report_tx.clone(),
+        };
+        let handle = std::thread::Builder::new().name(format!("ringway-w{id}")).spawn(move || worker::run(spec))?;
+        outboxes.push(outbox);
+        handles.push(handle);
+    }
+    outboxes.reverse();
+    handles.reverse();
+    let mut running = Running { addrs: bound, drivers: vec![""; workers], outboxes, handles };
+    for _ in 0..workers {
+        match report_rx.recv_timeout(START_TIMEOUT) {
+            Ok(WorkerReport::Started { worker, driver, .. }) => running.drivers[worker] = driver,
+            Ok(WorkerReport::Failed { worker, error }) => {
+                running.shutdown();
+                running.join();
+                return Err(io::Error::other(format!("worker {worker} failed to start: {error}")));
+            }
+            Err(_) => {
+                running.shutdown();
+                return Err(io::Error::other("workers did not start in time"));
+            }
+        }
+    }
+    Ok(running)
+}
+
+impl Running {
+    /// Asks every worker to stop accepting and drain in-flight requests.
+    pub fn shutdown(&self) {
+        for o in &self.outboxes {
+            o.send(ControlMsg::Shutdown);
+        }
+    }
+
+    /// Waits for every worker thread to exit.
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `Shard`: everything one worker core owns. Built from a `Snapshot`; never shared across threads.
+//!
+//! Per-core: upstream balancer state, the idle-connection pool, connection and in-flight counters,
+//! the drain flag and the request-id sequence. Plain `Cell`/`RefCell`: one thread, no atomics.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::config::Snapshot;
+use crate::upstream::{Pool, UpstreamConn, UpstreamState};
+
+/// One worker's state.
+pub struct Shard {
+    pub worker: usize,
+    pub snapshot: Arc<Snapshot>,
+    pub upstreams: Vec<UpstreamState>,
+    pub pool: RefCell<Pool<UpstreamConn>>,
+    /// Open client connections.
+    pub connections: Cell<usize>,
+    /// Requests between their first head byte and their last response byte.
+    pub in_flight: Cell<usize>,
+    /// Set on shutdown: finish the current request, then close.
+    pub draining: Cell<bool>,
+    request_seq: Cell<u64>,
+    id_prefix: u64,
+}
+
+impl Shard {
+    pub fn new(worker: usize, snapshot: Arc<Snapshot>) -> Self {
+        let upstreams = snapshot.upstreams.iter().map(UpstreamState::new).collect();
+        // unique per process start and worker; ids only need to be unique, not secret
+        let id_prefix = ahash::RandomState::new().hash_one((worker, std::process::id()));
+        Self {
+            worker,
+            snapshot,
+            upstreams,
+            pool: RefCell::new(Pool::default()),
+            connections: Cell::new(0),
+            in_flight: Cell::new(0),
+            draining: Cell::new(false),
+            request_seq: Cell::new(0),
+            id_prefix,
+        }
+    }
+
+    /// A fresh 32-hex-digit request id.
+    pub fn next_request_id(&self) -> [u8; 32] {
+        let seq = self.request_seq.get().wrapping_add(1);
+        self.request_seq.set(seq);
+        let mut out = [0u8; 32];
+        hex_into(&mut out[..16], self.id_prefix);
+        hex_into(&mut out[16..], seq);
+        out
+    }
+}
+
+fn hex_into(out: &mut [u8], mut v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}

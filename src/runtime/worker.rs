@@ -1,0 +1,182 @@
+//! One worker core: pin the thread, build its monoio runtime (io_uring, or epoll as fallback), turn
+//! its listener sockets into accept loops, serve until told to stop, then drain.
+//!
+//! Per-core: the runtime, the `Shard`, the listeners. Crosses cores: only the control inbox and the
+//! one-time start report.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use monoio::net::TcpListener;
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use super::control::{ControlMsg, Inbox, WorkerReport};
+use super::shard::Shard;
+use crate::config::{IoDriver, Snapshot};
+
+/// Everything a worker thread needs, moved into it at spawn.
+pub struct WorkerSpec {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub snapshot: Arc<Snapshot>,
+    pub inbox: Inbox,
+    pub report: Sender<WorkerReport>,
+}
+
+/// Thread body of a worker.
+pub fn run(spec: WorkerSpec) {
+    if let Some(cpu) = spec.cpu {
+        if let Err(e) = super::affinity::pin_current_thread(cpu) {
+            tracing::warn!(worker = spec.id, cpu, error = %e, "Could not pin worker");
+        }
+    }
+    let entries = spec.snapshot.instance.uring_entries;
+    match spec.snapshot.instance.io_driver {
+        IoDriver::Legacy => run_legacy(spec),
+        IoDriver::IoUring => match build_uring(entries) {
+            Ok(mut rt) => rt.block_on(serve(spec, "io_uring")),
+            Err(e) => {
+                let _ = spec.report.send(WorkerReport::Failed { worker: spec.id, error: format!("io_uring unavailable: {e}") });
+            }
+        },
+        IoDriver::Auto => match build_uring(entries) {
+            Ok(mut rt) => rt.block_on(serve(spec, "io_uring")),
+            Err(e) => {
+                tracing::warn!(worker = spec.id, error = %e, "io_uring refused; falling back to epoll");
+                run_legacy(spec);
+            }
+        },
+    }
+}
+
+fn run_legacy(spec: WorkerSpec) {
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => rt.block_on(serve(spec, "legacy")),
+        Err(e) => {
+            let _ = spec.report.send(WorkerReport::Failed { worker: spec.id, error: format!("epoll runtime: {e}") });
+        }
+    }
+}
+
+/// io_uring with COOP_TASKRUN | TASKRUN_FLAG (cheaper completions), or plain when the kernel
+/// refuses those flags.
+fn build_uring(entries: u32) -> io::Result<monoio::Runtime<TimeDriver<IoUringDriver>>> {
+    let mut urb = io_uring::IoUring::builder();
+    urb.setup_coop_taskrun().setup_taskrun_flag();
+    let tuned = RuntimeBuilder::<IoUringDriver>::new().with_entries(entries).uring_builder(urb).enable_timer().build();
+    match tuned {
+        Ok(rt) => Ok(rt),
+        Err(_) => RuntimeBuilder::<IoUringDriver>::new().with_entries(entries).enable_timer().build(),
+    }
+}
+
+/// Stop signal for one accept loop (a single waker slot, replaced on each poll).
+#[derive(Default)]
+struct StopSlot {
+    stopped: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl StopSlot {
+    fn stop(&self) {
+        self.stopped.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+async fn serve(spec: WorkerSpec, driver: &'static str) {
+    let WorkerSpec { id, cpu, listeners, snapshot, inbox, report } = spec;
+    let shard = Rc::new(Shard::new(id, snapshot));
+    let mut accepting = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => accepting.push(l),
+            Err(e) => {
+                let _ = report.send(WorkerReport::Failed { worker: id, error: format!("listener: {e}") });
+                return;
+            }
+        }
+    }
+    tracing::info!(worker = id, cpu, driver, "Worker started");
+    let _ = report.send(WorkerReport::Started { worker: id, cpu, driver });
+    let slots: Vec<Rc<StopSlot>> = accepting
+        .into_iter()
+        .map(|l| {
+            let slot = Rc::new(StopSlot::default());
+            monoio::spawn(accept_loop(shard.clone(), l, slot.clone()));
+            slot
+        })
+        .collect();
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ControlMsg::Shutdown => break,
+        }
+    }
+    shard.draining.set(true);
+    slots.iter().for_each(|s| s.stop());
+    let deadline = Instant::now() + shard.snapshot.instance.drain_timeout;
+    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::info!(worker = id, unfinished = shard.in_flight.get(), "Worker stopped");
+}
+
+/// Decrements the shard's connection count when a connection task ends.
+struct ConnGuard(Rc<Shard>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<StopSlot>) {
+    let cap = shard.snapshot.http.max_connections_per_worker;
+    loop {
+        // at the cap, leave new connections in the kernel backlog instead of failing them
+        while shard.connections.get() >= cap && !stop.stopped.get() {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = stop.wait() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                shard.connections.set(shard.connections.get() + 1);
+                let guard = ConnGuard(shard.clone());
+                monoio::spawn(async move {
+                    crate::proxy::serve_connection(&guard.0, stream, peer).await;
+                    drop(guard);
+                });
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "Accept failed");
+                // EMFILE and friends: back off instead of spinning
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Dialing upstreams from a chosen source (egress) IP, and a cheap liveness check for pooled
+//! connections.
+//!
+//! monoio has no bind-before-connect API, so we build the socket with socket2: optional
+//! `IP_BIND_ADDRESS_NO_PORT` + bind(egress_ip:0), non-blocking connect, hand the fd to monoio, wait
+//! for writability under the connect timeout, then read `SO_ERROR`. monoio's own sockets are
+//! blocking-mode under io_uring and non-blocking under the legacy driver; we match that.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Connects to `addr` from `source` (if any) within `timeout`.
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if let Some(ip) = source {
+        set_bind_address_no_port(&socket)?;
+        socket.bind(&SocketAddr::new(ip, 0).into()).map_err(|e| with_source(e, ip))?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let legacy = monoio::utils::is_legacy();
+    let std_stream: std::net::TcpStream = socket.into();
+    let stream = TcpStream::from_std(std_stream)?;
+    match monoio::time::timeout(timeout, stream.writable(false)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+    with_sock(&stream, |sock| {
+        if let Some(e) = sock.take_error()? {
+            return Err(e);
+        }
+        if !legacy {
+            sock.set_nonblocking(false)?;
+        }
+        sock.set_nodelay(true)
+    })?;
+    Ok(stream)
+}
+
+/// For a pooled connection: true when nothing is pending and the peer has not closed. A
+/// non-blocking `MSG_PEEK` costs one syscall and catches the common stale-pool race (U5).
+pub fn is_idle_and_open(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    with_sock(stream, |sock| match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false, // 0 = closed; >0 = unsolicited bytes: never reuse
+    })
+}
+
+/// Runs `f` with socket2's view of the stream's fd (for options monoio does not expose).
+pub(crate) fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(SockRef<'_>) -> R) -> R {
+    // SAFETY: the fd is owned by `stream`, which is borrowed for the whole call.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    f(SockRef::from(&fd))
+}
+
+fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    if socket.domain()? != Domain::IPV4 {
+        return Ok(());
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd, option value points to a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn with_source(e: io::Error, ip: IpAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("bind egress IP {ip}: {e}"))
+}
