@@ -110,4 +110,3 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-

@@ -43,7 +43,10 @@ fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
 fn proxies_with_forwarding_headers() {
     let up = MockUpstream::echo();
     let gw = TestGateway::start(&catch_all("o", &[up.addr]));
-    let r = request(gw.addr, "GET /a/b?c=1 HTTP/1.1\r\nHost: Shop.Example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Custom: yes\r\n\r\n");
+    let r = request(
+        gw.addr,
+        "GET /a/b?c=1 HTTP/1.1\r\nHost: Shop.Example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Custom: yes\r\n\r\n",
+    );
     assert_eq!((r.status, r.text().as_str()), (200, "GET /a/b?c=1 0"));
     let seen = &up.requests()[0];
     assert_eq!(seen.header("host"), Some("Shop.Example"));
@@ -59,11 +62,16 @@ fn proxies_with_forwarding_headers() {
 fn hop_by_hop_headers_do_not_reach_the_origin_or_the_client() {
     let up = MockUpstream::start(|_| Reply::Full {
         status: 200,
-        headers: vec![("Connection".into(), "X-Internal".into()), ("X-Internal".into(), "1".into()), ("Keep-Alive".into(), "timeout=5".into())],
+        headers: vec![
+            ("Connection".into(), "X-Internal".into()),
+            ("X-Internal".into(), "1".into()),
+            ("Keep-Alive".into(), "timeout=5".into()),
+        ],
         body: b"ok".to_vec(),
     });
     let gw = TestGateway::start(&catch_all("o", &[up.addr]));
-    let r = request(gw.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n\r\n");
+    let r =
+        request(gw.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Secret\r\nX-Secret: s\r\nTE: trailers\r\n\r\n");
     assert_eq!(r.status, 200);
     assert!(r.header("x-internal").is_none() && r.header("keep-alive").is_none(), "{:?}", r.headers);
     let seen = &up.requests()[0];
@@ -88,7 +96,11 @@ fn pipelined_requests_are_answered_in_order() {
     let up = MockUpstream::start(|r| {
         // the first one is slow: order must still hold
         let reply = Reply::ok(&r.target);
-        if r.target == "/1" { Reply::Delay(Duration::from_millis(100), Box::new(reply)) } else { reply }
+        if r.target == "/1" {
+            Reply::Delay(Duration::from_millis(100), Box::new(reply))
+        } else {
+            reply
+        }
     });
     let mocks = MOCKS.replace("[service.demo]", "[service.demo]\nhosts = [\"mock.test\"]");
     let gw = TestGateway::start(&format!("{}\n{mocks}", catch_all("o", &[up.addr])));
@@ -205,7 +217,11 @@ fn head_204_and_304_have_no_body_and_connection_stays_usable() {
 
 #[test]
 fn interim_1xx_from_upstream_is_skipped() {
-    let up = MockUpstream::start(|_| Reply::Raw(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let up = MockUpstream::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
+    });
     let gw = TestGateway::start(&catch_all("o", &[up.addr]));
     let r = get(gw.addr, "a", "/");
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));

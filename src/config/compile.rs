@@ -41,7 +41,7 @@ const MAX_HEADER_BYTES_CAP: usize = 64 * 1024;
 /// Parses and compiles `text`; `generation` is stamped on the snapshot.
 pub fn compile(text: &str, generation: u64) -> Result<Snapshot, ConfigError> {
     let src = Source::new(text);
-    let file: FileConfig = toml::from_str(text).map_err(|e| src.from_toml(&e))?;
+    let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     Compiler { src }.run(file, generation)
 }
 
@@ -128,9 +128,15 @@ impl Compiler<'_> {
             Some(s) => Ok(*s.get_ref()),
             None => Ok(default),
         };
-        let max_header_bytes = bounded("max_header_bytes", &f.max_header_bytes, DEFAULT_MAX_HEADER_BYTES, 1024, MAX_HEADER_BYTES_CAP)?;
-        let max_request_line_bytes =
-            bounded("max_request_line_bytes", &f.max_request_line_bytes, DEFAULT_MAX_REQUEST_LINE_BYTES, 256, max_header_bytes)?;
+        let max_header_bytes =
+            bounded("max_header_bytes", &f.max_header_bytes, DEFAULT_MAX_HEADER_BYTES, 1024, MAX_HEADER_BYTES_CAP)?;
+        let max_request_line_bytes = bounded(
+            "max_request_line_bytes",
+            &f.max_request_line_bytes,
+            DEFAULT_MAX_REQUEST_LINE_BYTES,
+            256,
+            max_header_bytes,
+        )?;
         Ok(HttpLimits {
             header_timeout: ms(f.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS),
             keepalive_timeout: ms(f.keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS),
@@ -158,15 +164,26 @@ impl Compiler<'_> {
         for (i, l) in list.iter().enumerate() {
             let path = format!("listener[{i}].listen");
             let addr: SocketAddr = l.listen.get_ref().parse().map_err(|_| {
-                let msg = format!("\"{}\" is not an IP:port address (e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")", l.listen.get_ref());
+                let msg = format!(
+                    "\"{}\" is not an IP:port address (e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")",
+                    l.listen.get_ref()
+                );
                 self.err(&path, l.listen.span(), msg)
             })?;
             let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
             if out.iter().any(|o| o.name == name) {
-                return Err(self.err(format!("listener[{i}].name"), l.listen.span(), format!("duplicate listener name \"{name}\"")));
+                return Err(self.err(
+                    format!("listener[{i}].name"),
+                    l.listen.span(),
+                    format!("duplicate listener name \"{name}\""),
+                ));
             }
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
-                return Err(self.err(&path, l.listen.span(), format!("address {addr} is already used by another listener")));
+                return Err(self.err(
+                    &path,
+                    l.listen.span(),
+                    format!("address {addr} is already used by another listener"),
+                ));
             }
             out.push(ListenerConfig { name, addr });
         }
@@ -190,7 +207,11 @@ impl Compiler<'_> {
         for (i, e) in list.iter().enumerate() {
             let path = format!("{base}.endpoints[{i}]");
             let addr: SocketAddr = e.addr.get_ref().parse().map_err(|_| {
-                self.err(format!("{path}.addr"), e.addr.span(), format!("\"{}\" is not an IP:port address", e.addr.get_ref()))
+                self.err(
+                    format!("{path}.addr"),
+                    e.addr.span(),
+                    format!("\"{}\" is not an IP:port address", e.addr.get_ref()),
+                )
             })?;
             if let Some(ip) = egress_ip {
                 if ip.is_ipv4() != addr.is_ipv4() {
@@ -223,7 +244,10 @@ impl Compiler<'_> {
             read_timeout: ms(f.read_timeout_ms, DEFAULT_READ_TIMEOUT_MS),
             pool_idle_timeout: ms(f.pool_idle_timeout_ms, DEFAULT_POOL_IDLE_TIMEOUT_MS),
             pool_max_idle_per_endpoint: f.pool_max_idle_per_endpoint.unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT),
-            max_requests_per_connection: f.max_requests_per_connection.unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION).max(1),
+            max_requests_per_connection: f
+                .max_requests_per_connection
+                .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION)
+                .max(1),
         })
     }
 
@@ -258,11 +282,16 @@ impl Compiler<'_> {
         upstream_ids: &BTreeMap<String, UpstreamId>,
     ) -> Result<(Api, PathPattern, MethodSet), ConfigError> {
         check_name(f.name.get_ref()).map_err(|m| self.err(format!("{path}.name"), f.name.span(), m))?;
-        let pattern = PathPattern::parse(f.path.get_ref()).map_err(|m| self.err(format!("{path}.path"), f.path.span(), m))?;
+        let pattern =
+            PathPattern::parse(f.path.get_ref()).map_err(|m| self.err(format!("{path}.path"), f.path.span(), m))?;
         let mut methods = if f.methods.is_empty() { MethodSet::any() } else { MethodSet::default() };
         for (i, m) in f.methods.iter().enumerate() {
             if m.get_ref().is_empty() || !m.get_ref().bytes().all(is_tchar) {
-                return Err(self.err(format!("{path}.methods[{i}]"), m.span(), format!("\"{}\" is not a method token", m.get_ref())));
+                return Err(self.err(
+                    format!("{path}.methods[{i}]"),
+                    m.span(),
+                    format!("\"{}\" is not a method token", m.get_ref()),
+                ));
             }
             methods.insert(m.get_ref());
         }
@@ -270,18 +299,36 @@ impl Compiler<'_> {
             (Some(u), None) => match upstream_ids.get(u.get_ref()) {
                 Some(&id) => Target::Upstream(id),
                 None => {
-                    return Err(self.err(format!("{path}.upstream"), u.span(), format!("no upstream named \"{}\"", u.get_ref())));
+                    return Err(self.err(
+                        format!("{path}.upstream"),
+                        u.span(),
+                        format!("no upstream named \"{}\"", u.get_ref()),
+                    ));
                 }
             },
             (None, Some(m)) => Target::Mock(self.mock(&format!("{path}.mock"), m)?),
             (Some(u), Some(_)) => return Err(self.err(path, u.span(), "set either `upstream` or `mock`, not both")),
-            (None, None) => return Err(self.err(path, f.name.span(), "needs `upstream = \"NAME\"` or `mock = { .. }`")),
+            (None, None) => {
+                return Err(self.err(path, f.name.span(), "needs `upstream = \"NAME\"` or `mock = { .. }`"))
+            }
         };
         let rewrite = match (&f.upstream_path, f.strip_base_path) {
-            (Some(p), true) => return Err(self.err(format!("{path}.upstream_path"), p.span(), "conflicts with strip_base_path = true")),
+            (Some(p), true) => {
+                return Err(self.err(
+                    format!("{path}.upstream_path"),
+                    p.span(),
+                    "conflicts with strip_base_path = true",
+                ))
+            }
             (Some(p), false) => match PathPattern::parse(p.get_ref()) {
                 Ok(PathPattern::Exact(s)) => Rewrite::Replace(s.trim_end_matches('/').to_string()),
-                _ => return Err(self.err(format!("{path}.upstream_path"), p.span(), "must be a plain path starting with '/'")),
+                _ => {
+                    return Err(self.err(
+                        format!("{path}.upstream_path"),
+                        p.span(),
+                        "must be a plain path starting with '/'",
+                    ))
+                }
             },
             (None, true) => Rewrite::StripBase,
             (None, false) => Rewrite::None,
@@ -313,8 +360,15 @@ impl Compiler<'_> {
             if name.is_empty() || !name.bytes().all(is_tchar) {
                 return Err(self.err(format!("{path}.headers"), m.span(), format!("\"{name}\" is not a header name")));
             }
-            if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade") {
-                return Err(self.err(format!("{path}.headers.{name}"), m.span(), "is set by the gateway, not the mock"));
+            if matches!(
+                lower.as_str(),
+                "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade"
+            ) {
+                return Err(self.err(
+                    format!("{path}.headers.{name}"),
+                    m.span(),
+                    "is set by the gateway, not the mock",
+                ));
             }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 return Err(self.err(format!("{path}.headers.{name}"), m.span(), "value contains CR, LF or NUL"));
@@ -334,7 +388,8 @@ fn ms(v: Option<u64>, default: u64) -> Duration {
 
 /// Names become metric labels and log fields: keep them simple.
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {

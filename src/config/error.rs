@@ -51,7 +51,7 @@ impl<'a> Source<'a> {
     }
 
     /// Turns a serde/TOML syntax error into a `ConfigError` naming the enclosing table.
-    pub(crate) fn from_toml(&self, err: &toml::de::Error) -> ConfigError {
+    pub(crate) fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
         let message = err.message().trim().to_string();
         match err.span() {
             Some(span) => {

@@ -146,7 +146,8 @@ impl PathPattern {
         if path.contains(['{', '}']) {
             for seg in path.split('/').skip(1) {
                 let is_param = seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2;
-                if seg.contains(['{', '}']) && !(is_param && !seg[1..seg.len() - 1].contains(['{', '}'])) {
+                let well_formed = is_param && !seg[1..seg.len() - 1].contains(['{', '}']);
+                if seg.contains(['{', '}']) && !well_formed {
                     return Err(format!("path \"{path}\": a parameter must be a whole segment like {{id}}"));
                 }
             }
@@ -228,7 +229,9 @@ impl RouteTable {
             if let Some(ids) = self.exact_hosts.get(host) {
                 return ids;
             }
-            if let Some((_, ids)) = self.wildcard_hosts.iter().find(|(suffix, _)| host.ends_with(suffix) && host.len() > suffix.len()) {
+            if let Some((_, ids)) =
+                self.wildcard_hosts.iter().find(|(suffix, _)| host.ends_with(suffix) && host.len() > suffix.len())
+            {
                 return ids;
             }
         }

@@ -8,8 +8,8 @@
 use httparse::{Header, Status};
 
 use super::body::BodyKind;
-use super::error::ParseError;
 use super::eq_ignore_case;
+use super::error::ParseError;
 
 /// The most header fields a head may carry (the parse array's size).
 pub const MAX_HEADERS_CAP: usize = 128;
@@ -223,20 +223,28 @@ fn is_other_major_version(buf: &[u8]) -> bool {
 }
 
 /// Splits the request target into (path, query, absolute-form authority).
-fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<(&'b [u8], &'b [u8], Option<&'b [u8]>), ParseError> {
-    if target.iter().any(|&b| b == b'#') {
+/// (path, query, absolute-form authority)
+type TargetParts<'b> = (&'b [u8], &'b [u8], Option<&'b [u8]>);
+
+fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<TargetParts<'b>, ParseError> {
+    if target.contains(&b'#') {
         return Err(ParseError::BadRequest("fragment in request target"));
     }
     if target.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
         return Err(ParseError::BadRequest("control, space or non-ASCII byte in request target"));
     }
     if target == b"*" {
-        return if method == b"OPTIONS" { Ok((b"*", b"", None)) } else { Err(ParseError::BadRequest("'*' target outside OPTIONS")) };
+        return if method == b"OPTIONS" {
+            Ok((b"*", b"", None))
+        } else {
+            Err(ParseError::BadRequest("'*' target outside OPTIONS"))
+        };
     }
     let (origin, authority) = if target.first() == Some(&b'/') {
         (target, None)
     } else {
-        let rest = strip_scheme(target).ok_or(ParseError::BadRequest("request target is not origin-form or absolute-form"))?;
+        let rest =
+            strip_scheme(target).ok_or(ParseError::BadRequest("request target is not origin-form or absolute-form"))?;
         let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
         let authority = &rest[..end];
         check_authority(authority)?;
@@ -287,7 +295,12 @@ fn check_authority(a: &[u8]) -> Result<(), ParseError> {
             || host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')));
     let port_ok = match port {
         None => true,
-        Some(p) => !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && parse_u64(p).is_some_and(|v| v <= 65535),
+        Some(p) => {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && parse_u64(p).is_some_and(|v| v <= 65535)
+        }
     };
     if host_ok && port_ok {
         Ok(())

@@ -13,11 +13,26 @@ use crate::config::Rewrite;
 use crate::http::{eq_ignore_case, push_header, push_status_line, BodyKind, RequestHead, ResponseHead};
 
 /// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&[u8]; 8] =
-    [b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer", b"proxy-authenticate"];
+const HOP_BY_HOP: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
+    b"trailer",
+    b"proxy-authenticate",
+];
 /// Fields a client's `Connection` header may not remove: the gateway needs or sets them.
-const PROTECTED: [&[u8]; 7] =
-    [b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"via"];
+const PROTECTED: [&[u8]; 7] = [
+    b"host",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-request-id",
+    b"via",
+];
 /// Longest client-supplied request id we keep; longer or odd ones are replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 const VIA: &[u8] = b"1.1 ringway";
@@ -155,7 +170,12 @@ pub enum ResponseFraming {
 }
 
 /// Serialises the downstream response head into `out`.
-pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead<'_, '_>, framing: ResponseFraming, client_keep_alive: Option<bool>) {
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_, '_>,
+    framing: ResponseFraming,
+    client_keep_alive: Option<bool>,
+) {
     if head.reason.is_empty() || head.reason == crate::http::reason(head.status).as_bytes() {
         push_status_line(out, head.status);
     } else {

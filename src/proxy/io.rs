@@ -114,11 +114,11 @@ pub enum PumpError {
     /// The source closed before the body was complete.
     SourceClosed,
     SourceTimeout,
-    SourceIo(io::Error),
+    SourceIo(#[allow(dead_code)] io::Error),
     /// The source's framing was invalid (or over the limit).
     SourceFraming(ParseError),
     /// Writing to the destination failed or timed out.
-    Sink(io::Error),
+    Sink(#[allow(dead_code)] io::Error),
 }
 
 /// Per-direction knobs of [`pump`].
@@ -138,7 +138,13 @@ pub struct PumpOpts {
 
 /// Streams a body framed as `kind` from `src` to `dst`, after first sending whatever the caller
 /// left in `out` (typically the message head). Always flushes `out`. Returns body bytes moved.
-pub async fn pump(src: &mut Conn, dst: &mut TcpStream, kind: BodyKind, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+pub async fn pump(
+    src: &mut Conn,
+    dst: &mut TcpStream,
+    kind: BodyKind,
+    out: &mut Vec<u8>,
+    o: PumpOpts,
+) -> Result<u64, PumpError> {
     let moved = match kind {
         BodyKind::None => 0,
         BodyKind::Length(n) => pump_length(src, dst, n, out, o).await?,
@@ -157,7 +163,13 @@ async fn read_more(src: &mut Conn, o: &PumpOpts) -> Result<usize, PumpError> {
     }
 }
 
-async fn pump_length(src: &mut Conn, dst: &mut TcpStream, len: u64, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+async fn pump_length(
+    src: &mut Conn,
+    dst: &mut TcpStream,
+    len: u64,
+    out: &mut Vec<u8>,
+    o: PumpOpts,
+) -> Result<u64, PumpError> {
     let mut remaining = len;
     while remaining > 0 {
         let avail = (src.pending().len() as u64).min(remaining) as usize;
@@ -208,7 +220,12 @@ async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o:
     }
 }
 
-async fn pump_until_close(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+async fn pump_until_close(
+    src: &mut Conn,
+    dst: &mut TcpStream,
+    out: &mut Vec<u8>,
+    o: PumpOpts,
+) -> Result<u64, PumpError> {
     let mut moved = 0u64;
     loop {
         let data = src.pending();

@@ -23,7 +23,9 @@ use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
-use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version, MAX_HEADERS_CAP};
+use crate::http::{
+    parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version, MAX_HEADERS_CAP,
+};
 use crate::runtime::Shard;
 use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
 
@@ -64,7 +66,10 @@ enum Action {
     Reject(Error),
     Mock(ApiId),
     /// The upstream request head was written into the connection's scratch buffer.
-    Proxy { api: ApiId, upstream: UpstreamId },
+    Proxy {
+        api: ApiId,
+        upstream: UpstreamId,
+    },
 }
 
 /// Per-connection buffers reused across requests.
@@ -104,7 +109,15 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: SocketAddr, served: u32
 }
 
 /// Sends the error's response (if any). Returns how the connection ends.
-async fn respond_error(shard: &Shard, client: &mut Conn, out: &mut Vec<u8>, err: &Error, head_only: bool, close: bool, id: &[u8]) -> Next {
+async fn respond_error(
+    shard: &Shard,
+    client: &mut Conn,
+    out: &mut Vec<u8>,
+    err: &Error,
+    head_only: bool,
+    close: bool,
+    id: &[u8],
+) -> Next {
     let Some(status) = status_for(err) else {
         return Next::Close;
     };
@@ -120,7 +133,13 @@ async fn respond_error(shard: &Shard, client: &mut Conn, out: &mut Vec<u8>, err:
 
 /// Phase 3: reads until a complete head is buffered, then plans it. `Ok(None)`: the client
 /// closed or stayed idle past the keep-alive timeout (no response is due).
-async fn read_head(shard: &Shard, client: &mut Conn, ip: IpAddr, served: u32, up_head: &mut Vec<u8>) -> Result<Option<Plan>, Error> {
+async fn read_head(
+    shard: &Shard,
+    client: &mut Conn,
+    ip: IpAddr,
+    served: u32,
+    up_head: &mut Vec<u8>,
+) -> Result<Option<Plan>, Error> {
     let http = &shard.snapshot.http;
     let limits = HeadLimits {
         max_request_line_bytes: http.max_request_line_bytes,
@@ -172,14 +191,15 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: IpAddr, up_head: &
         expect_continue: head.expect_continue,
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
     };
-    let (api_id, base_len, prefix_len) = match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
-        RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
-        RouteMatch::NotFound => return plan,
-        RouteMatch::MethodNotAllowed(allow) => {
-            plan.action = Action::Reject(Error::downstream(Kind::MethodNotAllowed(allow)));
-            return plan;
-        }
-    };
+    let (api_id, base_len, prefix_len) =
+        match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
+            RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
+            RouteMatch::NotFound => return plan,
+            RouteMatch::MethodNotAllowed(allow) => {
+                plan.action = Action::Reject(Error::downstream(Kind::MethodNotAllowed(allow)));
+                return plan;
+            }
+        };
     let api = &snapshot.apis[api_id];
     if let BodyKind::Length(n) = head.body {
         if api.max_body_bytes != 0 && n > api.max_body_bytes {
@@ -214,7 +234,14 @@ fn request_id(shard: &Shard, head: &RequestHead<'_, '_>) -> RequestId {
 }
 
 /// A mock API: the pre-rendered response. A request body is never read: the connection closes.
-async fn serve_mock(shard: &Shard, client: &mut Conn, out: &mut Vec<u8>, plan: &Plan, api: ApiId, keep_alive: bool) -> Next {
+async fn serve_mock(
+    shard: &Shard,
+    client: &mut Conn,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    api: ApiId,
+    keep_alive: bool,
+) -> Next {
     let Target::Mock(mock) = &shard.snapshot.apis[api].target else {
         return Next::Close;
     };
@@ -286,8 +313,14 @@ async fn proxy(
                 PumpError::SourceFraming(p) => Error::downstream(Kind::Parse(p)),
                 PumpError::SourceClosed | PumpError::SourceIo(_) => Error::downstream(Kind::DownstreamClosed),
                 PumpError::Sink(io) => {
-                    let retry = if upc.reused && body_done_before && plan.idempotent { Retry::IfIdempotent } else { Retry::Never };
-                    Error::upstream(Kind::UpstreamClosed, format!("send to {}", upc.key.endpoint)).with_source(io).with_retry(retry)
+                    let retry = if upc.reused && body_done_before && plan.idempotent {
+                        Retry::IfIdempotent
+                    } else {
+                        Retry::Never
+                    };
+                    Error::upstream(Kind::UpstreamClosed, format!("send to {}", upc.key.endpoint))
+                        .with_source(io)
+                        .with_retry(retry)
                 }
             };
             if err.retry == Retry::IfIdempotent && attempt == 1 {
@@ -298,7 +331,9 @@ async fn proxy(
         // phase 9b: response head
         match read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive).await {
             Ok((framing, up_keep_alive)) => break (upc, framing, up_keep_alive),
-            Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => continue,
+            Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => {
+                continue
+            }
             Err(mut err) => {
                 err.context = format!("{}: {}", upc.key.endpoint, err.context);
                 return Err((err, true));
@@ -357,7 +392,10 @@ async fn read_response_head(
             if let Some(head) = parsed {
                 let head_len = head.head_len;
                 if head.status == 101 {
-                    return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::BadRequest("unsolicited 101")), ""));
+                    return Err(Error::upstream(
+                        Kind::BadUpstreamResponse(ParseError::BadRequest("unsolicited 101")),
+                        "",
+                    ));
                 }
                 if (100..200).contains(&head.status) {
                     upc.consume(head_len);
@@ -370,7 +408,7 @@ async fn read_response_head(
                     BodyKind::Chunked | BodyKind::UntilClose if chunk_for_client => (ResponseFraming::Chunked, true),
                     BodyKind::Chunked | BodyKind::UntilClose => (ResponseFraming::Close, false),
                 };
-                let client_keep_alive = keep_alive && framing_out != ResponseFraming::Close;
+                let client_keep_alive = keep_alive && !shard.draining.get() && framing_out != ResponseFraming::Close;
                 let conn_header = match (client_keep_alive, plan.version) {
                     (false, _) => Some(false),
                     (true, Version::Http10) => Some(true),
@@ -393,13 +431,17 @@ async fn read_response_head(
                 return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Error::upstream(Kind::ReadTimeout, "response head")),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Error::upstream(Kind::ReadTimeout, "response head"))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge), ""));
             }
             Err(e) => {
                 let retry = if got_bytes { Retry::Never } else { stale_retry };
-                return Err(Error::upstream(Kind::UpstreamClosed, "reading response head").with_source(e).with_retry(retry));
+                return Err(Error::upstream(Kind::UpstreamClosed, "reading response head")
+                    .with_source(e)
+                    .with_retry(retry));
             }
         }
     }
@@ -435,9 +477,12 @@ async fn dial_or_reuse(shard: &Shard, uid: UpstreamId, ep: usize, use_pool: bool
         }
     }
     match connect(key.endpoint, key.source_ip, up.connect_timeout).await {
-        Ok(stream) => Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), key, requests: 0, reused: false }),
+        Ok(stream) => {
+            Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), key, requests: 0, reused: false })
+        }
         Err(e) => {
-            let kind = if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
+            let kind =
+                if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
             let context = match key.source_ip {
                 Some(ip) => format!("connect {} from {ip}", key.endpoint),
                 None => format!("connect {}", key.endpoint),

@@ -12,7 +12,8 @@ pub fn allowed_cpus() -> Vec<usize> {
     let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc == 0 {
         // SAFETY: `set` was filled by sched_getaffinity; CPU_ISSET only reads it.
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+        let cpus: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
         if !cpus.is_empty() {
             return cpus;
         }

@@ -3,6 +3,7 @@
 //!
 //! Port 0 (tests): the first socket gets an ephemeral port and every other worker binds that same
 //! port, so all workers serve one address.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -41,6 +42,16 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// `shutdown(fd, SHUT_RDWR)`: pending reads on the socket return EOF. Used on idle client
+/// connections when a worker stops.
+pub fn shutdown_fd(fd: std::os::fd::RawFd) {
+    // SAFETY: shutdown(2) on a descriptor the caller registered as an open socket; it neither
+    // closes nor invalidates the descriptor.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct Shard {
     pub in_flight: Cell<usize>,
     /// Set on shutdown: finish the current request, then close.
     pub draining: Cell<bool>,
+    /// Open client sockets by connection id, so a stopping worker can end idle reads.
+    pub open_fds: RefCell<ahash::AHashMap<u64, std::os::fd::RawFd>>,
+    pub next_conn_id: Cell<u64>,
     request_seq: Cell<u64>,
     id_prefix: u64,
 }
@@ -38,6 +41,8 @@ impl Shard {
             connections: Cell::new(0),
             in_flight: Cell::new(0),
             draining: Cell::new(false),
+            open_fds: RefCell::default(),
+            next_conn_id: Cell::new(0),
             request_seq: Cell::new(0),
             id_prefix,
         }

@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -44,7 +45,9 @@ pub fn run(spec: WorkerSpec) {
         IoDriver::IoUring => match build_uring(entries) {
             Ok(mut rt) => rt.block_on(serve(spec, "io_uring")),
             Err(e) => {
-                let _ = spec.report.send(WorkerReport::Failed { worker: spec.id, error: format!("io_uring unavailable: {e}") });
+                let _ = spec
+                    .report
+                    .send(WorkerReport::Failed { worker: spec.id, error: format!("io_uring unavailable: {e}") });
             }
         },
         IoDriver::Auto => match build_uring(entries) {
@@ -128,10 +131,9 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
             slot
         })
         .collect();
-    while let Some(msg) = inbox.recv().await {
-        match msg {
-            ControlMsg::Shutdown => break,
-        }
+    // the only message so far; `None` (supervisor gone) also stops the worker
+    match inbox.recv().await {
+        Some(ControlMsg::Shutdown) | None => {}
     }
     shard.draining.set(true);
     slots.iter().for_each(|s| s.stop());
@@ -139,15 +141,42 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     while shard.in_flight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    tracing::info!(worker = id, unfinished = shard.in_flight.get(), "Worker stopped");
+    let unfinished = shard.in_flight.get();
+    // what is left is idle keep-alive (or past the deadline): end the reads so the tasks close
+    for fd in shard.open_fds.borrow().values() {
+        super::listener::shutdown_fd(*fd);
+    }
+    let close_deadline = Instant::now() + CLOSE_WAIT;
+    while shard.connections.get() > 0 && Instant::now() < close_deadline {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::info!(worker = id, unfinished, "Worker stopped");
 }
 
-/// Decrements the shard's connection count when a connection task ends.
-struct ConnGuard(Rc<Shard>);
+/// How long a stopping worker waits for shut-down connections to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Registers a client connection on the shard (count and fd, for closing at shutdown) for as long
+/// as its task lives.
+struct ConnGuard {
+    shard: Rc<Shard>,
+    id: u64,
+}
+
+impl ConnGuard {
+    fn new(shard: Rc<Shard>, fd: RawFd) -> Self {
+        let id = shard.next_conn_id.get();
+        shard.next_conn_id.set(id + 1);
+        shard.connections.set(shard.connections.get() + 1);
+        shard.open_fds.borrow_mut().insert(id, fd);
+        Self { shard, id }
+    }
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connections.set(self.0.connections.get() - 1);
+        self.shard.open_fds.borrow_mut().remove(&self.id);
+        self.shard.connections.set(self.shard.connections.get() - 1);
     }
 }
 
@@ -165,10 +194,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<StopSlot>
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                shard.connections.set(shard.connections.get() + 1);
-                let guard = ConnGuard(shard.clone());
+                let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
                 monoio::spawn(async move {
-                    crate::proxy::serve_connection(&guard.0, stream, peer).await;
+                    crate::proxy::serve_connection(&guard.shard, stream, peer).await;
                     drop(guard);
                 });
             }

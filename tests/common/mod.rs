@@ -168,7 +168,14 @@ impl Drop for MockUpstream {
     }
 }
 
-fn serve_origin_conn(mut stream: TcpStream, peer: SocketAddr, conn: usize, seen: &Mutex<Vec<SeenRequest>>, handler: &Handler, stop: &AtomicBool) {
+fn serve_origin_conn(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    conn: usize,
+    seen: &Mutex<Vec<SeenRequest>>,
+    handler: &Handler,
+    stop: &AtomicBool,
+) {
     stream.set_nodelay(true).ok();
     stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let mut buf: Vec<u8> = Vec::new();
@@ -260,15 +267,25 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> bool {
     }
 }
 
-fn read_origin_request(stream: &mut TcpStream, buf: &mut Vec<u8>, peer: SocketAddr, conn: usize, stop: &AtomicBool) -> Option<SeenRequest> {
+fn read_origin_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+    conn: usize,
+    stop: &AtomicBool,
+) -> Option<SeenRequest> {
     let (mut req, head_len, cl, chunked) = loop {
         let mut hs = [httparse::EMPTY_HEADER; 128];
         let mut r = httparse::Request::new(&mut hs);
         if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
             let headers: Vec<(String, String)> =
                 r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
-            let cl = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.parse::<u64>().unwrap());
-            let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+            let cl = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse::<u64>().unwrap());
+            let chunked =
+                headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
             let req = SeenRequest {
                 method: r.method.unwrap().to_string(),
                 target: r.path.unwrap().to_string(),
@@ -382,8 +399,11 @@ impl Client {
             let mut hs = [httparse::EMPTY_HEADER; 128];
             let mut r = httparse::Response::new(&mut hs);
             if let Ok(httparse::Status::Complete(n)) = r.parse(&self.buf) {
-                let headers: Vec<(String, String)> =
-                    r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let headers: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
                 break (r.code.unwrap(), headers, n);
             }
             if !self.fill() {
@@ -436,7 +456,8 @@ impl Client {
     pub fn is_closed(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).unwrap();
         let mut tmp = [0u8; 1024];
-        let closed = matches!(self.stream.read(&mut tmp), Ok(0)) || matches!(self.stream.read(&mut tmp), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        let closed = matches!(self.stream.read(&mut tmp), Ok(0))
+            || matches!(self.stream.read(&mut tmp), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
         self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         closed
     }

@@ -117,7 +117,8 @@ fn missing_listener_is_an_error() {
 
 #[test]
 fn duplicate_listen_addresses_are_an_error() {
-    let text = OK.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"\n[[listener]]\nlisten = \"127.0.0.1:8080\"");
+    let text = OK
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"\n[[listener]]\nlisten = \"127.0.0.1:8080\"");
     assert!(err(&text).starts_with("listener[1].listen: address"));
 }
 

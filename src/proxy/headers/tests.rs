@@ -6,7 +6,13 @@ const LIMITS: HeadLimits = HeadLimits { max_request_line_bytes: 8192, max_header
 fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Option<usize>) -> String {
     let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
-    let cx = RequestContext { client_ip: "10.1.2.3".parse().unwrap(), rewrite: &rewrite, base_len, prefix_len, default_host: "orders" };
+    let cx = RequestContext {
+        client_ip: "10.1.2.3".parse().unwrap(),
+        rewrite: &rewrite,
+        base_len,
+        prefix_len,
+        default_host: "orders",
+    };
     let mut out = Vec::new();
     write_request_head(&mut out, &head, &cx, b"gen-id");
     String::from_utf8(out).unwrap()
@@ -26,7 +32,8 @@ fn hop_by_hop_and_connection_named_fields_are_removed() {
 
 #[test]
 fn forwarding_headers_are_set_not_trusted() {
-    let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nVia: 1.0 fred\r\n\r\n";
+    let raw =
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nVia: 1.0 fred\r\n\r\n";
     let out = upstream_head(raw, Rewrite::None, 0, None);
     assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"));
     assert!(!out.contains("6.6.6.6"));
@@ -45,11 +52,17 @@ fn client_request_id_is_kept() {
 
 #[test]
 fn framing_is_regenerated_with_crlf() {
-    let out = upstream_head(b"POST / HTTP/1.1\nHost: h\nContent-Length: 005\nExpect: 100-continue\n\n", Rewrite::None, 0, None);
+    let out = upstream_head(
+        b"POST / HTTP/1.1\nHost: h\nContent-Length: 005\nExpect: 100-continue\n\n",
+        Rewrite::None,
+        0,
+        None,
+    );
     assert!(out.contains("content-length: 5\r\n"));
     assert!(!out.contains("Expect"));
     assert!(!out.replace("\r\n", "").contains('\n'), "bare LF re-serialised as CRLF");
-    let out = upstream_head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", Rewrite::None, 0, None);
+    let out =
+        upstream_head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", Rewrite::None, 0, None);
     assert!(out.contains("transfer-encoding: chunked\r\n"));
     assert!(!out.contains("Chunked"));
 }

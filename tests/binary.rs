@@ -1,0 +1,152 @@
+//! The real `ringway` binary: `--check`, startup from a file, SIGTERM drain, and bounded memory
+//! while streaming large bodies both ways.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringway");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringway-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the binary and waits for its "Listening" log line; returns the process and address.
+fn spawn(name: &str, body: &str) -> (Child, SocketAddr) {
+    let text = format!(
+        "[instance]\nworkers = 2\nio_driver = \"{}\"\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
+        driver()
+    );
+    let path = write_config(name, &text);
+    let mut child = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringway");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("ringway exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let clean: String = rest.chars().filter(|c| !c.is_control()).collect();
+            let token =
+                clean.split_whitespace().next().unwrap().trim_end_matches("[0m").replace("[2m", "").replace("[0m", "");
+            break token.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {}); // keep draining the log
+    (child, addr)
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = Command::new(BIN)
+        .args(["--check", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/ringway.toml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
+
+#[test]
+fn check_names_key_and_line_of_a_bad_config() {
+    let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\n\n[service.shop]\n[[service.shop.api]]\nname = \"x\"\npath = \"/x\"\nupstream = \"ordrs\"\n";
+    let path = write_config("bad", text);
+    let out = Command::new(BIN).args(["--check", "-c", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("service.shop.api[0].upstream: no upstream named \"ordrs\" (line 8)"), "{err}");
+}
+
+#[test]
+fn check_rejects_unknown_keys() {
+    let path = write_config("unknown", "[[listener]]\nlisten = \"127.0.0.1:0\"\nlisten_port = 1\n");
+    let out = Command::new(BIN).args(["--check", "-c", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener[0]: unknown field `listen_port`") && err.contains("(line 3)"), "{err}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let up = MockUpstream::start(|_| Reply::Delay(Duration::from_millis(300), Box::new(Reply::ok("done"))));
+    let (mut child, addr) = spawn("sigterm", &catch_all("o", &[up.addr]));
+    let mut c = Client::connect(addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.request_count() == 1));
+    sigterm(&child);
+    assert_eq!(c.response(false).text(), "done", "the in-flight request completes");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after drain");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn one_gib_each_way_streams_in_bounded_memory() {
+    const GIB: u64 = 1 << 30;
+    let up =
+        MockUpstream::start(|r| if r.method == "GET" { Reply::Large(GIB) } else { Reply::ok(&r.body_len.to_string()) });
+    let body = catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_body_bytes = 0\n");
+    let (mut child, addr) = spawn("large", &body);
+    let baseline = vm_hwm_kib(child.id());
+
+    let mut c = Client::connect(addr);
+    c.send(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {GIB}\r\n\r\n").as_bytes());
+    let piece = vec![b'u'; 256 * 1024];
+    for _ in 0..(GIB / piece.len() as u64) {
+        c.stream.write_all(&piece).unwrap();
+    }
+    assert_eq!(c.response(false).text(), GIB.to_string());
+
+    c.send(b"GET /down HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).contains(&format!("content-length: {GIB}")));
+    let mut left = GIB;
+    let mut buf = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = c.stream.read(&mut buf[..want]).unwrap();
+        assert!(n > 0, "download cut short with {left} bytes left");
+        left -= n as u64;
+    }
+    let grown_mib = (vm_hwm_kib(child.id()).saturating_sub(baseline)) / 1024;
+    sigterm(&child);
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(grown_mib < 16, "peak RSS grew by {grown_mib} MiB while moving 2 GiB");
+}

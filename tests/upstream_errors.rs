@@ -1,0 +1,161 @@
+//! Upstream faults on loopback: each becomes the right status, and a connection with any framing
+//! doubt is never reused (HTTP-EDGE-CASES.md "Upstream faults").
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap() // dropped: nothing listens there any more
+}
+
+fn with_api_timeout(body: String, ms: u64) -> String {
+    body.replace("upstream = \"o\"\n", &format!("upstream = \"o\"\ntimeout_ms = {ms}\n"))
+}
+
+#[test]
+fn refused_connection_is_502() {
+    let gw = TestGateway::start(&catch_all("o", &[closed_port()]));
+    assert_eq!(get(gw.addr, "a", "/").status, 502);
+}
+
+#[test]
+fn refused_endpoint_is_retried_on_another() {
+    let up = MockUpstream::echo();
+    let gw = TestGateway::start(&catch_all("o", &[closed_port(), up.addr]));
+    for _ in 0..6 {
+        assert_eq!(get(gw.addr, "a", "/").status, 200, "connect failures retry once on the other endpoint");
+    }
+}
+
+#[test]
+fn connect_timeout_is_504() {
+    // a listener with a full accept queue: further SYNs are dropped, so connect() hangs
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> =
+        (0..2).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
+    let body = catch_all("o", &[addr]).replace("endpoints", "connect_timeout_ms = 300\nendpoints");
+    let gw = TestGateway::start(&body);
+    let t0 = Instant::now();
+    assert_eq!(get(gw.addr, "a", "/").status, 504);
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn garbage_status_line_is_502_and_not_reused() {
+    let up = MockUpstream::start(|_| Reply::Raw(b"garbage that is not HTTP\r\n\r\n".to_vec()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 502);
+    assert_eq!(c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 502);
+    assert_eq!(up.connection_count(), 2, "a connection that sent garbage is closed, never pooled");
+}
+
+#[test]
+fn invalid_response_framing_is_502() {
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+    ] {
+        let up = MockUpstream::start(move |_| Reply::RawThenClose(raw.to_vec()));
+        let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+        assert_eq!(get(gw.addr, "a", "/").status, 502, "{}", String::from_utf8_lossy(raw));
+    }
+}
+
+#[test]
+fn oversized_response_head_is_502() {
+    let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n", "v".repeat(40 * 1024));
+    let up = MockUpstream::start(move |_| Reply::Raw(big.clone().into_bytes()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    assert_eq!(get(gw.addr, "a", "/").status, 502);
+}
+
+#[test]
+fn slow_response_head_is_504() {
+    let up = MockUpstream::start(|_| Reply::Delay(Duration::from_secs(2), Box::new(Reply::ok("late"))));
+    let gw = TestGateway::start(&with_api_timeout(catch_all("o", &[up.addr]), 200));
+    let t0 = Instant::now();
+    assert_eq!(get(gw.addr, "a", "/").status, 504);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn crash_mid_body_truncates_and_closes_the_client() {
+    let up =
+        MockUpstream::start(|_| Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n1234567".to_vec()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    let r = c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("100")));
+    assert_eq!(r.body, b"1234567", "never padded or completed");
+    assert!(c.is_closed(Duration::from_secs(2)));
+}
+
+#[test]
+fn crash_mid_chunked_body_ends_without_last_chunk() {
+    let up = MockUpstream::start(|_| {
+        Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n5\r\nde".to_vec())
+    });
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut raw = Vec::new();
+    use std::io::Read;
+    let _ = c.stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("abc"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "an incomplete body must not be terminated: {text}");
+}
+
+#[test]
+fn extra_bytes_after_content_length_are_dropped_and_connection_not_reused() {
+    let up = MockUpstream::start(|_| {
+        Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n".to_vec())
+    });
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..2 {
+        let r = c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+        assert_eq!(r.text(), "ok");
+    }
+    assert_eq!(up.connection_count(), 2, "a connection with unsolicited bytes is never reused");
+}
+
+#[test]
+fn upstream_that_closes_idle_connections_is_redialed_transparently() {
+    // answers, then closes without saying so: the pooled connection is stale on the next request
+    let up = MockUpstream::start(|_| Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..5 {
+        let r = c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    }
+}
+
+#[test]
+fn unsolicited_101_is_502() {
+    let up =
+        MockUpstream::start(|_| Reply::Raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    assert_eq!(get(gw.addr, "a", "/").status, 502);
+}
+
+#[test]
+fn upstream_5xx_is_forwarded_unchanged() {
+    let up = MockUpstream::start(|_| Reply::status(503, "busy"));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let r = get(gw.addr, "a", "/");
+    assert_eq!((r.status, r.text().as_str()), (503, "busy"));
+}
