@@ -17,7 +17,8 @@ pub use body::{BodyKind, ChunkedDecoder};
 pub use encode::{push_chunk_header, push_header, push_status_line, push_u64, reason};
 pub use error::ParseError;
 pub use parse::{
-    list_items, parse_request, parse_response, HeadLimits, RequestHead, ResponseHead, Version, MAX_HEADERS_CAP,
+    header_buf, list_items, parse_request, parse_response, HeadLimits, HeaderBuf, RequestHead, ResponseHead, Version,
+    MAX_HEADERS_CAP,
 };
 
 /// Case-insensitive ASCII comparison of a header name or token.

@@ -5,6 +5,8 @@
 //! incomplete. Size limits are enforced on partial input too, so a slow or endless head is refused
 //! as soon as it crosses the limit.
 
+use std::mem::MaybeUninit;
+
 use httparse::{Header, Status};
 
 use super::body::BodyKind;
@@ -15,6 +17,15 @@ use super::error::ParseError;
 pub const MAX_HEADERS_CAP: usize = 128;
 /// Methods longer than this get 501 (HTTP-EDGE-CASES D2).
 const MAX_METHOD_BYTES: usize = 32;
+
+/// Uninitialised header storage for one parse (no 4 KiB memset per message).
+pub type HeaderBuf<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS_CAP];
+
+/// Fresh header storage for [`parse_request`] / [`parse_response`].
+#[inline(always)]
+pub fn header_buf<'b>() -> HeaderBuf<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP]
+}
 
 /// Size limits for a head.
 #[derive(Debug, Clone, Copy)]
@@ -69,12 +80,16 @@ pub struct ResponseHead<'h, 'b> {
 /// Parses a request head from `buf`.
 pub fn parse_request<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead<'h, 'b>>, ParseError> {
     let n_headers = limits.max_headers.min(headers.len());
-    let mut req = httparse::Request::new(&mut headers[..n_headers]);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut headers[..n_headers],
+    ) {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) => return partial_limits(buf, limits).map(|_| None),
         Err(e) => return Err(request_error(e, buf, limits)),
@@ -125,12 +140,12 @@ pub fn parse_request<'h, 'b>(
 /// Parses a response head; `head_request` and the status decide whether a body follows.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [Header<'b>],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
     max_header_bytes: usize,
     head_request: bool,
 ) -> Result<Option<ResponseHead<'h, 'b>>, ParseError> {
-    let mut res = httparse::Response::new(headers);
-    let head_len = match res.parse(buf) {
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, headers) {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) if buf.len() > max_header_bytes => return Err(ParseError::HeaderTooLarge),
         Ok(Status::Partial) => return Ok(None),

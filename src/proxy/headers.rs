@@ -4,8 +4,6 @@
 //! Requests and responses are re-serialised field by field, never forwarded as raw bytes, and
 //! always with CRLF line endings.
 
-use std::net::IpAddr;
-
 use httparse::Header;
 use smallvec::SmallVec;
 
@@ -54,7 +52,8 @@ fn is_in(name: &[u8], list: &[&[u8]]) -> bool {
 
 /// What the upstream request needs besides the parsed head.
 pub struct RequestContext<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address as text (rendered once per connection).
+    pub client_ip: &'a [u8],
     pub rewrite: &'a Rewrite,
     pub base_len: usize,
     pub prefix_len: Option<usize>,
@@ -112,10 +111,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyKind::None | BodyKind::UntilClose => {}
     }
-    let mut ip = SmallVec::<[u8; 46]>::new();
-    use std::io::Write;
-    let _ = write!(ip, "{}", cx.client_ip);
-    push_header(out, b"x-forwarded-for", &ip);
+    push_header(out, b"x-forwarded-for", cx.client_ip);
     push_header(out, b"x-forwarded-proto", b"http");
     if let Some(h) = head.authority {
         push_header(out, b"x-forwarded-host", h);

@@ -12,10 +12,8 @@
 //!
 //! Phases 5 (rate limit) and 6 (WAF hook) slot in after routing when they land.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use httparse::EMPTY_HEADER;
 use smallvec::SmallVec;
 
 use super::headers::{write_request_head, write_response_head, RequestContext, ResponseFraming};
@@ -23,9 +21,7 @@ use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
-use crate::http::{
-    parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version, MAX_HEADERS_CAP,
-};
+use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version};
 use crate::runtime::Shard;
 use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
 
@@ -49,6 +45,9 @@ pub enum Next {
 }
 
 type RequestId = SmallVec<[u8; 48]>;
+
+/// Pooled connections idle for longer than this are checked for a peer close before reuse.
+const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 /// The owned outcome of the synchronous phases (parse, route); the head buffer is released.
 struct Plan {
@@ -81,9 +80,9 @@ pub struct Scratch {
 }
 
 /// Serves one request. `served` counts earlier requests on this connection.
-pub async fn run(shard: &Shard, client: &mut Conn, peer: SocketAddr, served: u32, s: &mut Scratch) -> Next {
+pub async fn run(shard: &Shard, client: &mut Conn, peer_ip: &[u8], served: u32, s: &mut Scratch) -> Next {
     // phase 3 + 4: read and parse the head, route it, serialise the upstream head
-    let plan = match read_head(shard, client, peer.ip(), served, &mut s.up_head).await {
+    let plan = match read_head(shard, client, peer_ip, served, &mut s.up_head).await {
         Ok(Some(plan)) => plan,
         Ok(None) => return Next::Close,
         Err(err) => return respond_error(shard, client, &mut s.out, &err, false, true, &[]).await,
@@ -136,7 +135,7 @@ async fn respond_error(
 async fn read_head(
     shard: &Shard,
     client: &mut Conn,
-    ip: IpAddr,
+    ip: &[u8],
     served: u32,
     up_head: &mut Vec<u8>,
 ) -> Result<Option<Plan>, Error> {
@@ -149,7 +148,7 @@ async fn read_head(
     let mut started: Option<Instant> = None;
     loop {
         if !client.pending().is_empty() {
-            let mut headers = [EMPTY_HEADER; MAX_HEADERS_CAP];
+            let mut headers = crate::http::header_buf();
             if let Some(head) = parse_request(client.pending(), &mut headers, &limits)? {
                 let head_len = head.head_len;
                 let plan = plan(shard, &head, ip, up_head);
@@ -178,7 +177,7 @@ async fn read_head(
 }
 
 /// Phase 4 (and the head half of 9): route the parsed head and serialise the upstream request.
-fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: IpAddr, up_head: &mut Vec<u8>) -> Plan {
+fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &mut Vec<u8>) -> Plan {
     let snapshot = &shard.snapshot;
     let id = request_id(shard, head);
     let mut plan = Plan {
@@ -378,7 +377,7 @@ async fn read_response_head(
     out: &mut Vec<u8>,
     keep_alive: bool,
 ) -> Result<(Framing, bool), Error> {
-    let deadline = Instant::now() + timeout;
+    let mut deadline: Option<Instant> = None;
     let max = shard.snapshot.http.max_header_bytes;
     let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
     let upc = &mut up.conn;
@@ -386,7 +385,7 @@ async fn read_response_head(
     loop {
         if !upc.pending().is_empty() {
             got_bytes = true;
-            let mut headers = [EMPTY_HEADER; MAX_HEADERS_CAP];
+            let mut headers = crate::http::header_buf();
             let parsed = parse_response(upc.pending(), &mut headers, max, plan.head_request)
                 .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
             if let Some(head) = parsed {
@@ -421,7 +420,14 @@ async fn read_response_head(
                 return Ok(result);
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        // the common case is one read: only a head split over reads pays for the clock
+        let left = match deadline {
+            None => {
+                deadline = Some(Instant::now() + timeout);
+                timeout
+            }
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
         if left.is_zero() {
             return Err(Error::upstream(Kind::ReadTimeout, "response head"));
         }
@@ -470,8 +476,10 @@ async fn dial_or_reuse(shard: &Shard, uid: UpstreamId, ep: usize, use_pool: bool
     if use_pool {
         let now = Instant::now();
         let mut pool = shard.pool.borrow_mut();
-        while let Some(c) = pool.checkout(&key, now, up.pool_idle_timeout) {
-            if is_idle_and_open(&c.stream) {
+        while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
+            // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
+            // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
+            if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
                 return Ok(UpSide { conn: Conn::new(c.stream, c.buf), key, requests: c.requests, reused: true });
             }
         }

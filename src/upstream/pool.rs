@@ -29,15 +29,15 @@ impl<C> Default for Pool<C> {
 }
 
 impl<C> Pool<C> {
-    /// Takes the most recently used connection that has been idle for less than `idle_timeout`;
-    /// older ones are dropped (closed) on the way.
-    pub fn checkout(&mut self, key: &PoolKey, now: Instant, idle_timeout: Duration) -> Option<C> {
+    /// Takes the most recently used connection that has been idle for less than `idle_timeout`,
+    /// with how long it was idle; older ones are dropped (closed) on the way.
+    pub fn checkout(&mut self, key: &PoolKey, now: Instant, idle_timeout: Duration) -> Option<(C, Duration)> {
         let list = self.idle.get_mut(key)?;
         // oldest entries sit at the front: drop the expired ones first
         while list.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= idle_timeout) {
             list.pop_front();
         }
-        list.pop_back().map(|(c, _)| c)
+        list.pop_back().map(|(c, since)| (c, now.saturating_duration_since(since)))
     }
 
     /// Returns a connection; when the key already holds `max_idle`, the oldest one is closed.
@@ -73,9 +73,9 @@ mod tests {
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), 8);
         pool.checkin(key(1), "b", clock.now(), 8);
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), Some("b"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), Some("a"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), None);
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("a"));
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
     }
 
     #[test]
@@ -86,7 +86,7 @@ mod tests {
         clock.advance(Duration::from_millis(900));
         pool.checkin(key(1), "new", clock.now(), 8);
         clock.advance(Duration::from_millis(200));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), Some("new"));
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("new"));
         assert_eq!(pool.idle_count(&key(1)), 0, "the expired one was closed");
     }
 
@@ -96,8 +96,8 @@ mod tests {
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), 8);
         let other = PoolKey { source_ip: Some("127.0.0.2".parse().unwrap()), ..key(1) };
-        assert_eq!(pool.checkout(&other, clock.now(), Duration::from_secs(1)), None);
-        assert_eq!(pool.checkout(&key(2), clock.now(), Duration::from_secs(1)), None);
+        assert_eq!(pool.checkout(&other, clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
+        assert_eq!(pool.checkout(&key(2), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
     }
 
     #[test]
@@ -108,7 +108,7 @@ mod tests {
             pool.checkin(key(1), c, clock.now(), 2);
         }
         assert_eq!(pool.idle_count(&key(1)), 2);
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), Some("c"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("c"));
+        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("b"));
     }
 }

@@ -10,7 +10,7 @@ fn req(raw: &[u8]) -> Result<(BodyKind, bool, Vec<u8>), ParseError> {
     // every split point for normal-sized heads; the limit cases are checked whole
     let cuts = if raw.len() <= 4096 { 0..raw.len() } else { 0..0 };
     for cut in cuts {
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+        let mut h = crate::http::header_buf();
         match parse_request(&raw[..cut], &mut h, &LIMITS) {
             Ok(None) => {}
             Ok(Some(_)) => {} // a shorter prefix may already be a complete head (pipelining)
@@ -21,7 +21,7 @@ fn req(raw: &[u8]) -> Result<(BodyKind, bool, Vec<u8>), ParseError> {
 }
 
 fn parse_owned(raw: &[u8]) -> Result<(BodyKind, bool, Vec<u8>), ParseError> {
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut h = crate::http::header_buf();
     let head = parse_request(raw, &mut h, &LIMITS)?.expect("complete head");
     Ok((head.body, head.keep_alive, head.authority.unwrap_or_default().to_vec()))
 }
@@ -40,7 +40,7 @@ fn simple_get_is_keep_alive_without_body() {
 
 #[test]
 fn path_and_query_split() {
-    let mut h = [httparse::EMPTY_HEADER; 8];
+    let mut h = crate::http::header_buf();
     let raw = b"GET /a/b?c=d&e HTTP/1.1\r\nHost: x\r\n\r\n";
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
     assert_eq!((head.path, head.query), (&b"/a/b"[..], &b"?c=d&e"[..]));
@@ -137,7 +137,7 @@ fn request_line_table_d() {
 fn absolute_form_authority_wins_over_host() {
     let (_, _, authority) = req(b"GET http://b/x?y HTTP/1.1\r\nHost: a\r\n\r\n").unwrap(); // D9
     assert_eq!(authority, b"b");
-    let mut h = [httparse::EMPTY_HEADER; 8];
+    let mut h = crate::http::header_buf();
     let head = parse_request(b"GET http://b:81?q HTTP/1.1\r\nHost: a\r\n\r\n", &mut h, &LIMITS).unwrap().unwrap();
     assert_eq!((head.path, head.query, head.absolute_form), (&b"/"[..], &b"?q"[..], true));
 }
@@ -181,7 +181,7 @@ fn garbage_and_tls_hello_are_400() {
 }
 
 fn resp(raw: &[u8], head_req: bool) -> Result<(u16, BodyKind, bool), ParseError> {
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut h = crate::http::header_buf();
     let r = parse_response(raw, &mut h, 32768, head_req)?.expect("complete");
     Ok((r.status, r.body, r.keep_alive))
 }

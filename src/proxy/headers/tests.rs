@@ -4,15 +4,9 @@ use crate::http::{parse_request, parse_response, HeadLimits, MAX_HEADERS_CAP};
 const LIMITS: HeadLimits = HeadLimits { max_request_line_bytes: 8192, max_header_bytes: 32768, max_headers: 100 };
 
 fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Option<usize>) -> String {
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut h = crate::http::header_buf();
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
-    let cx = RequestContext {
-        client_ip: "10.1.2.3".parse().unwrap(),
-        rewrite: &rewrite,
-        base_len,
-        prefix_len,
-        default_host: "orders",
-    };
+    let cx = RequestContext { client_ip: b"10.1.2.3", rewrite: &rewrite, base_len, prefix_len, default_host: "orders" };
     let mut out = Vec::new();
     write_request_head(&mut out, &head, &cx, b"gen-id");
     String::from_utf8(out).unwrap()
@@ -89,7 +83,7 @@ fn path_rewrites() {
 #[test]
 fn response_head_gets_fresh_framing() {
     let raw = b"HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nConnection: X-Up\r\nX-Up: 1\r\nX-Keep: 2\r\n\r\n";
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
     let mut out = Vec::new();
     write_response_head(&mut out, &head, ResponseFraming::Chunked, Some(false));
@@ -100,7 +94,7 @@ fn response_head_gets_fresh_framing() {
 #[test]
 fn head_response_keeps_upstream_content_length() {
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, true).unwrap().unwrap();
     let mut out = Vec::new();
     write_response_head(&mut out, &head, ResponseFraming::NoBody, None);
