@@ -1,5 +1,5 @@
 use super::*;
-use crate::http::{parse_request, parse_response, HeadLimits, MAX_HEADERS_CAP};
+use crate::http::{parse_request, parse_response, HeadLimits};
 
 const LIMITS: HeadLimits = HeadLimits { max_request_line_bytes: 8192, max_header_bytes: 32768, max_headers: 100 };
 
