@@ -15,10 +15,12 @@
 #![deny(unsafe_code)]
 #![warn(clippy::all, rust_2018_idioms)]
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod upstream;

@@ -15,6 +15,7 @@ use super::file::*;
 use super::route_table::{MethodSet, PathPattern, RouteTable};
 use super::snapshot::*;
 use crate::http::is_tchar;
+use crate::metrics::{LogFormat, LogTarget};
 
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
@@ -58,6 +59,14 @@ impl Compiler<'_> {
         let instance = self.instance(&file.instance)?;
         let http = self.http(&file.http)?;
         let listeners = self.listeners(&file.listener)?;
+        let admin = match &file.admin {
+            Some(a) => Some(a.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                let msg = format!("\"{}\" is not an IP:port address", a.listen.get_ref());
+                self.err("admin.listen", a.listen.span(), msg)
+            })?),
+            None => None,
+        };
+        let access_log = self.access_log(file.access_log.as_ref())?;
         let mut upstream_ids = BTreeMap::new();
         let mut upstreams = Vec::new();
         for (name, up) in &file.upstream {
@@ -84,7 +93,7 @@ impl Compiler<'_> {
             services.push(service);
         }
         routes.finish();
-        Ok(Snapshot { generation, instance, http, listeners, upstreams, services, apis, routes })
+        Ok(Snapshot { generation, instance, http, listeners, admin, access_log, upstreams, services, apis, routes })
     }
 
     fn instance(&self, f: &FileInstance) -> Result<Instance, ConfigError> {
@@ -171,6 +180,7 @@ impl Compiler<'_> {
                 self.err(&path, l.listen.span(), msg)
             })?;
             let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+            check_name(&name).map_err(|m| self.err(format!("listener[{i}].name"), l.listen.span(), m))?;
             if out.iter().any(|o| o.name == name) {
                 return Err(self.err(
                     format!("listener[{i}].name"),
@@ -188,6 +198,30 @@ impl Compiler<'_> {
             out.push(ListenerConfig { name, addr });
         }
         Ok(out)
+    }
+
+    fn access_log(&self, f: Option<&FileAccessLog>) -> Result<Option<AccessLogConfig>, ConfigError> {
+        let Some(f) = f else { return Ok(None) };
+        if !f.enabled.unwrap_or(true) {
+            return Ok(None);
+        }
+        let format = match f.format.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("json", _)) => LogFormat::Json,
+            Some(("logfmt", _)) => LogFormat::Logfmt,
+            Some((other, span)) => {
+                return Err(self.err(
+                    "access_log.format",
+                    span,
+                    format!("unknown format \"{other}\"; expected \"json\" or \"logfmt\""),
+                ));
+            }
+        };
+        let target = match f.path.as_deref() {
+            None | Some("stdout") => LogTarget::Stdout,
+            Some("stderr") => LogTarget::Stderr,
+            Some(p) => LogTarget::File(p.into()),
+        };
+        Ok(Some(AccessLogConfig { target, format }))
     }
 
     fn ip(&self, path: &str, s: &Spanned<String>) -> Result<IpAddr, ConfigError> {

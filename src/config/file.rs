@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub instance: FileInstance,
     #[serde(default)]
     pub http: FileHttp,
+    pub admin: Option<FileAdmin>,
+    pub access_log: Option<FileAccessLog>,
     #[serde(default)]
     pub listener: Vec<FileListener>,
     #[serde(default)]
@@ -54,6 +56,24 @@ pub struct FileHttp {
     pub max_header_bytes: Option<Spanned<usize>>,
     pub max_headers: Option<Spanned<usize>>,
     pub max_connections_per_worker: Option<Spanned<usize>>,
+}
+
+/// `[admin]`: the admin HTTP endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Spanned<String>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub enabled: Option<bool>,
+    /// "stdout", "stderr" or a file path.
+    pub path: Option<String>,
+    /// "json" | "logfmt".
+    pub format: Option<Spanned<String>>,
 }
 
 /// `[[listener]]`.

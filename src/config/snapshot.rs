@@ -24,6 +24,10 @@ pub struct Snapshot {
     pub instance: Instance,
     pub http: HttpLimits,
     pub listeners: Vec<ListenerConfig>,
+    /// Admin endpoint address, if configured.
+    pub admin: Option<SocketAddr>,
+    /// Access log, if enabled.
+    pub access_log: Option<AccessLogConfig>,
     pub upstreams: Vec<Upstream>,
     pub services: Vec<Service>,
     pub apis: Vec<Api>,
@@ -75,6 +79,13 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections_per_worker: usize,
+}
+
+/// `[access_log]`, compiled.
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub target: crate::metrics::LogTarget,
+    pub format: crate::metrics::LogFormat,
 }
 
 /// `[[listener]]`, compiled.

@@ -7,6 +7,7 @@ mod headers;
 mod io;
 mod phases;
 mod respond;
+mod session;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,14 +29,14 @@ const LINGER_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Serves requests on one accepted client connection until it closes.
-pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr, listener: usize) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
     let mut served = 0u32;
-    let peer_ip = peer.ip().to_string();
+    let peer = phases::Peer { ip: peer.ip().to_string().into_bytes(), listener };
     loop {
-        match phases::run(shard, &mut client, peer_ip.as_bytes(), served, &mut scratch).await {
+        match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,
             Next::Close => break,
             Next::LingerClose => {

@@ -19,9 +19,12 @@ use smallvec::SmallVec;
 use super::headers::{write_request_head, write_response_head, RequestContext, ResponseFraming};
 use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
+use super::session::{micros_since, LogFields, Session};
+use crate::config::ServiceId;
 use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version};
+use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
 use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
 
@@ -59,6 +62,8 @@ struct Plan {
     body: BodyKind,
     expect_continue: bool,
     action: Action,
+    service: Option<ServiceId>,
+    log: Option<LogFields>,
 }
 
 enum Action {
@@ -80,34 +85,119 @@ pub struct Scratch {
 }
 
 /// Serves one request. `served` counts earlier requests on this connection.
-pub async fn run(shard: &Shard, client: &mut Conn, peer_ip: &[u8], served: u32, s: &mut Scratch) -> Next {
+pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: &mut Scratch) -> Next {
     // phase 3 + 4: read and parse the head, route it, serialise the upstream head
-    let plan = match read_head(shard, client, peer_ip, served, &mut s.up_head).await {
+    let mut plan = match read_head(shard, client, &peer.ip, served, &mut s.up_head).await {
         Ok(Some(plan)) => plan,
         Ok(None) => return Next::Close,
-        Err(err) => return respond_error(shard, client, &mut s.out, &err, false, true, &[]).await,
+        Err(err) => {
+            let mut session = Session::new(peer.listener, Instant::now());
+            session.error = Some(error_flag(&err));
+            let next = respond_error(shard, client, &mut s.out, &err, false, true, &[], &mut session).await;
+            finish(shard, &session, peer, &[]);
+            return next;
+        }
     };
     let _in_flight = InFlight::enter(shard);
+    let mut session = Session::new(peer.listener, Instant::now());
+    session.service = plan.service;
+    session.log = plan.log.take();
     let http = &shard.snapshot.http;
     let keep_alive = plan.keep_alive && !shard.draining.get() && served + 1 < http.keepalive_requests;
-    match &plan.action {
+    let next = match &plan.action {
         Action::Reject(err) => {
+            session.error = Some(error_flag(err));
             let close = !keep_alive || must_close(err) || plan.body != BodyKind::None;
-            respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id).await
+            respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id, &mut session).await
         }
-        Action::Mock(api) => serve_mock(shard, client, &mut s.out, &plan, *api, keep_alive).await,
-        Action::Proxy { api, upstream } => match proxy(shard, client, s, &plan, *api, *upstream, keep_alive).await {
-            Ok(next) => next,
-            Err((err, body_done)) => {
-                tracing::debug!(error = %err, "Request failed");
-                let close = !keep_alive || must_close(&err) || !body_done;
-                respond_error(shard, client, &mut s.out, &err, plan.head_request, close, &plan.id).await
+        Action::Mock(api) => {
+            session.api = Some(*api);
+            serve_mock(shard, client, &mut s.out, &plan, *api, keep_alive, &mut session).await
+        }
+        Action::Proxy { api, upstream } => {
+            (session.api, session.upstream) = (Some(*api), Some(*upstream));
+            match proxy(shard, client, s, &plan, *api, *upstream, keep_alive, &mut session).await {
+                Ok(next) => next,
+                Err((err, body_done)) => {
+                    tracing::debug!(error = %err, "Request failed");
+                    session.error = Some(error_flag(&err));
+                    let close = !keep_alive || must_close(&err) || !body_done;
+                    respond_error(shard, client, &mut s.out, &err, plan.head_request, close, &plan.id, &mut session)
+                        .await
+                }
             }
-        },
+        }
+    };
+    finish(shard, &session, peer, &plan.id);
+    next
+}
+
+/// The client side of a connection, as the phases need it.
+pub struct Peer {
+    /// Client IP as text (rendered once per connection).
+    pub ip: Vec<u8>,
+    /// Index of the listener that accepted the connection.
+    pub listener: usize,
+}
+
+/// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.
+fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
+    let total_us = micros_since(session.started);
+    let mut m = shard.metrics.borrow_mut();
+    m.count(session.api, session.status, session.bytes_in, session.bytes_out);
+    m.latency.record_total(session.listener, session.service, session.api, session.upstream, total_us);
+    if let (Some(api), Some(up)) = (session.api, session.upstream) {
+        if let Some(c) = session.connect_us {
+            m.latency.record_phase(Phase::Connect, api, up, c);
+        }
+        if let Some(f) = session.first_byte_us {
+            m.latency.record_phase(Phase::FirstByte, api, up, f);
+        }
+    }
+    drop(m);
+    if let Some(log) = &shard.access_log {
+        let snapshot = &shard.snapshot;
+        let fields = session.log.as_ref();
+        log.log(&Entry {
+            request_id: id,
+            client: &peer.ip,
+            method: fields.map_or(&[][..], |f| &f.method),
+            path: fields.map_or(&[][..], |f| &f.path),
+            host: fields.map_or(&[][..], |f| &f.host),
+            service: session.service.map_or("", |s| &snapshot.services[s].name),
+            api: session.api.map_or("", |a| &snapshot.apis[a].name),
+            endpoint: session.endpoint,
+            status: session.status,
+            bytes_in: session.bytes_in,
+            bytes_out: session.bytes_out,
+            duration_us: total_us,
+            connect_us: session.connect_us,
+            first_byte_us: session.first_byte_us,
+            error: session.error,
+        });
+    }
+}
+
+/// A short, stable name for the access log's `error` field.
+fn error_flag(err: &Error) -> &'static str {
+    match &err.kind {
+        Kind::Parse(_) => "bad_request",
+        Kind::NoRoute => "no_route",
+        Kind::MethodNotAllowed(_) => "method_not_allowed",
+        Kind::ClientTimeout => "client_timeout",
+        Kind::DownstreamClosed => "client_closed",
+        Kind::NoHealthyEndpoint => "no_healthy_endpoint",
+        Kind::ConnectRefused => "connect_failed",
+        Kind::ConnectTimeout => "connect_timeout",
+        Kind::ReadTimeout => "response_timeout",
+        Kind::UpstreamClosed => "upstream_closed",
+        Kind::BadUpstreamResponse(_) => "bad_upstream_response",
+        Kind::Internal => "internal",
     }
 }
 
 /// Sends the error's response (if any). Returns how the connection ends.
+#[allow(clippy::too_many_arguments)]
 async fn respond_error(
     shard: &Shard,
     client: &mut Conn,
@@ -116,6 +206,7 @@ async fn respond_error(
     head_only: bool,
     close: bool,
     id: &[u8],
+    session: &mut Session,
 ) -> Next {
     let Some(status) = status_for(err) else {
         return Next::Close;
@@ -123,6 +214,7 @@ async fn respond_error(
     tracing::debug!(status, error = %err, "Gateway response");
     out.clear();
     write_error(out, err, status, head_only, close, id);
+    (session.status, session.bytes_out) = (status, out.len() as u64);
     match write_out(&mut client.stream, out, shard.snapshot.http.send_timeout).await {
         Ok(()) if close => Next::LingerClose,
         Ok(()) => Next::KeepAlive,
@@ -189,6 +281,12 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
         body: head.body,
         expect_continue: head.expect_continue,
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
+        service: None,
+        log: shard.access_log.as_ref().map(|_| LogFields {
+            method: SmallVec::from_slice(head.method),
+            path: SmallVec::from_slice(head.path),
+            host: SmallVec::from_slice(head.authority.unwrap_or_default()),
+        }),
     };
     let (api_id, base_len, prefix_len) =
         match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
@@ -200,6 +298,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
             }
         };
     let api = &snapshot.apis[api_id];
+    plan.service = Some(api.service);
     if let BodyKind::Length(n) = head.body {
         if api.max_body_bytes != 0 && n > api.max_body_bytes {
             plan.action = Action::Reject(ParseError::BodyTooLarge.into());
@@ -240,6 +339,7 @@ async fn serve_mock(
     plan: &Plan,
     api: ApiId,
     keep_alive: bool,
+    session: &mut Session,
 ) -> Next {
     let Target::Mock(mock) = &shard.snapshot.apis[api].target else {
         return Next::Close;
@@ -255,6 +355,7 @@ async fn serve_mock(
     if !plan.head_request {
         out.extend_from_slice(&mock.body);
     }
+    (session.status, session.bytes_out) = (mock.status, out.len() as u64);
     match write_out(&mut client.stream, out, shard.snapshot.http.send_timeout).await {
         Ok(()) if keep_alive => Next::KeepAlive,
         Ok(()) if plan.body != BodyKind::None => Next::LingerClose,
@@ -272,6 +373,7 @@ fn push_connection(out: &mut Vec<u8>, keep_alive: bool, version: Version) {
 
 /// Phases 7–10 for an upstream API. `Err((error, request_body_fully_read))` when no response head
 /// was sent yet; after the head went out, failures truncate and return `Ok(Next::Close)`.
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     shard: &Shard,
     client: &mut Conn,
@@ -280,6 +382,7 @@ async fn proxy(
     api_id: ApiId,
     uid: UpstreamId,
     keep_alive: bool,
+    session: &mut Session,
 ) -> Result<Next, (Error, bool)> {
     let snapshot = &shard.snapshot;
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
@@ -288,7 +391,8 @@ async fn proxy(
     let (mut upc, framing, up_keep_alive) = loop {
         attempt += 1;
         // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
-        let mut upc = upstream_conn(shard, uid, attempt == 1).await.map_err(|e| (e, body_done_before))?;
+        let mut upc = upstream_conn(shard, uid, attempt == 1, session).await.map_err(|e| (e, body_done_before))?;
+        session.endpoint = Some(upc.key.endpoint);
         if plan.expect_continue && client.pending().is_empty() {
             s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             write_out(&mut client.stream, &mut s.out, snapshot.http.send_timeout)
@@ -306,7 +410,13 @@ async fn proxy(
             max_trailer_bytes: snapshot.http.max_header_bytes,
         };
         upc.requests += 1;
-        if let Err(e) = pump(client, &mut upc.conn.stream, plan.body, &mut s.out, opts).await {
+        shard.metrics.borrow_mut().upstreams[uid].requests += 1;
+        let sent = pump(client, &mut upc.conn.stream, plan.body, &mut s.out, opts).await;
+        let sent_at = Instant::now();
+        if let Ok(n) = sent {
+            session.bytes_in = n;
+        }
+        if let Err(e) = sent {
             let err = match e {
                 PumpError::SourceTimeout => Error::downstream(Kind::ClientTimeout),
                 PumpError::SourceFraming(p) => Error::downstream(Kind::Parse(p)),
@@ -322,14 +432,25 @@ async fn proxy(
                         .with_retry(retry)
                 }
             };
+            if err.side == Side::Upstream {
+                shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+            }
             if err.retry == Retry::IfIdempotent && attempt == 1 {
                 continue;
             }
             return Err((err, false));
         }
         // phase 9b: response head
-        match read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive).await {
-            Ok((framing, up_keep_alive)) => break (upc, framing, up_keep_alive),
+        let head = read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive).await;
+        if head.is_err() {
+            shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+        }
+        match head {
+            Ok((framing, up_keep_alive, status)) => {
+                session.first_byte_us = Some(micros_since(sent_at));
+                (session.status, session.bytes_out) = (status, s.out.len() as u64);
+                break (upc, framing, up_keep_alive);
+            }
             Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => {
                 continue
             }
@@ -350,9 +471,20 @@ async fn proxy(
     };
     let result = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, opts).await;
     // phase 10: finish
-    if let Err(e) = result {
-        tracing::debug!(error = ?e, endpoint = %upc.key.endpoint, "Response body failed; truncating");
-        return Ok(Next::Close);
+    match result {
+        Ok(n) => session.bytes_out += n,
+        Err(e) => {
+            tracing::debug!(error = ?e, endpoint = %upc.key.endpoint, "Response body failed; truncating");
+            session.error = Some(match e {
+                PumpError::Sink(_) => "client_closed",
+                PumpError::SourceTimeout => "response_body_timeout",
+                _ => "upstream_body_failed",
+            });
+            if !matches!(e, PumpError::Sink(_)) {
+                shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+            }
+            return Ok(Next::Close);
+        }
     }
     // extra bytes after the body (U12) or any framing doubt: never reuse
     let reusable = up_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
@@ -376,7 +508,7 @@ async fn read_response_head(
     timeout: Duration,
     out: &mut Vec<u8>,
     keep_alive: bool,
-) -> Result<(Framing, bool), Error> {
+) -> Result<(Framing, bool, u16), Error> {
     let mut deadline: Option<Instant> = None;
     let max = shard.snapshot.http.max_header_bytes;
     let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
@@ -415,7 +547,7 @@ async fn read_response_head(
                 };
                 out.clear();
                 write_response_head(out, &head, framing_out, conn_header);
-                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive);
+                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive, head.status);
                 upc.consume(head_len);
                 return Ok(result);
             }
@@ -455,22 +587,28 @@ async fn read_response_head(
 
 /// Phases 7 + 8: pick an endpoint, take a pooled connection or dial one. A failed dial is retried
 /// once on another endpoint (nothing was sent, so this is safe for every method).
-async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool) -> Result<UpSide, Error> {
+async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool, session: &mut Session) -> Result<UpSide, Error> {
     let up = &shard.snapshot.upstreams[uid];
     let state = &shard.upstreams[uid];
     let first = state.balancer.borrow_mut().pick();
-    match dial_or_reuse(shard, uid, first, use_pool).await {
+    match dial_or_reuse(shard, uid, first, use_pool, session).await {
         Ok(c) => Ok(c),
         Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
             tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
             let second = state.balancer.borrow_mut().pick_excluding(first);
-            dial_or_reuse(shard, uid, second, use_pool).await
+            dial_or_reuse(shard, uid, second, use_pool, session).await
         }
         Err(err) => Err(err),
     }
 }
 
-async fn dial_or_reuse(shard: &Shard, uid: UpstreamId, ep: usize, use_pool: bool) -> Result<UpSide, Error> {
+async fn dial_or_reuse(
+    shard: &Shard,
+    uid: UpstreamId,
+    ep: usize,
+    use_pool: bool,
+    session: &mut Session,
+) -> Result<UpSide, Error> {
     let up = &shard.snapshot.upstreams[uid];
     let key = PoolKey { endpoint: up.endpoints[ep].addr, source_ip: up.egress_ip };
     if use_pool {
@@ -480,12 +618,22 @@ async fn dial_or_reuse(shard: &Shard, uid: UpstreamId, ep: usize, use_pool: bool
             // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
             // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
             if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
+                shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
                 return Ok(UpSide { conn: Conn::new(c.stream, c.buf), key, requests: c.requests, reused: true });
             }
         }
     }
-    match connect(key.endpoint, key.source_ip, up.connect_timeout).await {
+    let t0 = Instant::now();
+    let dialed = connect(key.endpoint, key.source_ip, up.connect_timeout).await;
+    let mut m = shard.metrics.borrow_mut();
+    m.upstreams[uid].connects += 1;
+    if dialed.is_err() {
+        m.upstreams[uid].connect_failures += 1;
+    }
+    drop(m);
+    match dialed {
         Ok(stream) => {
+            session.connect_us = Some(micros_since(t0));
             Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), key, requests: 0, reused: false })
         }
         Err(e) => {

@@ -11,10 +11,12 @@ use std::task::{Poll, Waker};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 /// Control → worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ControlMsg {
     /// Stop accepting, let in-flight requests finish (up to the drain deadline), then exit.
     Shutdown,
+    /// Send a copy of the worker's metrics; `reset` then starts a new latency window.
+    Stats { reset: bool, reply: Sender<crate::metrics::MetricsSnapshot> },
 }
 
 /// Worker → supervisor, once at start.

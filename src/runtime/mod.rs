@@ -12,7 +12,7 @@ mod shard;
 mod worker;
 
 pub use affinity::allowed_cpus;
-pub use control::{ControlMsg, WorkerReport};
+pub use control::{ControlMsg, Outbox, WorkerReport};
 pub use shard::Shard;
 
 use std::io;
@@ -32,8 +32,12 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// Driver each worker runs ("io_uring" or "legacy").
     pub drivers: Vec<&'static str>,
+    /// Bound admin address, when `[admin]` is configured.
+    pub admin_addr: Option<SocketAddr>,
     outboxes: Vec<control::Outbox>,
     handles: Vec<JoinHandle<()>>,
+    admin: Option<crate::admin::AdminHandle>,
+    log_writer: Option<JoinHandle<()>>,
 }
 
 /// Starts the workers for `snapshot`.
@@ -46,6 +50,13 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
     let addrs: Vec<SocketAddr> = snapshot.listeners.iter().map(|l| l.addr).collect();
     let (mut sockets, bound) = listener::bind_all(&addrs, workers)?;
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let (log_tx, log_writer) = match &snapshot.access_log {
+        Some(cfg) => {
+            let (tx, handle) = crate::metrics::spawn_writer(cfg.target.clone())?;
+            (Some(tx), Some(handle))
+        }
+        None => (None, None),
+    };
     let mut outboxes = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for id in (0..workers).rev() {
@@ -57,6 +68,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             snapshot: snapshot.clone(),
             inbox,
             report: report_tx.clone(),
+            log_tx: log_tx.clone(),
         };
         let handle = std::thread::Builder::new().name(format!("ringway-w{id}")).spawn(move || worker::run(spec))?;
         outboxes.push(outbox);
@@ -64,10 +76,23 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
     }
     outboxes.reverse();
     handles.reverse();
-    let mut running = Running { addrs: bound, drivers: vec![""; workers], outboxes, handles };
+    drop(log_tx); // the writer ends once every worker dropped its sender
+    let mut running = Running {
+        addrs: bound,
+        drivers: vec![""; workers],
+        admin_addr: None,
+        outboxes,
+        handles,
+        admin: None,
+        log_writer,
+    };
+    let mut cpus_used = vec![None; workers];
     for _ in 0..workers {
         match report_rx.recv_timeout(START_TIMEOUT) {
-            Ok(WorkerReport::Started { worker, driver, .. }) => running.drivers[worker] = driver,
+            Ok(WorkerReport::Started { worker, driver, cpu }) => {
+                running.drivers[worker] = driver;
+                cpus_used[worker] = cpu;
+            }
             Ok(WorkerReport::Failed { worker, error }) => {
                 running.shutdown();
                 running.join();
@@ -76,6 +101,26 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             Err(_) => {
                 running.shutdown();
                 return Err(io::Error::other("workers did not start in time"));
+            }
+        }
+    }
+    if let Some(addr) = snapshot.admin {
+        let state = crate::admin::AdminState {
+            snapshot: snapshot.clone(),
+            outboxes: running.outboxes.clone(),
+            workers: cpus_used.into_iter().zip(running.drivers.iter().copied()).collect(),
+            listener_addrs: running.addrs.clone(),
+            window_start: std::time::Instant::now(),
+        };
+        match crate::admin::start(addr, state) {
+            Ok(handle) => {
+                running.admin_addr = Some(handle.addr);
+                running.admin = Some(handle);
+            }
+            Err(e) => {
+                running.shutdown();
+                running.join();
+                return Err(e);
             }
         }
     }
@@ -90,10 +135,16 @@ impl Running {
         }
     }
 
-    /// Waits for every worker thread to exit.
-    pub fn join(self) {
-        for h in self.handles {
+    /// Waits for every worker thread to exit, then stops the admin endpoint and the log writer.
+    pub fn join(mut self) {
+        for h in self.handles.drain(..) {
             let _ = h.join();
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        if let Some(w) = self.log_writer.take() {
+            let _ = w.join();
         }
     }
 }

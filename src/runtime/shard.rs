@@ -7,11 +7,16 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::config::Snapshot;
+use crate::metrics::{AccessLog, MetricsSnapshot, ShardMetrics};
 use crate::upstream::{Pool, UpstreamConn, UpstreamState};
 
 /// One worker's state.
 pub struct Shard {
     pub worker: usize,
+    /// "io_uring" or "legacy".
+    pub driver: &'static str,
+    pub metrics: RefCell<ShardMetrics>,
+    pub access_log: Option<AccessLog>,
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Vec<UpstreamState>,
     pub pool: RefCell<Pool<UpstreamConn>>,
@@ -29,12 +34,15 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(worker: usize, snapshot: Arc<Snapshot>) -> Self {
+    pub fn new(worker: usize, snapshot: Arc<Snapshot>, driver: &'static str, access_log: Option<AccessLog>) -> Self {
         let upstreams = snapshot.upstreams.iter().map(UpstreamState::new).collect();
         // unique per process start and worker; ids only need to be unique, not secret
         let id_prefix = ahash::RandomState::new().hash_one((worker, std::process::id()));
         Self {
             worker,
+            driver,
+            metrics: RefCell::new(ShardMetrics::new(&snapshot)),
+            access_log,
             snapshot,
             upstreams,
             pool: RefCell::new(Pool::default()),
@@ -46,6 +54,24 @@ impl Shard {
             request_seq: Cell::new(0),
             id_prefix,
         }
+    }
+
+    /// A copy of this worker's metrics for the admin thread; `reset` starts a new latency window.
+    pub fn metrics_snapshot(&self, reset: bool) -> MetricsSnapshot {
+        let mut m = self.metrics.borrow_mut();
+        let snap = MetricsSnapshot {
+            worker: self.worker,
+            driver: self.driver,
+            generation: self.snapshot.generation,
+            connections_active: self.connections.get(),
+            in_flight: self.in_flight.get(),
+            pool_idle: self.pool.borrow().total_idle(),
+            metrics: m.clone(),
+        };
+        if reset {
+            m.latency.reset();
+        }
+        snap
     }
 
     /// A fresh 32-hex-digit request id.

@@ -21,6 +21,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use super::control::{ControlMsg, Inbox, WorkerReport};
 use super::shard::Shard;
 use crate::config::{IoDriver, Snapshot};
+use crate::metrics::AccessLog;
 
 /// Everything a worker thread needs, moved into it at spawn.
 pub struct WorkerSpec {
@@ -30,6 +31,8 @@ pub struct WorkerSpec {
     pub snapshot: Arc<Snapshot>,
     pub inbox: Inbox,
     pub report: Sender<WorkerReport>,
+    /// Where the access log's blocks go, when it is enabled.
+    pub log_tx: Option<Sender<String>>,
 }
 
 /// Thread body of a worker.
@@ -109,8 +112,12 @@ impl StopSlot {
 }
 
 async fn serve(spec: WorkerSpec, driver: &'static str) {
-    let WorkerSpec { id, cpu, listeners, snapshot, inbox, report } = spec;
-    let shard = Rc::new(Shard::new(id, snapshot));
+    let WorkerSpec { id, cpu, listeners, snapshot, inbox, report, log_tx } = spec;
+    let log = match (&snapshot.access_log, log_tx) {
+        (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
+        _ => None,
+    };
+    let shard = Rc::new(Shard::new(id, snapshot, driver, log));
     let mut accepting = Vec::with_capacity(listeners.len());
     for l in listeners {
         match TcpListener::from_std(l) {
@@ -125,15 +132,24 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     let _ = report.send(WorkerReport::Started { worker: id, cpu, driver });
     let slots: Vec<Rc<StopSlot>> = accepting
         .into_iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let slot = Rc::new(StopSlot::default());
-            monoio::spawn(accept_loop(shard.clone(), l, slot.clone()));
+            monoio::spawn(accept_loop(shard.clone(), l, i, slot.clone()));
             slot
         })
         .collect();
-    // the only message so far; `None` (supervisor gone) also stops the worker
-    match inbox.recv().await {
-        Some(ControlMsg::Shutdown) | None => {}
+    if shard.access_log.is_some() {
+        monoio::spawn(flush_access_log(shard.clone(), slots[0].clone()));
+    }
+    // `None` (supervisor gone) stops the worker like Shutdown
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ControlMsg::Stats { reset, reply } => {
+                let _ = reply.send(shard.metrics_snapshot(reset));
+            }
+            ControlMsg::Shutdown => break,
+        }
     }
     shard.draining.set(true);
     slots.iter().for_each(|s| s.stop());
@@ -149,6 +165,9 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     let close_deadline = Instant::now() + CLOSE_WAIT;
     while shard.connections.get() > 0 && Instant::now() < close_deadline {
         monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if let Some(log) = &shard.access_log {
+        log.flush();
     }
     tracing::info!(worker = id, unfinished, "Worker stopped");
 }
@@ -180,7 +199,20 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<StopSlot>) {
+/// Hands buffered access-log lines to the writer every [`LOG_FLUSH_EVERY`] until the worker stops.
+async fn flush_access_log(shard: Rc<Shard>, stop: Rc<StopSlot>) {
+    while !stop.stopped.get() {
+        monoio::time::sleep(LOG_FLUSH_EVERY).await;
+        if let Some(log) = &shard.access_log {
+            log.flush();
+        }
+    }
+}
+
+/// Access-log lines reach the writer at most this late.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop: Rc<StopSlot>) {
     let cap = shard.snapshot.http.max_connections_per_worker;
     loop {
         // at the cap, leave new connections in the kernel backlog instead of failing them
@@ -195,8 +227,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: Rc<StopSlot>
             None => return,
             Some(Ok((stream, peer))) => {
                 let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
+                shard.metrics.borrow_mut().connections_total += 1;
                 monoio::spawn(async move {
-                    crate::proxy::serve_connection(&guard.shard, stream, peer).await;
+                    crate::proxy::serve_connection(&guard.shard, stream, peer, index).await;
                     drop(guard);
                 });
             }

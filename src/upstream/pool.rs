@@ -52,6 +52,11 @@ impl<C> Pool<C> {
         list.push_back((conn, now));
     }
 
+    /// Idle connections held for every key.
+    pub fn total_idle(&self) -> usize {
+        self.idle.values().map(VecDeque::len).sum()
+    }
+
     /// Idle connections held for `key`.
     pub fn idle_count(&self, key: &PoolKey) -> usize {
         self.idle.get(key).map_or(0, VecDeque::len)

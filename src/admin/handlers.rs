@@ -1,0 +1,175 @@
+//! Admin request handlers: one function per endpoint, each returning a complete [`Reply`].
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Snapshot;
+use crate::metrics::{self, MetricsSnapshot};
+use crate::runtime::{ControlMsg, Outbox};
+
+/// What the admin thread knows about the running gateway.
+pub struct AdminState {
+    pub snapshot: Arc<Snapshot>,
+    pub outboxes: Vec<Outbox>,
+    /// (cpu, driver) per worker.
+    pub workers: Vec<(Option<usize>, &'static str)>,
+    /// Bound address of each listener.
+    pub listener_addrs: Vec<std::net::SocketAddr>,
+    /// Start of the current latency window (process start or last `?reset=1`).
+    pub window_start: Instant,
+}
+
+/// A complete admin response.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(status: u16, body: &str) -> Self {
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.as_bytes().to_vec() }
+    }
+
+    fn json(body: String) -> Self {
+        Self { status: 200, content_type: "application/json", body: body.into_bytes() }
+    }
+}
+
+/// Routes one admin request.
+pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let flag = |name: &str| query.split('&').any(|kv| kv == format!("{name}=1") || kv == name);
+    let format_text = query.split('&').any(|kv| kv == "format=text");
+    match (method, path) {
+        ("GET", "/healthz") => Reply::text(200, "ok\n"),
+        ("GET", "/stats/latency") => latency(state, format_text, flag("reset")),
+        ("GET", "/metrics") => {
+            let (snaps, _) = scrape(state, false);
+            match metrics::merge(&snaps) {
+                Some(m) => Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: metrics::prometheus(&state.snapshot, &m, &snaps).into_bytes(),
+                },
+                None => Reply::text(503, "no worker answered\n"),
+            }
+        }
+        ("GET", "/upstreams") => upstreams(state),
+        ("GET", "/config") => Reply::json(config(state)),
+        ("GET", "/" | "/dashboard") => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: super::dashboard::PAGE.as_bytes().to_vec(),
+        },
+        ("POST", "/reload") => Reply::text(501, "live reload is not implemented yet; restart to apply a new config\n"),
+        (_, "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/config" | "/" | "/dashboard") => {
+            Reply::text(405, "method not allowed\n")
+        }
+        _ => Reply::text(404, "not found; see GET /healthz /stats/latency /metrics /upstreams /config /dashboard\n"),
+    }
+}
+
+/// Asks every worker for its metrics; returns the answers and the workers that missed the deadline.
+fn scrape(state: &AdminState, reset: bool) -> (Vec<MetricsSnapshot>, Vec<usize>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut asked = Vec::new();
+    for (i, o) in state.outboxes.iter().enumerate() {
+        if o.send(ControlMsg::Stats { reset, reply: tx.clone() }) {
+            asked.push(i);
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + super::SCRAPE_DEADLINE;
+    let mut snaps = Vec::with_capacity(asked.len());
+    while snaps.len() < asked.len() {
+        match rx.recv_deadline(deadline) {
+            Ok(s) => snaps.push(s),
+            Err(_) => break,
+        }
+    }
+    snaps.sort_by_key(|s| s.worker);
+    let missing = (0..state.outboxes.len()).filter(|w| !snaps.iter().any(|s| s.worker == *w)).collect();
+    (snaps, missing)
+}
+
+fn latency(state: &mut AdminState, text: bool, reset: bool) -> Reply {
+    let (snaps, missing) = scrape(state, reset);
+    let window = state.window_start.elapsed().as_secs_f64();
+    if reset {
+        state.window_start = Instant::now();
+    }
+    let Some(m) = metrics::merge(&snaps) else {
+        return Reply::text(503, "no worker answered\n");
+    };
+    if text {
+        Reply::text(200, &metrics::latency_text(&state.snapshot, &m, window, &missing))
+    } else {
+        Reply::json(metrics::latency_json(&state.snapshot, &m, window, &missing))
+    }
+}
+
+fn upstreams(state: &AdminState) -> Reply {
+    let (snaps, missing) = scrape(state, false);
+    let s = &state.snapshot;
+    let mut out = format!("{{\"workers_missing\":{missing:?},\"upstreams\":[");
+    for (i, u) in s.upstreams.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let egress = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+        let _ =
+            write!(out, "{{\"name\":\"{}\",\"balance\":\"round_robin\",\"egress_ip\":{egress},\"endpoints\":[", u.name);
+        for (j, e) in u.endpoints.iter().enumerate() {
+            let sep = if j > 0 { "," } else { "" };
+            // health checks and outlier ejection are not built yet: every endpoint is in rotation
+            let _ = write!(
+                out,
+                "{sep}{{\"addr\":\"{}\",\"weight\":{},\"state\":\"in_rotation\",\"health\":\"not_checked\"}}",
+                e.addr, e.weight
+            );
+        }
+        out.push_str("],\"per_worker\":[");
+        for (k, w) in snaps.iter().enumerate() {
+            let c = &w.metrics.upstreams[i];
+            let sep = if k > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"worker\":{},\"requests\":{},\"connects\":{},\"connect_failures\":{},\"pool_hits\":{},\"failures\":{}}}",
+                w.worker, c.requests, c.connects, c.connect_failures, c.pool_hits, c.failures
+            );
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    Reply::json(out)
+}
+
+fn config(state: &AdminState) -> String {
+    let s = &state.snapshot;
+    let mut out = format!("{{\"generation\":{},\"workers\":[", s.generation);
+    for (i, (cpu, driver)) in state.workers.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let cpu = cpu.map_or("null".into(), |c| c.to_string());
+        let _ = write!(
+            out,
+            "{sep}{{\"worker\":{i},\"cpu\":{cpu},\"driver\":\"{driver}\",\"generation\":{}}}",
+            s.generation
+        );
+    }
+    out.push_str("],\"listeners\":[");
+    for (i, (l, addr)) in s.listeners.iter().zip(&state.listener_addrs).enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(out, "{sep}{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", l.name);
+    }
+    let egress = s.instance.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+    let _ = write!(out, "],\"egress_ip\":{egress},\"upstream_egress\":{{");
+    for (i, u) in s.upstreams.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let ip = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+        let _ = write!(out, "{sep}\"{}\":{ip}", u.name);
+    }
+    let _ = write!(out, "}},\"services\":{},\"apis\":{}}}", s.services.len(), s.apis.len());
+    out
+}

@@ -1,0 +1,292 @@
+//! Access log: one structured line per request, appended to a per-core buffer on the request path
+//! (no I/O there) and handed to a writer thread in blocks.
+//!
+//! Per-core: the line buffer. Crosses cores: full buffers, sent over a channel to the writer
+//! thread, which owns the file (or stdout). If the writer falls behind, blocks are dropped and
+//! counted rather than blocking a worker.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+/// A buffer is handed to the writer once it holds this much.
+const FLUSH_BYTES: usize = 32 * 1024;
+/// Blocks queued for the writer before new ones are dropped.
+const QUEUE_BLOCKS: usize = 256;
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// Line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+}
+
+/// One request's fields, borrowed from the session at the end of the request.
+pub struct Entry<'a> {
+    pub request_id: &'a [u8],
+    pub client: &'a [u8],
+    pub method: &'a [u8],
+    pub path: &'a [u8],
+    pub host: &'a [u8],
+    pub service: &'a str,
+    pub api: &'a str,
+    pub endpoint: Option<std::net::SocketAddr>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_us: u64,
+    pub connect_us: Option<u64>,
+    pub first_byte_us: Option<u64>,
+    pub error: Option<&'static str>,
+}
+
+/// The per-core side of the access log.
+pub struct AccessLog {
+    format: LogFormat,
+    buf: RefCell<String>,
+    tx: Sender<String>,
+    pub dropped_blocks: Cell<u64>,
+}
+
+impl AccessLog {
+    pub fn new(format: LogFormat, tx: Sender<String>) -> Self {
+        Self { format, buf: RefCell::new(String::with_capacity(FLUSH_BYTES * 2)), tx, dropped_blocks: Cell::new(0) }
+    }
+
+    /// Appends one line; hands the buffer over once it is full.
+    pub fn log(&self, e: &Entry<'_>) {
+        let mut buf = self.buf.borrow_mut();
+        match self.format {
+            LogFormat::Json => json_line(&mut buf, e),
+            LogFormat::Logfmt => logfmt_line(&mut buf, e),
+        }
+        if buf.len() >= FLUSH_BYTES {
+            drop(buf);
+            self.flush();
+        }
+    }
+
+    /// Hands whatever is buffered to the writer (called on a short tick and at shutdown).
+    pub fn flush(&self) {
+        let mut buf = self.buf.borrow_mut();
+        if buf.is_empty() {
+            return;
+        }
+        let block = std::mem::replace(&mut *buf, String::with_capacity(FLUSH_BYTES * 2));
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(block) {
+            self.dropped_blocks.set(self.dropped_blocks.get() + 1);
+        }
+    }
+}
+
+/// Starts the writer thread; returns the sender workers hand their blocks to.
+pub fn spawn_writer(target: LogTarget) -> std::io::Result<(Sender<String>, std::thread::JoinHandle<()>)> {
+    let mut out: Box<dyn Write + Send> = match &target {
+        LogTarget::Stdout => Box::new(std::io::stdout()),
+        LogTarget::Stderr => Box::new(std::io::stderr()),
+        LogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+    };
+    let (tx, rx): (Sender<String>, Receiver<String>) = crossbeam_channel::bounded(QUEUE_BLOCKS);
+    let handle = std::thread::Builder::new().name("ringway-log".into()).spawn(move || {
+        for block in rx {
+            let _ = out.write_all(block.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
+    Ok((tx, handle))
+}
+
+fn json_line(b: &mut String, e: &Entry<'_>) {
+    b.push_str("{\"time\":\"");
+    push_time(b);
+    b.push_str("\",\"request_id\":");
+    json_str(b, e.request_id);
+    b.push_str(",\"client\":");
+    json_str(b, e.client);
+    b.push_str(",\"method\":");
+    json_str(b, e.method);
+    b.push_str(",\"path\":");
+    json_str(b, e.path);
+    b.push_str(",\"host\":");
+    json_str(b, e.host);
+    let _ = write!(b, ",\"service\":\"{}\",\"api\":\"{}\",\"endpoint\":", e.service, e.api);
+    match e.endpoint {
+        Some(ep) => {
+            let _ = write!(b, "\"{ep}\"");
+        }
+        None => b.push_str("null"),
+    }
+    let _ = write!(
+        b,
+        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_us\":{}",
+        e.status, e.bytes_in, e.bytes_out, e.duration_us
+    );
+    let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+    let _ = write!(b, ",\"connect_us\":{},\"first_byte_us\":{},\"error\":", opt(e.connect_us), opt(e.first_byte_us));
+    match e.error {
+        Some(err) => {
+            let _ = write!(b, "\"{err}\"");
+        }
+        None => b.push_str("null"),
+    }
+    b.push_str("}\n");
+}
+
+fn logfmt_line(b: &mut String, e: &Entry<'_>) {
+    b.push_str("time=");
+    push_time(b);
+    for (k, v) in
+        [("request_id", e.request_id), ("client", e.client), ("method", e.method), ("path", e.path), ("host", e.host)]
+    {
+        let _ = write!(b, " {k}=");
+        json_str(b, v);
+    }
+    let _ = write!(b, " service={} api={} endpoint=", or_dash(e.service), or_dash(e.api));
+    match e.endpoint {
+        Some(ep) => {
+            let _ = write!(b, "{ep}");
+        }
+        None => b.push('-'),
+    }
+    let _ = write!(
+        b,
+        " status={} bytes_in={} bytes_out={} duration_us={}",
+        e.status, e.bytes_in, e.bytes_out, e.duration_us
+    );
+    if let Some(c) = e.connect_us {
+        let _ = write!(b, " connect_us={c}");
+    }
+    if let Some(f) = e.first_byte_us {
+        let _ = write!(b, " first_byte_us={f}");
+    }
+    if let Some(err) = e.error {
+        let _ = write!(b, " error={err}");
+    }
+    b.push('\n');
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// A quoted, escaped string from arbitrary bytes (non-UTF-8 and controls become \u escapes).
+fn json_str(b: &mut String, v: &[u8]) {
+    b.push('"');
+    for &c in v {
+        match c {
+            b'"' => b.push_str("\\\""),
+            b'\\' => b.push_str("\\\\"),
+            0x20..=0x7e => b.push(c as char),
+            _ => {
+                let _ = write!(b, "\\u{:04x}", c);
+            }
+        }
+    }
+    b.push('"');
+}
+
+/// RFC 3339 UTC time with milliseconds.
+fn push_time(b: &mut String) {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    let _ = write!(
+        b,
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            request_id: b"id1",
+            client: b"127.0.0.1",
+            method: b"GET",
+            path: b"/a\"b",
+            host: b"h",
+            service: "shop",
+            api: "orders",
+            endpoint: Some("127.0.0.1:9001".parse().unwrap()),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 12,
+            duration_us: 345,
+            connect_us: None,
+            first_byte_us: Some(300),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn json_line_is_one_escaped_object() {
+        let mut b = String::new();
+        json_line(&mut b, &entry());
+        assert!(b.ends_with("}\n") && b.matches('\n').count() == 1);
+        assert!(b.contains("\"path\":\"/a\\\"b\""));
+        assert!(b.contains("\"endpoint\":\"127.0.0.1:9001\",\"status\":200"));
+        assert!(b.contains("\"connect_us\":null,\"first_byte_us\":300,\"error\":null"));
+    }
+
+    #[test]
+    fn logfmt_line_has_fields() {
+        let mut b = String::new();
+        logfmt_line(&mut b, &entry());
+        assert!(b.contains(" service=shop api=orders endpoint=127.0.0.1:9001 status=200 "), "{b}");
+    }
+
+    #[test]
+    fn full_buffers_go_to_the_writer() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let log = AccessLog::new(LogFormat::Json, tx);
+        for _ in 0..200 {
+            log.log(&entry());
+        }
+        log.flush();
+        let lines: usize = rx.try_iter().map(|b| b.lines().count()).sum();
+        assert_eq!(lines, 200);
+    }
+}

@@ -1,0 +1,120 @@
+//! Per-core metrics: counters and HDR latency histograms recorded by one worker with no atomics
+//! or locks, copied out on request and merged by the admin thread at scrape time.
+//!
+//! Per-core: [`ShardMetrics`] lives in the `Shard` (`RefCell`, touched only by its worker).
+//! Crosses cores: a [`MetricsSnapshot`] (plain data, `Send`) per worker per scrape.
+//!
+//! Invariants: labels come only from configured names (indices into the snapshot), never from
+//! raw paths or client addresses; recording never allocates.
+
+mod access_log;
+mod histogram;
+mod render;
+
+pub use access_log::{spawn_writer, AccessLog, Entry, LogFormat, LogTarget};
+pub use histogram::{LatencySet, Phase};
+pub use render::{latency_json, latency_text, prometheus};
+
+use crate::config::Snapshot;
+
+/// Status classes counted per API: 1xx..5xx, plus requests that got no response.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Counters of one API (or of unrouted requests).
+#[derive(Debug, Clone, Default)]
+pub struct ApiCounters {
+    pub by_class: [u64; 6],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Counters of one upstream on one core.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamCounters {
+    pub requests: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub pool_hits: u64,
+    pub failures: u64,
+}
+
+/// Everything one worker records; cloned into a [`MetricsSnapshot`] on scrape.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    pub apis: Vec<ApiCounters>,
+    /// Requests that matched no API (404, 405, bad requests).
+    pub unrouted: ApiCounters,
+    pub upstreams: Vec<UpstreamCounters>,
+    pub connections_total: u64,
+    pub latency: LatencySet,
+}
+
+impl ShardMetrics {
+    pub fn new(snapshot: &Snapshot) -> Self {
+        Self {
+            apis: vec![ApiCounters::default(); snapshot.apis.len()],
+            unrouted: ApiCounters::default(),
+            upstreams: vec![UpstreamCounters::default(); snapshot.upstreams.len()],
+            connections_total: 0,
+            latency: LatencySet::new(snapshot),
+        }
+    }
+
+    /// Counts one finished request; `status` 0 means no response was sent.
+    pub fn count(&mut self, api: Option<usize>, status: u16, bytes_in: u64, bytes_out: u64) {
+        let c = match api {
+            Some(a) => &mut self.apis[a],
+            None => &mut self.unrouted,
+        };
+        let class = match status {
+            100..=599 => usize::from(status / 100) - 1,
+            _ => 5,
+        };
+        c.by_class[class] += 1;
+        c.bytes_in += bytes_in;
+        c.bytes_out += bytes_out;
+    }
+}
+
+/// One worker's metrics at scrape time, plus its gauges.
+#[derive(Debug, Clone)]
+pub struct MetricsSnapshot {
+    pub worker: usize,
+    pub driver: &'static str,
+    pub generation: u64,
+    pub connections_active: usize,
+    pub in_flight: usize,
+    pub pool_idle: usize,
+    pub metrics: ShardMetrics,
+}
+
+/// Sums counters and merges histograms over workers.
+pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
+    let mut it = snaps.iter();
+    let mut total = it.next()?.metrics.clone();
+    for s in it {
+        let m = &s.metrics;
+        for (t, a) in total.apis.iter_mut().zip(&m.apis) {
+            add_api(t, a);
+        }
+        add_api(&mut total.unrouted, &m.unrouted);
+        for (t, u) in total.upstreams.iter_mut().zip(&m.upstreams) {
+            t.requests += u.requests;
+            t.connects += u.connects;
+            t.connect_failures += u.connect_failures;
+            t.pool_hits += u.pool_hits;
+            t.failures += u.failures;
+        }
+        total.connections_total += m.connections_total;
+        total.latency.add(&m.latency);
+    }
+    Some(total)
+}
+
+fn add_api(t: &mut ApiCounters, a: &ApiCounters) {
+    for (x, y) in t.by_class.iter_mut().zip(a.by_class) {
+        *x += y;
+    }
+    t.bytes_in += a.bytes_in;
+    t.bytes_out += a.bytes_out;
+}

@@ -1,0 +1,268 @@
+//! Rendering merged metrics: latency as JSON or an aligned text table, everything as Prometheus
+//! text format 0.0.4. Runs on the admin thread only.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::{MetricsSnapshot, ShardMetrics, STATUS_CLASSES};
+use crate::config::Snapshot;
+
+/// Prometheus latency buckets, in seconds.
+const BUCKETS_S: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const PHASES: [&str; 3] = ["total", "connect", "first_byte"];
+
+/// One row of latency output.
+struct Row<'a> {
+    scope: &'static str,
+    name: String,
+    phase: &'static str,
+    h: &'a Histogram<u64>,
+}
+
+fn rows<'a>(s: &Snapshot, m: &'a ShardMetrics) -> Vec<Row<'a>> {
+    let mut out = Vec::new();
+    for (l, h) in s.listeners.iter().zip(&m.latency.listeners) {
+        out.push(Row { scope: "listener", name: l.name.clone(), phase: "total", h });
+    }
+    for (sv, h) in s.services.iter().zip(&m.latency.services) {
+        out.push(Row { scope: "service", name: sv.name.clone(), phase: "total", h });
+    }
+    for (i, hs) in m.latency.apis.iter().enumerate() {
+        for (p, h) in PHASES.iter().zip(hs) {
+            out.push(Row { scope: "api", name: s.api_label(i), phase: p, h });
+        }
+    }
+    for (u, hs) in s.upstreams.iter().zip(&m.latency.upstreams) {
+        for (p, h) in PHASES.iter().zip(hs) {
+            out.push(Row { scope: "upstream", name: u.name.clone(), phase: p, h });
+        }
+    }
+    out
+}
+
+fn stats(h: &Histogram<u64>) -> [u64; 7] {
+    if h.is_empty() {
+        return [0; 7];
+    }
+    [
+        h.min(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        h.mean().round() as u64,
+    ]
+}
+
+/// `GET /stats/latency` as JSON: `{scope: {name: {phase: {count, min, p50, .., mean}}}}`, µs.
+pub fn latency_json(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[usize]) -> String {
+    let mut out = format!("{{\"unit\":\"us\",\"window_s\":{window_s:.3},\"workers_missing\":{missing:?}");
+    let mut current_scope = "";
+    let mut current_name = String::new();
+    for r in rows(s, m) {
+        if r.scope != current_scope {
+            if !current_scope.is_empty() {
+                out.push_str("}}");
+            }
+            let _ = write!(out, ",\"{}s\":{{", r.scope);
+            current_scope = r.scope;
+            current_name.clear();
+        }
+        if r.name != current_name {
+            if !current_name.is_empty() {
+                out.push_str("},");
+            }
+            let _ = write!(out, "\"{}\":{{", json_escape(&r.name));
+            current_name = r.name.clone();
+        } else {
+            out.push(',');
+        }
+        let [min, p50, p90, p99, p999, max, mean] = stats(r.h);
+        let _ = write!(
+            out,
+            "\"{}\":{{\"count\":{},\"min\":{min},\"p50\":{p50},\"p90\":{p90},\"p99\":{p99},\"p999\":{p999},\"max\":{max},\"mean\":{mean}}}",
+            r.phase,
+            r.h.len()
+        );
+    }
+    if !current_scope.is_empty() {
+        out.push_str("}}");
+    }
+    out.push('}');
+    out
+}
+
+/// `GET /stats/latency?format=text`: an aligned table for a terminal.
+pub fn latency_text(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[usize]) -> String {
+    let mut out = format!("latency in microseconds over the last {window_s:.1} s");
+    if !missing.is_empty() {
+        let _ = write!(out, " (workers {missing:?} did not answer in time)");
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<9} {:<28} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "scope", "name", "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"
+    );
+    for r in rows(s, m) {
+        let [min, p50, p90, p99, p999, max, mean] = stats(r.h);
+        let _ = writeln!(
+            out,
+            "{:<9} {:<28} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            r.scope,
+            r.name,
+            r.phase,
+            r.h.len(),
+            min,
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
+            mean
+        );
+    }
+    out
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -> String {
+    let mut o = String::with_capacity(16 * 1024);
+    header(&mut o, "ringway_requests_total", "counter", "Finished requests by service, API and status class.");
+    for (i, c) in m.apis.iter().enumerate() {
+        let (svc, api) = (&s.services[s.apis[i].service].name, &s.apis[i].name);
+        for (class, n) in STATUS_CLASSES.iter().zip(c.by_class) {
+            let _ = writeln!(
+                o,
+                "ringway_requests_total{{service=\"{}\",api=\"{}\",class=\"{class}\"}} {n}",
+                esc(svc),
+                esc(api)
+            );
+        }
+    }
+    for (class, n) in STATUS_CLASSES.iter().zip(m.unrouted.by_class) {
+        let _ = writeln!(o, "ringway_requests_total{{service=\"\",api=\"\",class=\"{class}\"}} {n}");
+    }
+    for (name, help, pick) in [
+        ("ringway_request_bytes_total", "Request body bytes received, by service and API.", 0),
+        ("ringway_response_bytes_total", "Response bytes sent (head and body), by service and API.", 1),
+    ] {
+        header(&mut o, name, "counter", help);
+        for (i, c) in m.apis.iter().enumerate() {
+            let v = if pick == 0 { c.bytes_in } else { c.bytes_out };
+            let (svc, api) = (&s.services[s.apis[i].service].name, &s.apis[i].name);
+            let _ = writeln!(o, "{name}{{service=\"{}\",api=\"{}\"}} {v}", esc(svc), esc(api));
+        }
+    }
+    upstream_counters(&mut o, s, m);
+    worker_gauges(&mut o, s, workers);
+    header(
+        &mut o,
+        "ringway_request_duration_seconds",
+        "histogram",
+        "Request time from complete head to last response byte.",
+    );
+    for (i, hs) in m.latency.apis.iter().enumerate() {
+        let labels =
+            format!("service=\"{}\",api=\"{}\"", esc(&s.services[s.apis[i].service].name), esc(&s.apis[i].name));
+        histogram(&mut o, "ringway_request_duration_seconds", &labels, &hs[0]);
+    }
+    header(
+        &mut o,
+        "ringway_upstream_phase_seconds",
+        "histogram",
+        "Upstream connect time and time to first response byte.",
+    );
+    for (u, hs) in s.upstreams.iter().zip(&m.latency.upstreams) {
+        for (phase, h) in PHASES.iter().zip(hs).skip(1) {
+            let labels = format!("upstream=\"{}\",phase=\"{phase}\"", esc(&u.name));
+            histogram(&mut o, "ringway_upstream_phase_seconds", &labels, h);
+        }
+    }
+    o
+}
+
+fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
+    type Field = (&'static str, &'static str, fn(&super::UpstreamCounters) -> u64);
+    let fields: [Field; 5] = [
+        ("ringway_upstream_requests_total", "Requests sent upstream.", |u| u.requests),
+        ("ringway_upstream_connects_total", "New upstream connections dialed.", |u| u.connects),
+        ("ringway_upstream_connect_failures_total", "Upstream connect attempts that failed.", |u| u.connect_failures),
+        ("ringway_upstream_pool_hits_total", "Requests sent on a pooled connection.", |u| u.pool_hits),
+        ("ringway_upstream_failures_total", "Upstream errors after connecting (reset, timeout, bad response).", |u| {
+            u.failures
+        }),
+    ];
+    for (name, help, get) in fields {
+        header(o, name, "counter", help);
+        for (u, c) in s.upstreams.iter().zip(&m.upstreams) {
+            let _ = writeln!(o, "{name}{{upstream=\"{}\"}} {}", esc(&u.name), get(c));
+        }
+    }
+}
+
+fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
+    header(o, "ringway_connections_active", "gauge", "Open client connections per worker.");
+    for w in workers {
+        let _ = writeln!(o, "ringway_connections_active{{worker=\"{}\"}} {}", w.worker, w.connections_active);
+    }
+    header(o, "ringway_connections_total", "counter", "Client connections accepted per worker.");
+    for w in workers {
+        let _ = writeln!(o, "ringway_connections_total{{worker=\"{}\"}} {}", w.worker, w.metrics.connections_total);
+    }
+    header(o, "ringway_requests_in_flight", "gauge", "Requests being served per worker.");
+    for w in workers {
+        let _ = writeln!(o, "ringway_requests_in_flight{{worker=\"{}\"}} {}", w.worker, w.in_flight);
+    }
+    header(o, "ringway_upstream_pool_idle", "gauge", "Idle pooled upstream connections per worker.");
+    for w in workers {
+        let _ = writeln!(o, "ringway_upstream_pool_idle{{worker=\"{}\"}} {}", w.worker, w.pool_idle);
+    }
+    header(o, "ringway_worker_info", "gauge", "One per worker, labelled with its I/O driver and config generation.");
+    for w in workers {
+        let _ = writeln!(
+            o,
+            "ringway_worker_info{{worker=\"{}\",driver=\"{}\",generation=\"{}\"}} 1",
+            w.worker, w.driver, w.generation
+        );
+    }
+    header(o, "ringway_config_generation", "gauge", "Generation of the running config.");
+    let _ = writeln!(o, "ringway_config_generation {}", s.generation);
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    for le in BUCKETS_S {
+        let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let sum_us: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us / 1e6);
+    let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.len());
+}
+
+/// Prometheus label-value escaping.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn json_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
