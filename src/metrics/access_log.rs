@@ -11,12 +11,18 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// A buffer is handed to the writer once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;
 /// Blocks queued for the writer before new ones are dropped.
 const QUEUE_BLOCKS: usize = 256;
+/// How often an idle writer checks whether it should stop.
+const WRITER_POLL: Duration = Duration::from_millis(50);
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,21 +97,48 @@ impl AccessLog {
     }
 }
 
+/// The running writer thread.
+pub struct LogWriter {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LogWriter {
+    /// Writes what is queued, then ends the thread. Call after the workers have flushed.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
 /// Starts the writer thread; returns the sender workers hand their blocks to.
-pub fn spawn_writer(target: LogTarget) -> std::io::Result<(Sender<String>, std::thread::JoinHandle<()>)> {
+pub fn spawn_writer(target: LogTarget) -> std::io::Result<(Sender<String>, LogWriter)> {
     let mut out: Box<dyn Write + Send> = match &target {
         LogTarget::Stdout => Box::new(std::io::stdout()),
         LogTarget::Stderr => Box::new(std::io::stderr()),
         LogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
     };
     let (tx, rx): (Sender<String>, Receiver<String>) = crossbeam_channel::bounded(QUEUE_BLOCKS);
-    let handle = std::thread::Builder::new().name("ringway-log".into()).spawn(move || {
-        for block in rx {
-            let _ = out.write_all(block.as_bytes());
-            let _ = out.flush();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new().name("ringway-log".into()).spawn(move || loop {
+        match rx.recv_timeout(WRITER_POLL) {
+            Ok(block) => {
+                let _ = out.write_all(block.as_bytes());
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) if stopping.load(Ordering::SeqCst) => {
+                for block in rx.try_iter() {
+                    let _ = out.write_all(block.as_bytes());
+                }
+                let _ = out.flush();
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
         }
     })?;
-    Ok((tx, handle))
+    Ok((tx, LogWriter { stop, thread }))
 }
 
 fn json_line(b: &mut String, e: &Entry<'_>) {

@@ -11,7 +11,7 @@ mod access_log;
 mod histogram;
 mod render;
 
-pub use access_log::{spawn_writer, AccessLog, Entry, LogFormat, LogTarget};
+pub use access_log::{spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
 pub use histogram::{LatencySet, Phase};
 pub use render::{latency_json, latency_text, prometheus};
 

@@ -37,7 +37,7 @@ pub struct Running {
     outboxes: Vec<control::Outbox>,
     handles: Vec<JoinHandle<()>>,
     admin: Option<crate::admin::AdminHandle>,
-    log_writer: Option<JoinHandle<()>>,
+    log_writer: Option<crate::metrics::LogWriter>,
 }
 
 /// Starts the workers for `snapshot`.
@@ -144,7 +144,7 @@ impl Running {
             admin.stop();
         }
         if let Some(w) = self.log_writer.take() {
-            let _ = w.join();
+            w.stop();
         }
     }
 }

@@ -169,6 +169,9 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     if let Some(log) = &shard.access_log {
         log.flush();
     }
+    // tasks still parked when the runtime is dropped are not dropped by monoio 0.2.4; close the
+    // pooled upstream connections explicitly so an in-process stop leaks no sockets
+    shard.pool.borrow_mut().clear();
     tracing::info!(worker = id, unfinished, "Worker stopped");
 }
 

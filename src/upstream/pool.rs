@@ -52,6 +52,11 @@ impl<C> Pool<C> {
         list.push_back((conn, now));
     }
 
+    /// Closes every idle connection.
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+
     /// Idle connections held for every key.
     pub fn total_idle(&self) -> usize {
         self.idle.values().map(VecDeque::len).sum()

@@ -19,6 +19,8 @@ pub fn driver() -> String {
 /// A gateway running in this process with 2 workers, stopped on drop.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// Admin address when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub running: Option<ringway::runtime::Running>,
 }
 
@@ -37,7 +39,7 @@ impl TestGateway {
         let snapshot = ringway::config::compile(&text, 1).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let running = ringway::runtime::start(Arc::new(snapshot)).expect("gateway starts");
         let addr = running.addrs[0];
-        Self { addr, running: Some(running) }
+        Self { addr, admin: running.admin_addr, running: Some(running) }
     }
 
     /// Shuts down (drain) and waits for the workers.

@@ -1,0 +1,166 @@
+//! The admin endpoint: every route's content, Prometheus output through a real parser, and the
+//! access log.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn gateway(up: &MockUpstream, extra: &str) -> TestGateway {
+    let body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n{}\n[[service.all.api]]\nname = \"ping\"\npath = \"/ping\"\nmock = {{ body = \"pong\" }}\n",
+        catch_all("o", &[up.addr])
+    );
+    TestGateway::start(&body)
+}
+
+fn admin_get(gw: &TestGateway, path: &str) -> Response {
+    get(gw.admin.expect("admin configured"), "admin", path)
+}
+
+#[test]
+fn healthz_and_unknown_paths() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    let r = admin_get(&gw, "/healthz");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(admin_get(&gw, "/nope").status, 404);
+    let r = request(gw.admin.unwrap(), "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn latency_stats_count_requests_per_api_and_reset() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    for _ in 0..7 {
+        assert_eq!(get(gw.addr, "a", "/x").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr, "a", "/ping").status, 200);
+    }
+    let r = admin_get(&gw, "/stats/latency");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let j = r.text();
+    assert!(j.contains("\"apis\":{\"all/all\":{\"total\":{\"count\":7,"), "{j}");
+    assert!(j.contains("\"all/ping\":{\"total\":{\"count\":3,"), "{j}");
+    assert!(j.contains("\"upstreams\":{\"o\":{\"total\":{\"count\":7,"), "{j}");
+    assert!(j.contains("\"first_byte\":{\"count\":7,"), "first-byte phase recorded: {j}");
+    assert!(j.contains("\"listeners\":{\"listener0\":{\"total\":{\"count\":10,"), "{j}");
+    assert!(j.contains("\"workers_missing\":[]"), "{j}");
+
+    let t = admin_get(&gw, "/stats/latency?format=text&reset=1").text();
+    assert!(t
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .eq(["scope", "name", "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"]));
+    let row = t.lines().find(|l| l.starts_with("api") && l.contains("all/all") && l.contains("total")).unwrap();
+    assert_eq!(row.split_whitespace().nth(3), Some("7"), "{row}");
+    let after = admin_get(&gw, "/stats/latency").text();
+    assert!(after.contains("\"all/all\":{\"total\":{\"count\":0,"), "reset starts a new window: {after}");
+}
+
+#[test]
+fn prometheus_output_parses_with_the_reference_parser() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    for _ in 0..5 {
+        get(gw.addr, "a", "/x");
+    }
+    get(gw.addr, "a", "/ping");
+    request(gw.addr, "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = admin_get(&gw, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+def value(fam, **labels):
+    for s in fams[fam].samples:
+        if all(s.labels.get(k) == v for k, v in labels.items()) and s.name == fam + ('_total' if fams[fam].type == 'counter' else ''):
+            return s.value
+    raise SystemExit(f"no sample {fam} {labels}")
+assert value("ringway_requests", service="all", api="all", **{"class": "2xx"}) == 5
+assert value("ringway_requests", service="all", api="ping", **{"class": "2xx"}) == 1
+assert value("ringway_requests", service="", api="", **{"class": "4xx"}) == 1
+assert value("ringway_upstream_requests", upstream="o") == 5
+assert fams["ringway_request_duration_seconds"].type == "histogram"
+count = [s for s in fams["ringway_request_duration_seconds"].samples if s.name.endswith("_count") and s.labels["api"] == "all"]
+assert count[0].value == 5, count
+assert len([s for s in fams["ringway_worker_info"].samples]) == 2
+print("ok")
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs prometheus_client)");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(&r.body).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected or disagreed (pip install prometheus_client):\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        r.text()
+    );
+}
+
+#[test]
+fn upstreams_and_config_describe_the_running_instance() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    get(gw.addr, "a", "/x");
+    let u = admin_get(&gw, "/upstreams").text();
+    assert!(u.contains(&format!("{{\"addr\":\"{}\",\"weight\":1,", up.addr)), "{u}");
+    assert!(u.contains("\"egress_ip\":null"), "{u}");
+    assert!(u.contains("\"requests\":1,\"connects\":1,\"connect_failures\":0,\"pool_hits\":0"), "{u}");
+    let c = admin_get(&gw, "/config").text();
+    assert!(c.starts_with("{\"generation\":1,\"workers\":[{\"worker\":0,"), "{c}");
+    assert!(c.contains(&format!("\"driver\":\"{}\"", driver())) || driver() == "auto", "{c}");
+    assert!(c.contains(&format!("\"addr\":\"{}\"", gw.addr)), "listeners show the bound address: {c}");
+}
+
+#[test]
+fn dashboard_is_a_self_contained_page() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    let r = admin_get(&gw, "/");
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = r.text();
+    assert!(page.contains("fetch('/stats/latency'") && page.contains("<svg"));
+    assert!(!page.contains("http://") && !page.contains("https://"), "no external assets");
+}
+
+#[test]
+fn access_log_writes_one_json_line_per_request() {
+    let up = MockUpstream::echo();
+    let path = std::env::temp_dir().join(format!("ringway-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = gateway(&up, &format!("[access_log]\npath = \"{}\"\nformat = \"json\"\n", path.display()));
+    let ok = get(gw.addr, "shop.test", "/a/b?secret=1");
+    let bad = request(gw.addr, "GET /x HTTP/1.1\r\n\r\n");
+    assert_eq!(bad.status, 400);
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) >= 2));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().find(|l| l.contains("\"status\":200")).unwrap();
+    let id = up.requests()[0].header("x-request-id").unwrap().to_string();
+    assert!(line.contains(&format!("\"request_id\":\"{id}\"")), "the id the origin saw: {line}");
+    assert_eq!(ok.status, 200);
+    assert!(
+        line.contains("\"method\":\"GET\",\"path\":\"/a/b\",\"host\":\"shop.test\""),
+        "query strings stay out of the log: {line}"
+    );
+    assert!(line.contains(&format!("\"service\":\"all\",\"api\":\"all\",\"endpoint\":\"{}\"", up.addr)), "{line}");
+    assert!(line.contains("\"error\":null"), "{line}");
+    let bad = text.lines().find(|l| l.contains("\"status\":400")).unwrap();
+    assert!(bad.contains("\"error\":\"bad_request\""), "{bad}");
+    let _ = std::fs::remove_file(&path);
+}
