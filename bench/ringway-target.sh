@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # anchors.sh EXTRA target: writes a ringway config proxying $LISTEN_ADDR → $BACKEND_ADDR into
 # $WORKDIR and runs the release binary in the foreground (workers = the CPUs it is pinned to).
+# Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path: enables the
+# JSON access log there).
 set -euo pipefail
 BIN=${RINGWAY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ringway}
-cat >"$WORKDIR/ringway.toml" <<TOML
+CONF="$WORKDIR/ringway-${LISTEN_ADDR##*:}.toml"
+EXTRA_TOML=""
+[[ -n "${ADMIN_ADDR:-}" ]] && EXTRA_TOML+=$'[admin]\nlisten = "'"$ADMIN_ADDR"$'"\n'
+[[ -n "${ACCESS_LOG:-}" ]] && EXTRA_TOML+=$'[access_log]\npath = "'"$ACCESS_LOG"$'"\n'
+cat >"$CONF" <<TOML
+$EXTRA_TOML
 [instance]
 workers = "auto"
 egress_ip = "127.0.0.1"
@@ -26,4 +33,4 @@ name = "all"
 path = "/*"
 upstream = "backend"
 TOML
-RUST_LOG=warn exec "$BIN" -c "$WORKDIR/ringway.toml"
+RUST_LOG=warn exec "$BIN" -c "$CONF"
