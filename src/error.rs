@@ -28,6 +28,12 @@ pub enum Kind {
     NoRoute,
     /// The path matches but not the method; carries the `Allow` value.
     MethodNotAllowed(String),
+    /// The client address is denied (or not allowed) by an IP list.
+    Forbidden,
+    /// A QPS cap refused the request.
+    RateLimited(crate::limit::Refusal),
+    /// The API's concurrency cap is reached.
+    Overloaded,
     /// The client did not send the head (or body) in time.
     ClientTimeout,
     /// The client went away.

@@ -11,7 +11,8 @@
 //!   connection → forward head and body → stream the response back → keep-alive decision.
 //! - The HTTP/1.1 codec ([`http`]) is our own, strict, over `httparse`, and does no I/O.
 //!
-//! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`upstream`], [`error`], [`clock`].
+//! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`upstream`], [`limit`], [`metrics`],
+//! [`admin`], [`error`], [`clock`].
 #![deny(unsafe_code)]
 #![warn(clippy::all, rust_2018_idioms)]
 
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -15,7 +15,9 @@ use super::file::*;
 use super::route_table::{MethodSet, PathPattern, RouteTable};
 use super::snapshot::*;
 use crate::http::is_tchar;
+use crate::limit::{Cidr, IpFilter, KeyRule, KeySource, Rate, RateRule};
 use crate::metrics::{LogFormat, LogTarget};
+use std::sync::Arc;
 
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
@@ -36,6 +38,9 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Default burst: a tenth of a second's worth of the rate (at least 1).
+pub const DEFAULT_BURST_DIVISOR: u64 = 10;
+pub const DEFAULT_KEY_TABLE_SIZE: usize = 10_000;
 /// Header limits above this are refused: the read buffer grows up to it.
 const MAX_HEADER_BYTES_CAP: usize = 64 * 1024;
 
@@ -78,7 +83,7 @@ impl Compiler<'_> {
         let mut routes = RouteTable::default();
         for (name, svc) in &file.service {
             let sid = services.len();
-            let service = self.service(name, svc)?;
+            let service = self.service(name, svc, &instance)?;
             routes.add_service(sid, &service.hosts, &service.base_path);
             for (i, api) in svc.api.iter().enumerate() {
                 let path = format!("service.{name}.api[{i}]");
@@ -86,7 +91,7 @@ impl Compiler<'_> {
                     let msg = format!("duplicate API name \"{}\" in service \"{name}\"", api.name.get_ref());
                     return Err(self.err(format!("{path}.name"), api.name.span(), msg));
                 }
-                let (compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids)?;
+                let (compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids, &instance, &service)?;
                 routes.add_api(sid, apis.len(), &pattern, methods);
                 apis.push(compiled);
             }
@@ -126,7 +131,13 @@ impl Compiler<'_> {
             None => DEFAULT_URING_ENTRIES,
         };
         let drain_timeout = ms(f.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS);
-        Ok(Instance { workers, io_driver, egress_ip, drain_timeout, uring_entries })
+        let limit = self.rate_rule("instance", &f.max_qps, &f.burst, None)?;
+        let ip_filter = IpFilter {
+            allow: self.cidrs("instance.ip_allow", &f.ip_allow)?,
+            deny: self.cidrs("instance.ip_deny", &f.ip_deny)?,
+        };
+        let trusted_proxies = self.cidrs("instance.trusted_proxies", &f.trusted_proxies)?;
+        Ok(Instance { workers, io_driver, egress_ip, drain_timeout, uring_entries, limit, ip_filter, trusted_proxies })
     }
 
     fn http(&self, f: &FileHttp) -> Result<HttpLimits, ConfigError> {
@@ -198,6 +209,105 @@ impl Compiler<'_> {
             out.push(ListenerConfig { name, addr });
         }
         Ok(out)
+    }
+
+    fn cidrs(&self, path: &str, list: &[Spanned<String>]) -> Result<Vec<Cidr>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, s)| Cidr::parse(s.get_ref()).map_err(|m| self.err(format!("{path}[{i}]"), s.span(), m)))
+            .collect()
+    }
+
+    /// A shared QPS cap at `path` (`max_qps` + `burst`); `parent` is the nearest enclosing cap.
+    fn rate_rule(
+        &self,
+        path: &str,
+        max_qps: &Option<Spanned<u64>>,
+        burst: &Option<Spanned<u64>>,
+        parent: Option<(&str, u64)>,
+    ) -> Result<Option<Arc<RateRule>>, ConfigError> {
+        let Some(qps) = max_qps else {
+            if let Some(b) = burst {
+                return Err(self.err(format!("{path}.burst"), b.span(), "needs max_qps"));
+            }
+            return Ok(None);
+        };
+        let v = *qps.get_ref();
+        if v == 0 {
+            return Err(self.err(format!("{path}.max_qps"), qps.span(), "must be at least 1"));
+        }
+        if let Some((pkey, pv)) = parent {
+            if v > pv {
+                let msg = format!("{v} is above {pkey} = {pv}; a child may only lower its parent's limit");
+                return Err(self.err(format!("{path}.max_qps"), qps.span(), msg));
+            }
+        }
+        let b = self.burst(path, "burst", burst, v)?;
+        Ok(Some(RateRule::new(v, b)))
+    }
+
+    fn burst(&self, path: &str, key: &str, burst: &Option<Spanned<u64>>, qps: u64) -> Result<u64, ConfigError> {
+        match burst {
+            Some(b) if *b.get_ref() == 0 => Err(self.err(format!("{path}.{key}"), b.span(), "must be at least 1")),
+            Some(b) => Ok(*b.get_ref()),
+            None => Ok((qps / DEFAULT_BURST_DIVISOR).max(1)),
+        }
+    }
+
+    /// A per-key limit (`limit_by` + `key_qps`); `cap` is the nearest enclosing QPS cap.
+    fn key_rule(
+        &self,
+        path: &str,
+        f: &FileLimits<'_>,
+        cap: Option<(String, u64)>,
+    ) -> Result<Option<KeyRule>, ConfigError> {
+        let (by, qps) = match (f.limit_by, f.key_qps) {
+            (None, None) => {
+                for (k, s) in [
+                    ("key_burst", f.key_burst.as_ref().map(|s| s.span())),
+                    ("key_table_size", f.key_table_size.as_ref().map(|s| s.span())),
+                ] {
+                    if let Some(span) = s {
+                        return Err(self.err(format!("{path}.{k}"), span, "needs limit_by and key_qps"));
+                    }
+                }
+                return Ok(None);
+            }
+            (Some(by), Some(q)) => (by, q),
+            (Some(by), None) => return Err(self.err(format!("{path}.limit_by"), by.span(), "needs key_qps")),
+            (None, Some(q)) => return Err(self.err(format!("{path}.key_qps"), q.span(), "needs limit_by")),
+        };
+        let source = match by.get_ref().as_str() {
+            "client_ip" => KeySource::ClientIp,
+            h => match h.strip_prefix("header:") {
+                Some(name) if !name.is_empty() && name.bytes().all(is_tchar) => {
+                    KeySource::Header(name.to_ascii_lowercase())
+                }
+                _ => {
+                    let msg = format!("\"{h}\" is not \"client_ip\" or \"header:NAME\"");
+                    return Err(self.err(format!("{path}.limit_by"), by.span(), msg));
+                }
+            },
+        };
+        let v = *qps.get_ref();
+        if v == 0 {
+            return Err(self.err(format!("{path}.key_qps"), qps.span(), "must be at least 1"));
+        }
+        if let Some((pkey, pv)) = cap {
+            if v > pv {
+                let msg = format!("{v} is above {pkey} = {pv}; a child may only lower its parent's limit");
+                return Err(self.err(format!("{path}.key_qps"), qps.span(), msg));
+            }
+        }
+        let burst = self.burst(path, "key_burst", f.key_burst, v)?;
+        let table_size = match f.key_table_size {
+            Some(s) if *s.get_ref() < 2 => {
+                return Err(self.err(format!("{path}.key_table_size"), s.span(), "must be at least 2"))
+            }
+            Some(s) => *s.get_ref(),
+            None => DEFAULT_KEY_TABLE_SIZE,
+        };
+        Ok(Some(KeyRule { source, rate: Rate::new(v, burst), table_size }))
     }
 
     fn access_log(&self, f: Option<&FileAccessLog>) -> Result<Option<AccessLogConfig>, ConfigError> {
@@ -285,7 +395,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn service(&self, name: &str, f: &FileService) -> Result<Service, ConfigError> {
+    fn service(&self, name: &str, f: &FileService, instance: &Instance) -> Result<Service, ConfigError> {
         let base = format!("service.{name}");
         check_name(name).map_err(|m| ConfigError::new(&base, None, m))?;
         let mut hosts = Vec::new();
@@ -305,7 +415,18 @@ impl Compiler<'_> {
                 path.trim_end_matches('/').to_string()
             }
         };
-        Ok(Service { name: name.to_string(), hosts, base_path })
+        let parent = instance.limit.as_ref().map(|r| ("instance.max_qps", r.bucket.rate.per_s));
+        let limit = self.rate_rule(&base, &f.max_qps, &f.burst, parent)?;
+        let cap = limit
+            .as_ref()
+            .map(|r| (format!("{base}.max_qps"), r.bucket.rate.per_s))
+            .or(parent.map(|(k, v)| (k.to_string(), v)));
+        let key_limit = self.key_rule(&base, &f.limits(), cap)?;
+        let ip_filter = IpFilter {
+            allow: self.cidrs(&format!("{base}.ip_allow"), &f.ip_allow)?,
+            deny: self.cidrs(&format!("{base}.ip_deny"), &f.ip_deny)?,
+        };
+        Ok(Service { name: name.to_string(), hosts, base_path, limit, key_limit, ip_filter })
     }
 
     fn api(
@@ -314,6 +435,8 @@ impl Compiler<'_> {
         service: ServiceId,
         f: &FileApi,
         upstream_ids: &BTreeMap<String, UpstreamId>,
+        instance: &Instance,
+        svc: &Service,
     ) -> Result<(Api, PathPattern, MethodSet), ConfigError> {
         check_name(f.name.get_ref()).map_err(|m| self.err(format!("{path}.name"), f.name.span(), m))?;
         let pattern =
@@ -367,7 +490,29 @@ impl Compiler<'_> {
             (None, true) => Rewrite::StripBase,
             (None, false) => Rewrite::None,
         };
+        let svc_key = format!("service.{}.max_qps", svc.name);
+        let parent = match (&svc.limit, &instance.limit) {
+            (Some(r), _) => Some((svc_key.as_str(), r.bucket.rate.per_s)),
+            (None, Some(r)) => Some(("instance.max_qps", r.bucket.rate.per_s)),
+            (None, None) => None,
+        };
+        let limit = self.rate_rule(path, &f.max_qps, &f.burst, parent)?;
+        let cap = limit
+            .as_ref()
+            .map(|r| (format!("{path}.max_qps"), r.bucket.rate.per_s))
+            .or(parent.map(|(k, v)| (k.to_string(), v)));
+        let key_limit = self.key_rule(path, &f.limits(), cap)?;
+        let max_in_flight = match &f.max_in_flight {
+            Some(m) if *m.get_ref() == 0 => {
+                return Err(self.err(format!("{path}.max_in_flight"), m.span(), "must be at least 1"))
+            }
+            Some(m) => Some(*m.get_ref()),
+            None => None,
+        };
         let api = Api {
+            limit,
+            key_limit,
+            max_in_flight,
             name: f.name.get_ref().clone(),
             service,
             target,

@@ -41,7 +41,40 @@ pub struct FileInstance {
     pub drain_timeout_ms: Option<u64>,
     /// io_uring submission-queue entries per worker.
     pub uring_entries: Option<Spanned<u32>>,
+    pub max_qps: Option<Spanned<u64>>,
+    pub burst: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub ip_allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ip_deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
+
+/// The per-key rate-limit keys of a service or an API, borrowed for compilation.
+pub struct FileLimits<'a> {
+    pub limit_by: &'a Option<Spanned<String>>,
+    pub key_qps: &'a Option<Spanned<u64>>,
+    pub key_burst: &'a Option<Spanned<u64>>,
+    pub key_table_size: &'a Option<Spanned<usize>>,
+}
+
+macro_rules! limits_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn limits(&self) -> FileLimits<'_> {
+                FileLimits {
+                    limit_by: &self.limit_by,
+                    key_qps: &self.key_qps,
+                    key_burst: &self.key_burst,
+                    key_table_size: &self.key_table_size,
+                }
+            }
+        }
+    };
+}
+limits_of!(FileService);
+limits_of!(FileApi);
 
 /// `[http]`: downstream HTTP/1.1 limits and timeouts.
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +147,17 @@ pub struct FileService {
     pub hosts: Vec<Spanned<String>>,
     pub base_path: Option<Spanned<String>>,
     #[serde(default)]
+    pub ip_allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ip_deny: Vec<Spanned<String>>,
+    pub max_qps: Option<Spanned<u64>>,
+    pub burst: Option<Spanned<u64>>,
+    /// "client_ip" | "header:NAME".
+    pub limit_by: Option<Spanned<String>>,
+    pub key_qps: Option<Spanned<u64>>,
+    pub key_burst: Option<Spanned<u64>>,
+    pub key_table_size: Option<Spanned<usize>>,
+    #[serde(default)]
     pub api: Vec<FileApi>,
 }
 
@@ -132,6 +176,14 @@ pub struct FileApi {
     #[serde(default)]
     pub strip_base_path: bool,
     pub max_body_bytes: Option<u64>,
+    pub max_in_flight: Option<Spanned<u32>>,
+    pub max_qps: Option<Spanned<u64>>,
+    pub burst: Option<Spanned<u64>>,
+    /// "client_ip" | "header:NAME".
+    pub limit_by: Option<Spanned<String>>,
+    pub key_qps: Option<Spanned<u64>>,
+    pub key_burst: Option<Spanned<u64>>,
+    pub key_table_size: Option<Spanned<usize>>,
 }
 
 /// `mock = { status, headers, body }`: a static response served by the gateway itself.

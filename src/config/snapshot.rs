@@ -5,7 +5,10 @@
 //! `UpstreamId`) point into the vectors here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::limit::{Cidr, IpFilter, KeyRule, RateRule};
 
 use super::route_table::RouteTable;
 
@@ -60,6 +63,11 @@ pub struct Instance {
     pub egress_ip: Option<IpAddr>,
     pub drain_timeout: Duration,
     pub uring_entries: u32,
+    /// Instance-wide QPS cap.
+    pub limit: Option<Arc<RateRule>>,
+    pub ip_filter: IpFilter,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `[http]`, compiled: downstream limits and timeouts.
@@ -132,6 +140,9 @@ pub struct Service {
     pub hosts: Vec<String>,
     /// Normalised: no trailing slash; empty for "/".
     pub base_path: String,
+    pub limit: Option<Arc<RateRule>>,
+    pub key_limit: Option<KeyRule>,
+    pub ip_filter: IpFilter,
 }
 
 /// How the upstream path is derived from the request path.
@@ -172,6 +183,10 @@ pub struct Api {
     pub rewrite: Rewrite,
     /// Largest request body accepted (413); 0 = unlimited.
     pub max_body_bytes: u64,
+    pub limit: Option<Arc<RateRule>>,
+    pub key_limit: Option<KeyRule>,
+    /// Concurrent requests per worker (503 above it); the configured value split over workers.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Snapshot {

@@ -46,6 +46,14 @@ pub struct ShardMetrics {
     pub unrouted: ApiCounters,
     pub upstreams: Vec<UpstreamCounters>,
     pub connections_total: u64,
+    /// Rate-limit refusals per API, by level (instance, service, API, service key, API key).
+    pub limited: Vec<[u64; 5]>,
+    /// Requests refused by an API's `max_in_flight`.
+    pub overloaded: Vec<u64>,
+    /// Requests refused by a service's IP lists.
+    pub denied: Vec<u64>,
+    /// Requests refused by the instance's IP lists.
+    pub denied_instance: u64,
     pub latency: LatencySet,
 }
 
@@ -56,6 +64,10 @@ impl ShardMetrics {
             unrouted: ApiCounters::default(),
             upstreams: vec![UpstreamCounters::default(); snapshot.upstreams.len()],
             connections_total: 0,
+            limited: vec![[0; 5]; snapshot.apis.len()],
+            overloaded: vec![0; snapshot.apis.len()],
+            denied: vec![0; snapshot.services.len()],
+            denied_instance: 0,
             latency: LatencySet::new(snapshot),
         }
     }
@@ -85,6 +97,8 @@ pub struct MetricsSnapshot {
     pub connections_active: usize,
     pub in_flight: usize,
     pub pool_idle: usize,
+    /// Keys evicted from this worker's per-key rate tables.
+    pub evicted_keys: u64,
     pub metrics: ShardMetrics,
 }
 
@@ -106,6 +120,12 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
             t.failures += u.failures;
         }
         total.connections_total += m.connections_total;
+        for (t, l) in total.limited.iter_mut().zip(&m.limited) {
+            t.iter_mut().zip(l).for_each(|(a, b)| *a += b);
+        }
+        total.overloaded.iter_mut().zip(&m.overloaded).for_each(|(a, b)| *a += b);
+        total.denied.iter_mut().zip(&m.denied).for_each(|(a, b)| *a += b);
+        total.denied_instance += m.denied_instance;
         total.latency.add(&m.latency);
     }
     Some(total)

@@ -156,6 +156,7 @@ pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -
             let _ = writeln!(o, "{name}{{service=\"{}\",api=\"{}\"}} {v}", esc(svc), esc(api));
         }
     }
+    admission_counters(&mut o, s, m, workers);
     upstream_counters(&mut o, s, m);
     worker_gauges(&mut o, s, workers);
     header(
@@ -182,6 +183,50 @@ pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -
         }
     }
     o
+}
+
+fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) {
+    header(
+        o,
+        "ringway_rate_limited_total",
+        "counter",
+        "Requests refused with 429, by service, API and the rule that refused.",
+    );
+    for (i, levels) in m.limited.iter().enumerate() {
+        let (svc, api) = (&s.services[s.apis[i].service].name, &s.apis[i].name);
+        for (level, n) in crate::limit::Level::ALL.iter().zip(levels) {
+            let _ = writeln!(
+                o,
+                "ringway_rate_limited_total{{service=\"{}\",api=\"{}\",rule=\"{}\"}} {n}",
+                esc(svc),
+                esc(api),
+                level.name()
+            );
+        }
+    }
+    header(o, "ringway_overloaded_total", "counter", "Requests refused with 503 by an API's max_in_flight.");
+    for (i, n) in m.overloaded.iter().enumerate() {
+        let (svc, api) = (&s.services[s.apis[i].service].name, &s.apis[i].name);
+        let _ = writeln!(o, "ringway_overloaded_total{{service=\"{}\",api=\"{}\"}} {n}", esc(svc), esc(api));
+    }
+    header(
+        o,
+        "ringway_ip_denied_total",
+        "counter",
+        "Requests refused with 403 by IP allow/deny lists (service=\"\" for the instance lists).",
+    );
+    let _ = writeln!(o, "ringway_ip_denied_total{{service=\"\"}} {}", m.denied_instance);
+    for (sv, n) in s.services.iter().zip(&m.denied) {
+        let _ = writeln!(o, "ringway_ip_denied_total{{service=\"{}\"}} {n}", esc(&sv.name));
+    }
+    header(
+        o,
+        "ringway_rate_limit_keys_evicted_total",
+        "counter",
+        "Per-key rate-limit entries evicted from the bounded key tables.",
+    );
+    let evicted: u64 = workers.iter().map(|w| w.evicted_keys).sum();
+    let _ = writeln!(o, "ringway_rate_limit_keys_evicted_total {evicted}");
 }
 
 fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {

@@ -54,6 +54,9 @@ fn is_in(name: &[u8], list: &[&[u8]]) -> bool {
 pub struct RequestContext<'a> {
     /// The client's address as text (rendered once per connection).
     pub client_ip: &'a [u8],
+    /// The incoming `X-Forwarded-For` when the peer is a trusted proxy: the chain is extended
+    /// instead of replaced.
+    pub forwarded_for: Option<&'a [u8]>,
     pub rewrite: &'a Rewrite,
     pub base_len: usize,
     pub prefix_len: Option<usize>,
@@ -111,7 +114,16 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyKind::None | BodyKind::UntilClose => {}
     }
-    push_header(out, b"x-forwarded-for", cx.client_ip);
+    match cx.forwarded_for {
+        Some(chain) => {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(chain);
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(cx.client_ip);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => push_header(out, b"x-forwarded-for", cx.client_ip),
+    }
     push_header(out, b"x-forwarded-proto", b"http");
     if let Some(h) = head.authority {
         push_header(out, b"x-forwarded-host", h);

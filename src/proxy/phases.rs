@@ -24,9 +24,11 @@ use crate::config::ServiceId;
 use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version};
+use crate::limit::{client_ip, KeyRule, KeySource, Refusal, Rules};
 use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
 use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
+use std::net::IpAddr;
 
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
 struct UpSide {
@@ -63,6 +65,8 @@ struct Plan {
     expect_continue: bool,
     action: Action,
     service: Option<ServiceId>,
+    /// The routed API, also when the request was refused after routing.
+    api: Option<ApiId>,
     log: Option<LogFields>,
 }
 
@@ -87,7 +91,7 @@ pub struct Scratch {
 /// Serves one request. `served` counts earlier requests on this connection.
 pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: &mut Scratch) -> Next {
     // phase 3 + 4: read and parse the head, route it, serialise the upstream head
-    let mut plan = match read_head(shard, client, &peer.ip, served, &mut s.up_head).await {
+    let mut plan = match read_head(shard, client, peer, served, &mut s.up_head).await {
         Ok(Some(plan)) => plan,
         Ok(None) => return Next::Close,
         Err(err) => {
@@ -99,8 +103,13 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         }
     };
     let _in_flight = InFlight::enter(shard);
+    let _api_flight = match (&plan.action, plan.api) {
+        (Action::Reject(_), _) | (_, None) => None,
+        (_, Some(api)) => shard.snapshot.apis[api].max_in_flight.map(|_| ApiFlight::enter(shard, api)),
+    };
     let mut session = Session::new(peer.listener, Instant::now());
     session.service = plan.service;
+    session.api = plan.api;
     session.log = plan.log.take();
     let http = &shard.snapshot.http;
     let keep_alive = plan.keep_alive && !shard.draining.get() && served + 1 < http.keepalive_requests;
@@ -134,6 +143,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
 
 /// The client side of a connection, as the phases need it.
 pub struct Peer {
+    pub addr: IpAddr,
     /// Client IP as text (rendered once per connection).
     pub ip: Vec<u8>,
     /// Index of the listener that accepted the connection.
@@ -192,6 +202,9 @@ fn error_flag(err: &Error) -> &'static str {
         Kind::ReadTimeout => "response_timeout",
         Kind::UpstreamClosed => "upstream_closed",
         Kind::BadUpstreamResponse(_) => "bad_upstream_response",
+        Kind::Forbidden => "ip_denied",
+        Kind::RateLimited(_) => "rate_limited",
+        Kind::Overloaded => "overloaded",
         Kind::Internal => "internal",
     }
 }
@@ -227,7 +240,7 @@ async fn respond_error(
 async fn read_head(
     shard: &Shard,
     client: &mut Conn,
-    ip: &[u8],
+    peer: &Peer,
     served: u32,
     up_head: &mut Vec<u8>,
 ) -> Result<Option<Plan>, Error> {
@@ -243,7 +256,7 @@ async fn read_head(
             let mut headers = crate::http::header_buf();
             if let Some(head) = parse_request(client.pending(), &mut headers, &limits)? {
                 let head_len = head.head_len;
-                let plan = plan(shard, &head, ip, up_head);
+                let plan = plan(shard, &head, peer, up_head);
                 client.consume(head_len);
                 return Ok(Some(plan));
             }
@@ -268,10 +281,14 @@ async fn read_head(
     }
 }
 
-/// Phase 4 (and the head half of 9): route the parsed head and serialise the upstream request.
-fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &mut Vec<u8>) -> Plan {
+/// Phases 4 and 5 (and the head half of 9): IP lists, route, rate limits and concurrency caps,
+/// then serialise the upstream request.
+fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Vec<u8>) -> Plan {
     let snapshot = &shard.snapshot;
     let id = request_id(shard, head);
+    let trusted = &snapshot.instance.trusted_proxies;
+    let xff = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value);
+    let client = if trusted.is_empty() { peer.addr } else { client_ip(peer.addr, xff, trusted) };
     let mut plan = Plan {
         id,
         head_request: head.method == b"HEAD",
@@ -282,12 +299,19 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
         expect_continue: head.expect_continue,
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
         service: None,
+        api: None,
         log: shard.access_log.as_ref().map(|_| LogFields {
             method: SmallVec::from_slice(head.method),
             path: SmallVec::from_slice(head.path),
             host: SmallVec::from_slice(head.authority.unwrap_or_default()),
         }),
     };
+    // phase 4: instance IP lists before any other work, then the route, then the service's lists
+    if !snapshot.instance.ip_filter.permits(client) {
+        shard.metrics.borrow_mut().denied_instance += 1;
+        plan.action = Action::Reject(Error::downstream(Kind::Forbidden));
+        return plan;
+    }
     let (api_id, base_len, prefix_len) =
         match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
             RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
@@ -298,7 +322,27 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
             }
         };
     let api = &snapshot.apis[api_id];
-    plan.service = Some(api.service);
+    let svc = &snapshot.services[api.service];
+    (plan.service, plan.api) = (Some(api.service), Some(api_id));
+    if !svc.ip_filter.permits(client) {
+        shard.metrics.borrow_mut().denied[api.service] += 1;
+        plan.action = Action::Reject(Error::downstream(Kind::Forbidden));
+        return plan;
+    }
+    // phase 5: instance → service → API → per-key rates, then the API's concurrency cap
+    if let Err(refusal) = admit(shard, head, client, api_id) {
+        shard.metrics.borrow_mut().limited[api_id][refusal.level as usize] += 1;
+        plan.action = Action::Reject(Error::downstream(Kind::RateLimited(refusal)));
+        return plan;
+    }
+    if let Some(max) = api.max_in_flight {
+        let share = max.div_ceil(shard.workers as u32).max(1);
+        if shard.api_in_flight.borrow()[api_id] >= share {
+            shard.metrics.borrow_mut().overloaded[api_id] += 1;
+            plan.action = Action::Reject(Error::upstream(Kind::Overloaded, "max_in_flight"));
+            return plan;
+        }
+    }
     if let BodyKind::Length(n) = head.body {
         if api.max_body_bytes != 0 && n > api.max_body_bytes {
             plan.action = Action::Reject(ParseError::BodyTooLarge.into());
@@ -308,8 +352,10 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
     plan.action = match &api.target {
         Target::Mock(_) => Action::Mock(api_id),
         Target::Upstream(uid) => {
+            let trusted_peer = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.addr));
             let cx = RequestContext {
-                client_ip,
+                client_ip: &peer.ip,
+                forwarded_for: if trusted_peer { xff } else { None },
                 rewrite: &api.rewrite,
                 base_len,
                 prefix_len,
@@ -321,6 +367,38 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, client_ip: &[u8], up_head: &m
         }
     };
     plan
+}
+
+/// Phase 5: the rate rules that apply to `api`; `Err` names the level that refused.
+fn admit(shard: &Shard, head: &RequestHead<'_, '_>, client: IpAddr, api_id: ApiId) -> Result<(), Refusal> {
+    let snapshot = &shard.snapshot;
+    let api = &snapshot.apis[api_id];
+    let svc = &snapshot.services[api.service];
+    let unlimited = snapshot.instance.limit.is_none()
+        && svc.limit.is_none()
+        && api.limit.is_none()
+        && svc.key_limit.is_none()
+        && api.key_limit.is_none();
+    if unlimited {
+        return Ok(());
+    }
+    let key = |rule: &KeyRule| -> u64 {
+        match &rule.source {
+            KeySource::ClientIp => shard.key_hasher.hash_one(client),
+            KeySource::Header(name) => {
+                let v = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&[][..], |h| h.value);
+                shard.key_hasher.hash_one(v)
+            }
+        }
+    };
+    let rules = Rules {
+        instance: snapshot.instance.limit.as_deref(),
+        service: svc.limit.as_deref(),
+        api: api.limit.as_deref(),
+        service_key: svc.key_limit.as_ref().map(|k| (k, key(k))),
+        api_key: api.key_limit.as_ref().map(|k| (k, key(k))),
+    };
+    shard.limiter.borrow_mut().check(api.service, api_id, &rules, Instant::now())
 }
 
 fn request_id(shard: &Shard, head: &RequestHead<'_, '_>) -> RequestId {
@@ -645,6 +723,22 @@ async fn dial_or_reuse(
             };
             Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
         }
+    }
+}
+
+/// Counts a request against its API's concurrency cap for as long as it lives.
+struct ApiFlight<'a>(&'a Shard, ApiId);
+
+impl<'a> ApiFlight<'a> {
+    fn enter(shard: &'a Shard, api: ApiId) -> Self {
+        shard.api_in_flight.borrow_mut()[api] += 1;
+        Self(shard, api)
+    }
+}
+
+impl Drop for ApiFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.borrow_mut()[self.1] -= 1;
     }
 }
 

@@ -12,6 +12,9 @@ pub fn status_for(err: &Error) -> Option<u16> {
         Kind::Parse(p) => p.status(),
         Kind::NoRoute => 404,
         Kind::MethodNotAllowed(_) => 405,
+        Kind::Forbidden => 403,
+        Kind::RateLimited(_) => 429,
+        Kind::Overloaded => 503,
         Kind::ClientTimeout => 408,
         Kind::DownstreamClosed => return None,
         Kind::NoHealthyEndpoint => 503,
@@ -28,7 +31,8 @@ pub fn status_for(err: &Error) -> Option<u16> {
 /// Whether the client connection must close after this error's response, whatever the state of
 /// the request body: every client-side error except a routing miss.
 pub fn must_close(err: &Error) -> bool {
-    err.side == Side::Downstream && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed(_))
+    err.side == Side::Downstream
+        && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed(_) | Kind::Forbidden | Kind::RateLimited(_))
 }
 
 /// Appends a complete gateway response for `status` to `out`.
@@ -41,6 +45,13 @@ pub fn write_error(out: &mut Vec<u8>, err: &Error, status: u16, head_only: bool,
     out.extend_from_slice(b"\r\n");
     if let Kind::MethodNotAllowed(allow) = &err.kind {
         push_header(out, b"allow", allow.as_bytes());
+    }
+    if let Kind::RateLimited(r) = &err.kind {
+        out.extend_from_slice(b"retry-after: ");
+        push_u64(out, r.retry_after_s);
+        out.extend_from_slice(b"\r\nx-ratelimit-limit: ");
+        push_u64(out, r.limit_per_s);
+        out.extend_from_slice(b"\r\nx-ratelimit-remaining: 0\r\n");
     }
     if !request_id.is_empty() {
         push_header(out, b"x-request-id", request_id);
@@ -70,6 +81,9 @@ mod tests {
             (Error::downstream(Kind::NoRoute), Some(404)),
             (Error::downstream(Kind::MethodNotAllowed("GET".into())), Some(405)),
             (Error::downstream(Kind::ClientTimeout), Some(408)),
+            (Error::downstream(Kind::Forbidden), Some(403)),
+            (Error::downstream(Kind::RateLimited(refusal())), Some(429)),
+            (up(Kind::Overloaded), Some(503)),
             (Error::downstream(Kind::DownstreamClosed), None),
             (up(Kind::NoHealthyEndpoint), Some(503)),
             (up(Kind::ConnectRefused), Some(502)),
@@ -82,6 +96,23 @@ mod tests {
         for (err, status) in table {
             assert_eq!(status_for(&err), status, "{err}");
         }
+    }
+
+    fn refusal() -> crate::limit::Refusal {
+        crate::limit::Refusal { level: crate::limit::Level::Api, limit_per_s: 50, retry_after_s: 2 }
+    }
+
+    #[test]
+    fn rate_limited_response_has_retry_after_and_limit_headers() {
+        let mut out = Vec::new();
+        write_error(&mut out, &Error::downstream(Kind::RateLimited(refusal())), 429, false, false, b"");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(text.contains("retry-after: 2\r\nx-ratelimit-limit: 50\r\nx-ratelimit-remaining: 0\r\n"), "{text}");
+        assert!(
+            !must_close(&Error::downstream(Kind::RateLimited(refusal()))),
+            "429 keeps the connection when no body is pending"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
         let (outbox, inbox) = control::channel();
         let spec = worker::WorkerSpec {
             id,
+            workers,
             cpu: Some(cpus[id % cpus.len()]),
             listeners: sockets.pop().expect("one socket set per worker"),
             snapshot: snapshot.clone(),

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::config::Snapshot;
+use crate::limit::ShardLimiter;
 use crate::metrics::{AccessLog, MetricsSnapshot, ShardMetrics};
 use crate::upstream::{Pool, UpstreamConn, UpstreamState};
 
@@ -17,6 +18,13 @@ pub struct Shard {
     pub driver: &'static str,
     pub metrics: RefCell<ShardMetrics>,
     pub access_log: Option<AccessLog>,
+    /// Workers in this instance (concurrency caps are split over them).
+    pub workers: usize,
+    pub limiter: RefCell<ShardLimiter>,
+    /// Requests in flight per API (for `max_in_flight`).
+    pub api_in_flight: RefCell<Vec<u32>>,
+    /// Hashes rate-limit keys; per shard, like the key tables.
+    pub key_hasher: ahash::RandomState,
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Vec<UpstreamState>,
     pub pool: RefCell<Pool<UpstreamConn>>,
@@ -34,7 +42,17 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(worker: usize, snapshot: Arc<Snapshot>, driver: &'static str, access_log: Option<AccessLog>) -> Self {
+    pub fn new(
+        worker: usize,
+        workers: usize,
+        snapshot: Arc<Snapshot>,
+        driver: &'static str,
+        access_log: Option<AccessLog>,
+    ) -> Self {
+        let service_keys: Vec<Option<usize>> =
+            snapshot.services.iter().map(|s| s.key_limit.as_ref().map(|k| k.table_size)).collect();
+        let api_keys: Vec<Option<usize>> =
+            snapshot.apis.iter().map(|a| a.key_limit.as_ref().map(|k| k.table_size)).collect();
         let upstreams = snapshot.upstreams.iter().map(UpstreamState::new).collect();
         // unique per process start and worker; ids only need to be unique, not secret
         let id_prefix = ahash::RandomState::new().hash_one((worker, std::process::id()));
@@ -43,6 +61,10 @@ impl Shard {
             driver,
             metrics: RefCell::new(ShardMetrics::new(&snapshot)),
             access_log,
+            workers: workers.max(1),
+            limiter: RefCell::new(ShardLimiter::new(&service_keys, &api_keys)),
+            api_in_flight: RefCell::new(vec![0; snapshot.apis.len()]),
+            key_hasher: ahash::RandomState::new(),
             snapshot,
             upstreams,
             pool: RefCell::new(Pool::default()),
@@ -67,6 +89,7 @@ impl Shard {
             in_flight: self.in_flight.get(),
             pool_idle: self.pool.borrow().total_idle(),
             metrics: m.clone(),
+            evicted_keys: self.limiter.borrow().evicted_keys(),
         };
         if reset {
             m.latency.reset();

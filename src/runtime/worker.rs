@@ -26,6 +26,8 @@ use crate::metrics::AccessLog;
 /// Everything a worker thread needs, moved into it at spawn.
 pub struct WorkerSpec {
     pub id: usize,
+    /// How many workers the instance runs.
+    pub workers: usize,
     pub cpu: Option<usize>,
     pub listeners: Vec<std::net::TcpListener>,
     pub snapshot: Arc<Snapshot>,
@@ -112,12 +114,12 @@ impl StopSlot {
 }
 
 async fn serve(spec: WorkerSpec, driver: &'static str) {
-    let WorkerSpec { id, cpu, listeners, snapshot, inbox, report, log_tx } = spec;
+    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx } = spec;
     let log = match (&snapshot.access_log, log_tx) {
         (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
         _ => None,
     };
-    let shard = Rc::new(Shard::new(id, snapshot, driver, log));
+    let shard = Rc::new(Shard::new(id, workers, snapshot, driver, log));
     let mut accepting = Vec::with_capacity(listeners.len());
     for l in listeners {
         match TcpListener::from_std(l) {

@@ -32,8 +32,13 @@ impl TestGateway {
 
     /// Same, with extra `[instance]` keys.
     pub fn start_with_instance(body: &str, instance_extra: &str) -> Self {
+        Self::start_with_workers(body, instance_extra, 2)
+    }
+
+    /// Same, with a given number of workers.
+    pub fn start_with_workers(body: &str, instance_extra: &str, workers: usize) -> Self {
         let text = format!(
-            "[instance]\nworkers = 2\nio_driver = \"{}\"\ndrain_timeout_ms = 5000\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
+            "[instance]\nworkers = {workers}\nio_driver = \"{}\"\ndrain_timeout_ms = 5000\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
             driver()
         );
         let snapshot = ringway::config::compile(&text, 1).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));

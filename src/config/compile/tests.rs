@@ -129,3 +129,49 @@ fn rewrite_modes_compile() {
     let s = compile(&OK.replace("timeout_ms = 3000", "strip_base_path = true"), 1).unwrap();
     assert_eq!(s.apis[0].rewrite, Rewrite::StripBase);
 }
+
+#[test]
+fn child_limits_may_only_lower_their_parent() {
+    let text = OK
+        .replace("workers = 2", "workers = 2\nmax_qps = 1000")
+        .replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nmax_qps = 2000");
+    assert_eq!(err(&text), "service.shop.max_qps: 2000 is above instance.max_qps = 1000; a child may only lower its parent's limit (line 16)");
+    let text = OK
+        .replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nmax_qps = 500")
+        .replace("timeout_ms = 3000", "timeout_ms = 3000\nmax_qps = 600");
+    assert!(err(&text).starts_with("service.shop.api[0].max_qps: 600 is above service.shop.max_qps = 500"));
+    let text =
+        OK.replace("timeout_ms = 3000", "timeout_ms = 3000\nmax_qps = 50\nlimit_by = \"client_ip\"\nkey_qps = 60");
+    assert!(err(&text).starts_with("service.shop.api[0].key_qps: 60 is above service.shop.api[0].max_qps = 50"));
+    let s = compile(
+        &OK.replace("timeout_ms = 3000", "timeout_ms = 3000\nmax_qps = 50\nlimit_by = \"header:X-Key\"\nkey_qps = 5"),
+        1,
+    )
+    .unwrap();
+    let key = s.apis[0].key_limit.as_ref().unwrap();
+    assert_eq!(
+        (key.source.clone(), key.rate.per_s, key.rate.burst),
+        (crate::limit::KeySource::Header("x-key".into()), 5, 1)
+    );
+    assert_eq!(s.apis[0].limit.as_ref().unwrap().bucket.rate.burst, 5, "default burst is a tenth of a second");
+}
+
+#[test]
+fn limit_and_ip_list_errors_name_their_keys() {
+    let cases: &[(&str, &str)] = &[
+        ("timeout_ms = 3000", "service.shop.api[0].key_qps: needs limit_by"),
+        ("limit_by = \"cookie\"\nkey_qps = 1", "service.shop.api[0].limit_by: \"cookie\" is not"),
+        ("burst = 5", "service.shop.api[0].burst: needs max_qps"),
+        ("max_qps = 0", "service.shop.api[0].max_qps: must be at least 1"),
+        ("max_in_flight = 0", "service.shop.api[0].max_in_flight: must be at least 1"),
+    ];
+    for (add, want) in cases {
+        let extra = if add.starts_with("timeout") { "key_qps = 3".to_string() } else { add.to_string() };
+        let e = err(&OK.replace("timeout_ms = 3000", &format!("timeout_ms = 3000\n{extra}")));
+        assert!(e.starts_with(want), "{e}");
+    }
+    let e = err(&OK.replace("workers = 2", "workers = 2\nip_deny = [\"10.0.0.0/8\", \"10.1.1.1/8\"]"));
+    assert!(e.starts_with("instance.ip_deny[1]: \"10.1.1.1/8\" has host bits set (did you mean 10.0.0.0/8?)"), "{e}");
+    let e = err(&OK.replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nip_allow = [\"x\"]"));
+    assert!(e.starts_with("service.shop.ip_allow[0]:"), "{e}");
+}

@@ -6,7 +6,14 @@ const LIMITS: HeadLimits = HeadLimits { max_request_line_bytes: 8192, max_header
 fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Option<usize>) -> String {
     let mut h = crate::http::header_buf();
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
-    let cx = RequestContext { client_ip: b"10.1.2.3", rewrite: &rewrite, base_len, prefix_len, default_host: "orders" };
+    let cx = RequestContext {
+        client_ip: b"10.1.2.3",
+        forwarded_for: None,
+        rewrite: &rewrite,
+        base_len,
+        prefix_len,
+        default_host: "orders",
+    };
     let mut out = Vec::new();
     write_request_head(&mut out, &head, &cx, b"gen-id");
     String::from_utf8(out).unwrap()

@@ -1,0 +1,183 @@
+//! Rate limiting and admission: instance → service → API → per-key QPS caps, per-API
+//! concurrency caps, and IP allow/deny. Phase 5 of the request path (`proxy/phases.rs`).
+//!
+//! Per-core vs shared: a [`ShardLimiter`] (leases, key tables, in-flight counts) lives on each
+//! shard. The instance, service and API rates are each one [`SharedBucket`] in the snapshot from
+//! which cores lease ~1 ms batches (`shared.rs` explains the accuracy bound); per-key buckets are
+//! per core (a key whose connections stay on one core is limited exactly; a key spread over N
+//! cores may get up to N × `key_qps`).
+//!
+//! Invariants: a request spends a token at every level only when every level has one; nothing
+//! here allocates per request except a new key's table entry.
+
+mod cidr;
+mod gcra;
+mod keys;
+mod shared;
+
+pub use cidr::{client_ip, Cidr, IpFilter};
+pub use gcra::{LocalBucket, Rate, NS};
+pub use keys::KeyTable;
+pub use shared::{Lease, SharedBucket, LEASE_TTL_NS};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A rate shared by all cores (instance, service or API cap).
+#[derive(Debug)]
+pub struct RateRule {
+    pub bucket: SharedBucket,
+    /// Time origin of the bucket's nanosecond clock, common to all cores.
+    pub epoch: Instant,
+}
+
+impl RateRule {
+    pub fn new(per_s: u64, burst: u64) -> Arc<Self> {
+        Arc::new(Self { bucket: SharedBucket::new(Rate::new(per_s, burst)), epoch: Instant::now() })
+    }
+
+    fn now_ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64 + NS
+    }
+}
+
+/// Where a per-key limit takes its key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    ClientIp,
+    /// A request header (lower-case name); requests without it share one key.
+    Header(String),
+}
+
+/// A per-key limit.
+#[derive(Debug, Clone)]
+pub struct KeyRule {
+    pub source: KeySource,
+    pub rate: Rate,
+    pub table_size: usize,
+}
+
+/// Which level refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Instance,
+    Service,
+    Api,
+    ServiceKey,
+    ApiKey,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [Level::Instance, Level::Service, Level::Api, Level::ServiceKey, Level::ApiKey];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Instance => "instance",
+            Level::Service => "service",
+            Level::Api => "api",
+            Level::ServiceKey => "service_key",
+            Level::ApiKey => "api_key",
+        }
+    }
+}
+
+/// A refusal: which rule, its limit and when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub level: Level,
+    pub limit_per_s: u64,
+    pub retry_after_s: u64,
+}
+
+/// The rules that apply to one request, borrowed from the snapshot.
+pub struct Rules<'a> {
+    pub instance: Option<&'a RateRule>,
+    pub service: Option<&'a RateRule>,
+    pub api: Option<&'a RateRule>,
+    pub service_key: Option<(&'a KeyRule, u64)>,
+    pub api_key: Option<(&'a KeyRule, u64)>,
+}
+
+/// One core's limiter state for one snapshot.
+pub struct ShardLimiter {
+    instance: Lease,
+    services: Vec<Lease>,
+    apis: Vec<Lease>,
+    service_keys: Vec<Option<KeyTable>>,
+    api_keys: Vec<Option<KeyTable>>,
+    epoch: Instant,
+}
+
+impl ShardLimiter {
+    /// `service_keys[i]` / `api_keys[i]`: the key-table size when that service/API has a key rule.
+    pub fn new(service_keys: &[Option<usize>], api_keys: &[Option<usize>]) -> Self {
+        Self {
+            instance: Lease::default(),
+            services: vec![Lease::default(); service_keys.len()],
+            apis: vec![Lease::default(); api_keys.len()],
+            service_keys: service_keys.iter().map(|s| s.map(KeyTable::new)).collect(),
+            api_keys: api_keys.iter().map(|s| s.map(KeyTable::new)).collect(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Admits or refuses one request for `service`/`api` at `now`.
+    pub fn check(&mut self, service: usize, api: usize, rules: &Rules<'_>, now: Instant) -> Result<(), Refusal> {
+        let shared = [(Level::Instance, rules.instance), (Level::Service, rules.service), (Level::Api, rules.api)];
+        for (level, rule) in shared {
+            let Some(rule) = rule else { continue };
+            let lease = match level {
+                Level::Instance => &mut self.instance,
+                Level::Service => &mut self.services[service],
+                _ => &mut self.apis[api],
+            };
+            let t = rule.now_ns(now);
+            if !lease.ensure(&rule.bucket, t) {
+                return Err(refusal(level, &rule.bucket.rate, rule.bucket.wait_ns(t)));
+            }
+        }
+        let local = now.saturating_duration_since(self.epoch).as_nanos() as u64 + NS;
+        for (level, key) in [(Level::ServiceKey, rules.service_key), (Level::ApiKey, rules.api_key)] {
+            let Some((rule, k)) = key else { continue };
+            let table =
+                if level == Level::ServiceKey { &mut self.service_keys[service] } else { &mut self.api_keys[api] };
+            if let Some(t) = table {
+                if !t.has_token(k, &rule.rate, local) {
+                    let wait = rule.rate.wait_ns(t.bucket(k).tat, local);
+                    return Err(refusal(level, &rule.rate, wait));
+                }
+            }
+        }
+        // every level has a token: spend them all
+        if rules.instance.is_some() {
+            self.instance.spend();
+        }
+        if rules.service.is_some() {
+            self.services[service].spend();
+        }
+        if rules.api.is_some() {
+            self.apis[api].spend();
+        }
+        for (level, key) in [(Level::ServiceKey, rules.service_key), (Level::ApiKey, rules.api_key)] {
+            let Some((rule, k)) = key else { continue };
+            let table =
+                if level == Level::ServiceKey { &mut self.service_keys[service] } else { &mut self.api_keys[api] };
+            if let Some(t) = table {
+                let _ = t.bucket(k).take(&rule.rate, local);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys evicted from the per-key tables so far.
+    pub fn evicted_keys(&self) -> u64 {
+        self.service_keys.iter().chain(&self.api_keys).flatten().map(|t| t.evicted).sum()
+    }
+}
+
+fn refusal(level: Level, rate: &Rate, wait_ns: u64) -> Refusal {
+    Refusal { level, limit_per_s: rate.per_s, retry_after_s: wait_ns.div_ceil(NS).max(1) }
+}
+
+#[cfg(test)]
+mod tests;
