@@ -22,6 +22,7 @@ listen = "$LISTEN_ADDR"
 endpoints = [{ addr = "$BACKEND_ADDR" }]
 pool_idle_timeout_ms = 290000
 max_requests_per_connection = 100000000
+pool_max_idle_per_endpoint = 4096
 
 [http]
 keepalive_timeout_ms = 300000

@@ -34,7 +34,7 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
 /// Below common backend keep-alive timeouts (nginx 75 s, Node 5 s is the outlier: lower it there).
 pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
-pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 1024;
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;

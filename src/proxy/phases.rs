@@ -67,7 +67,7 @@ struct Plan {
     service: Option<ServiceId>,
     /// The routed API, also when the request was refused after routing.
     api: Option<ApiId>,
-    log: Option<LogFields>,
+    log: Option<Box<LogFields>>,
 }
 
 enum Action {
@@ -300,10 +300,12 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
         service: None,
         api: None,
-        log: shard.access_log.as_ref().map(|_| LogFields {
-            method: SmallVec::from_slice(head.method),
-            path: SmallVec::from_slice(head.path),
-            host: SmallVec::from_slice(head.authority.unwrap_or_default()),
+        log: shard.access_log.as_ref().map(|_| {
+            Box::new(LogFields {
+                method: SmallVec::from_slice(head.method),
+                path: SmallVec::from_slice(head.path),
+                host: SmallVec::from_slice(head.authority.unwrap_or_default()),
+            })
         }),
     };
     // phase 4: instance IP lists before any other work, then the route, then the service's lists
@@ -466,6 +468,7 @@ async fn proxy(
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
     let body_done_before = plan.body == BodyKind::None;
     let mut attempt = 0;
+    let mut head_at = session.started;
     let (mut upc, framing, up_keep_alive) = loop {
         attempt += 1;
         // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
@@ -525,7 +528,8 @@ async fn proxy(
         }
         match head {
             Ok((framing, up_keep_alive, status)) => {
-                session.first_byte_us = Some(micros_since(sent_at));
+                head_at = Instant::now();
+                session.first_byte_us = Some(head_at.saturating_duration_since(sent_at).as_micros() as u64);
                 (session.status, session.bytes_out) = (status, s.out.len() as u64);
                 break (upc, framing, up_keep_alive);
             }
@@ -569,7 +573,7 @@ async fn proxy(
     if reusable && !shard.draining.get() {
         let UpSide { conn, key, requests, .. } = upc;
         let idle = UpstreamConn { stream: conn.stream, buf: conn.buf, requests };
-        shard.pool.borrow_mut().checkin(key, idle, Instant::now(), up.pool_max_idle_per_endpoint);
+        shard.pool.borrow_mut().checkin(key, idle, head_at, up.pool_max_idle_per_endpoint);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
 }
@@ -690,7 +694,8 @@ async fn dial_or_reuse(
     let up = &shard.snapshot.upstreams[uid];
     let key = PoolKey { endpoint: up.endpoints[ep].addr, source_ip: up.egress_ip };
     if use_pool {
-        let now = Instant::now();
+        // the request started microseconds ago: its timestamp is good enough for idle expiry
+        let now = session.started;
         let mut pool = shard.pool.borrow_mut();
         while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
             // a connection busy a moment ago is almost never stale; the peek costs a syscall, so

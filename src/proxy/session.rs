@@ -26,7 +26,7 @@ pub struct Session {
     /// Why the request failed, for the access log (`connect_timeout`, `response_timeout`, ...).
     pub error: Option<&'static str>,
     /// Method, path and host, captured only when the access log is on.
-    pub log: Option<LogFields>,
+    pub log: Option<Box<LogFields>>,
 }
 
 /// Request fields kept for the access log.
