@@ -468,8 +468,7 @@ async fn proxy(
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
     let body_done_before = plan.body == BodyKind::None;
     let mut attempt = 0;
-    let mut head_at = session.started;
-    let (mut upc, framing, up_keep_alive) = loop {
+    let (mut upc, framing, up_keep_alive, head_at) = loop {
         attempt += 1;
         // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
         let mut upc = upstream_conn(shard, uid, attempt == 1, session).await.map_err(|e| (e, body_done_before))?;
@@ -528,10 +527,10 @@ async fn proxy(
         }
         match head {
             Ok((framing, up_keep_alive, status)) => {
-                head_at = Instant::now();
+                let head_at = Instant::now();
                 session.first_byte_us = Some(head_at.saturating_duration_since(sent_at).as_micros() as u64);
                 (session.status, session.bytes_out) = (status, s.out.len() as u64);
-                break (upc, framing, up_keep_alive);
+                break (upc, framing, up_keep_alive, head_at);
             }
             Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => {
                 continue
