@@ -236,14 +236,20 @@ impl Compiler<'_> {
         if v == 0 {
             return Err(self.err(format!("{path}.max_qps"), qps.span(), "must be at least 1"));
         }
-        if let Some((pkey, pv)) = parent {
-            if v > pv {
-                let msg = format!("{v} is above {pkey} = {pv}; a child may only lower its parent's limit");
-                return Err(self.err(format!("{path}.max_qps"), qps.span(), msg));
-            }
-        }
+        self.not_above(&format!("{path}.max_qps"), qps, parent)?;
         let b = self.burst(path, "burst", burst, v)?;
         Ok(Some(RateRule::new(v, b)))
+    }
+
+    /// A child limit may only lower its parent's.
+    fn not_above(&self, key: &str, v: &Spanned<u64>, parent: Option<(&str, u64)>) -> Result<(), ConfigError> {
+        match parent {
+            Some((pkey, pv)) if *v.get_ref() > pv => {
+                let msg = format!("{} is above {pkey} = {pv}; a child may only lower its parent's limit", v.get_ref());
+                Err(self.err(key, v.span(), msg))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn burst(&self, path: &str, key: &str, burst: &Option<Spanned<u64>>, qps: u64) -> Result<u64, ConfigError> {
@@ -293,12 +299,7 @@ impl Compiler<'_> {
         if v == 0 {
             return Err(self.err(format!("{path}.key_qps"), qps.span(), "must be at least 1"));
         }
-        if let Some((pkey, pv)) = cap {
-            if v > pv {
-                let msg = format!("{v} is above {pkey} = {pv}; a child may only lower its parent's limit");
-                return Err(self.err(format!("{path}.key_qps"), qps.span(), msg));
-            }
-        }
+        self.not_above(&format!("{path}.key_qps"), qps, cap.as_ref().map(|(k, v)| (k.as_str(), *v)))?;
         let burst = self.burst(path, "key_burst", f.key_burst, v)?;
         let table_size = match f.key_table_size {
             Some(s) if *s.get_ref() < 2 => {

@@ -106,12 +106,8 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
     };
     push_header(out, b"host", sent_host);
     match head.body {
-        BodyKind::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            crate::http::push_u64(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyKind::Length(n) => push_content_length(out, n),
+        BodyKind::Chunked => out.extend_from_slice(CHUNKED),
         BodyKind::None | BodyKind::UntilClose => {}
     }
     match cx.forwarded_for {
@@ -162,6 +158,14 @@ fn write_path(out: &mut Vec<u8>, path: &[u8], cx: &RequestContext<'_>) {
     }
 }
 
+const CHUNKED: &[u8] = b"transfer-encoding: chunked\r\n";
+
+fn push_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    crate::http::push_u64(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn is_sane_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.iter().all(|&b| b.is_ascii_graphic())
 }
@@ -205,12 +209,8 @@ pub fn write_response_head(
         push_header(out, name, h.value);
     }
     match framing {
-        ResponseFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            crate::http::push_u64(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Length(n) => push_content_length(out, n),
+        ResponseFraming::Chunked => out.extend_from_slice(CHUNKED),
         ResponseFraming::NoBody | ResponseFraming::Close => {}
     }
     match client_keep_alive {

@@ -155,6 +155,17 @@ pub async fn pump(
     Ok(moved)
 }
 
+/// Appends body bytes to `out`, as one chunk when re-framing as chunked.
+fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        push_chunk_header(out, data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
 async fn read_more(src: &mut Conn, o: &PumpOpts) -> Result<usize, PumpError> {
     match src.fill(o.read_timeout, STREAM_BUF_BYTES).await {
         Ok(n) => Ok(n),
@@ -195,17 +206,8 @@ async fn pump_length(
 async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
     let mut decoder = ChunkedDecoder::new(o.limit, o.max_trailer_bytes);
     loop {
-        let consumed = decoder
-            .feed(src.pending(), |data| {
-                if o.chunked_out {
-                    push_chunk_header(out, data.len());
-                    out.extend_from_slice(data);
-                    out.extend_from_slice(b"\r\n");
-                } else {
-                    out.extend_from_slice(data);
-                }
-            })
-            .map_err(PumpError::SourceFraming)?;
+        let consumed =
+            decoder.feed(src.pending(), |data| emit(out, data, o.chunked_out)).map_err(PumpError::SourceFraming)?;
         src.consume(consumed);
         if decoder.is_done() {
             if o.chunked_out {
@@ -230,13 +232,7 @@ async fn pump_until_close(
     loop {
         let data = src.pending();
         if !data.is_empty() {
-            if o.chunked_out {
-                push_chunk_header(out, data.len());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(data);
-            }
+            emit(out, data, o.chunked_out);
             moved += data.len() as u64;
             let n = data.len();
             src.consume(n);
