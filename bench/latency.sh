@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ringway's own latency histogram beside wrk's, for the same run: starts an nginx origin and
 # ringway (admin enabled) on loopback, resets ringway's latency window, runs wrk once, then prints
-# wrk's percentiles and GET /stats/latency?format=text. Knobs: DUR [10], CONNS [50], URLPATH [/].
+# wrk's percentiles (and oha's, when installed) and GET /stats/latency?format=text.
+# Knobs: DUR [10], CONNS [50], URLPATH [/].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-10}; CONNS=${CONNS:-50}; URLPATH=${URLPATH:-/}
@@ -15,5 +16,9 @@ taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://$LISTEN_ADDR$URLPATH" >/dev/null   
 curl -sf "http://$ADMIN_ADDR/stats/latency?reset=1" >/dev/null
 echo "== wrk -t1 -c$CONNS -d${DUR}s (client-side latency, includes the client's own queueing)"
 taskset -c 0 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://$LISTEN_ADDR$URLPATH" | sed -n '/Latency Distribution/,/requests in/p'
+if command -v oha >/dev/null; then
+  echo "== oha -z ${DUR}s -c $CONNS (same window; ringway's counts below include both runs)"
+  taskset -c 0 oha -z "${DUR}s" -c "$CONNS" --no-tui "http://$LISTEN_ADDR$URLPATH" | sed -n '/Response time distribution/,/^$/p'
+fi
 echo "== ringway GET /stats/latency?format=text (gateway-side: complete head → last byte written)"
 curl -sf "http://$ADMIN_ADDR/stats/latency?format=text" | grep -E "^(latency|scope|listener|api .*total|upstream .*(total|first_byte))"

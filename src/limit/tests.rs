@@ -74,3 +74,23 @@ fn key_refusal_spends_no_shared_tokens() {
     assert!(l.check(0, 0, &r(2), t0).is_ok());
     assert!(l.check(0, 0, &r(3), t0).is_ok(), "the API's burst of 3 was not eaten by refused requests");
 }
+
+#[test]
+fn a_key_spread_over_cores_gets_at_most_cores_times_its_rate() {
+    // documented guarantee: per-key buckets are per core, so N cores admit at most N x (rate + burst)
+    let key_rule = KeyRule { source: KeySource::ClientIp, rate: Rate::new(10, 1), table_size: 100 };
+    let mut shards: Vec<ShardLimiter> = (0..3).map(|_| ShardLimiter::new(&[None], &[Some(100)])).collect();
+    let r = Rules { instance: None, service: None, api: None, service_key: None, api_key: Some((&key_rule, 7)) };
+    let t0 = Instant::now();
+    let mut admitted = 0;
+    for ms in 0..1000u64 {
+        for s in shards.iter_mut() {
+            admitted += s.check(0, 0, &r, t0 + Duration::from_millis(ms)).is_ok() as u32;
+        }
+    }
+    assert!((30..=33).contains(&admitted), "3 cores x 10/s over 1 s, got {admitted}");
+    // on one core the same key gets exactly its rate
+    let mut one = ShardLimiter::new(&[None], &[Some(100)]);
+    let single = (0..1000u64).filter(|ms| one.check(0, 0, &r, t0 + Duration::from_millis(*ms)).is_ok()).count();
+    assert!((10..=11).contains(&single), "{single}");
+}
