@@ -25,7 +25,8 @@ pub struct MethodSet {
 }
 
 impl MethodSet {
-    /// Every method.
+    /// Every method except TRACE and CONNECT, which an API must list explicitly (TRACE enables
+    /// cross-site tracing; CONNECT opens tunnels).
     pub fn any() -> Self {
         Self { any: true, ..Self::default() }
     }
@@ -44,7 +45,7 @@ impl MethodSet {
     /// Whether `method` is allowed.
     pub fn allows(&self, method: &[u8]) -> bool {
         if self.any {
-            return true;
+            return method != b"TRACE" && method != b"CONNECT";
         }
         match STD_METHODS.iter().position(|m| m.as_bytes() == method) {
             Some(i) => self.bits & (1 << i) != 0,
@@ -53,7 +54,10 @@ impl MethodSet {
     }
 
     fn append_to(&self, out: &mut Vec<String>) {
-        let names = STD_METHODS.iter().enumerate().filter(|(i, _)| self.any || self.bits & (1 << i) != 0);
+        let names = STD_METHODS
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| (self.any && !matches!(**m, "TRACE" | "CONNECT")) || self.bits & (1 << i) != 0);
         for (_, m) in names {
             push_unique(out, m);
         }

@@ -104,6 +104,9 @@ pub fn parse_request<'h, 'b>(
     if method.len() > MAX_METHOD_BYTES {
         return Err(ParseError::NotImplemented("method too long"));
     }
+    if method == b"CONNECT" {
+        return Err(ParseError::NotImplemented("CONNECT tunnels are not supported"));
+    }
     let (path, query, target_authority) = split_target(method, target)?;
     let fields = scan_fields(req.headers, FieldRole::Request)?;
     if fields.host_count > 1 {

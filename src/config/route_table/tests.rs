@@ -51,6 +51,20 @@ fn params_match_one_nonempty_segment() {
 }
 
 #[test]
+fn any_method_excludes_trace_and_connect() {
+    let t = table();
+    assert_eq!(
+        t.find(b"shop.example.com", b"TRACE", b"/shop/static/x"),
+        RouteMatch::MethodNotAllowed("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS".into())
+    );
+    assert_eq!(
+        t.find(b"shop.example.com", b"PURGE", b"/shop/static/x"),
+        found(2, 5, Some(7)),
+        "extension methods pass"
+    );
+}
+
+#[test]
 fn get_allows_head() {
     let t = table();
     assert_eq!(t.find(b"shop.example.com", b"HEAD", b"/shop/orders/42"), found(1, 5, None));

@@ -131,6 +131,8 @@ fn request_line_table_d() {
     }
     assert_eq!(status(b"GET /\r\n\r\n"), 400);
     assert_eq!(status(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505); // D8
+    assert_eq!(status(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"), 501);
+    // D10
 }
 
 #[test]
