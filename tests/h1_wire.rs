@@ -281,6 +281,6 @@ fn f14_refused_upgrade_keeps_parsing_http() {
     let seen = exchange(gw.addr, b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(seen.statuses, vec![200, 200]);
     let reqs = up.requests();
-    assert!(reqs[0].header("upgrade").is_none(), "Upgrade is hop-by-hop and not offered upstream");
+    assert_eq!(reqs[0].header("upgrade"), Some("foo"), "the offer is forwarded; only a 101 would switch");
     assert_eq!(reqs[1].target, "/next", "the bytes after the head are the next request, under full policy");
 }

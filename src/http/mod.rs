@@ -27,6 +27,16 @@ pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// Whether a 101 response's `Upgrade` value names a protocol the client offered (protocol names
+/// compared case-insensitively, versions must match when the response gives one).
+pub fn upgrade_accepted(offered: &[u8], chosen: &[u8]) -> bool {
+    let chosen = list_items(chosen).next().unwrap_or_default();
+    !chosen.is_empty()
+        && list_items(offered).any(|o| {
+            eq_ignore_case(o, chosen) || eq_ignore_case(o.split(|&b| b == b'/').next().unwrap_or_default(), chosen)
+        })
+}
+
 /// RFC 9110 `tchar`.
 #[inline]
 pub fn is_tchar(b: u8) -> bool {

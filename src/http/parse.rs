@@ -60,6 +60,9 @@ pub struct RequestHead<'h, 'b> {
     /// The client asked to keep the connection open (version default plus `Connection`).
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// The protocols offered for an upgrade (`Upgrade` value, with `Connection: upgrade`), on an
+    /// HTTP/1.1 request without a body.
+    pub upgrade: Option<&'b [u8]>,
     /// Bytes of the head, including the final blank line.
     pub head_len: usize,
 }
@@ -136,6 +139,7 @@ pub fn parse_request<'h, 'b>(
         body,
         keep_alive,
         expect_continue: fields.expect_continue && body != BodyKind::None,
+        upgrade: fields.upgrade.filter(|_| fields.conn_upgrade && version == Version::Http11 && body == BodyKind::None),
         head_len,
     }))
 }
@@ -353,6 +357,8 @@ struct Fields<'b> {
     host_count: usize,
     conn_close: bool,
     conn_keep_alive: bool,
+    conn_upgrade: bool,
+    upgrade: Option<&'b [u8]>,
     expect_continue: bool,
     expect_other: bool,
 }
@@ -379,7 +385,10 @@ fn scan_fields<'b>(headers: &[Header<'b>], role: FieldRole) -> Result<Fields<'b>
             for token in list_items(h.value) {
                 f.conn_close |= eq_ignore_case(token, b"close");
                 f.conn_keep_alive |= eq_ignore_case(token, b"keep-alive");
+                f.conn_upgrade |= eq_ignore_case(token, b"upgrade");
             }
+        } else if eq_ignore_case(name, b"upgrade") {
+            f.upgrade = Some(h.value);
         } else if role == FieldRole::Request && eq_ignore_case(name, b"expect") {
             if eq_ignore_case(trim_ows(h.value), b"100-continue") {
                 f.expect_continue = true;

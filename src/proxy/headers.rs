@@ -57,6 +57,8 @@ pub struct RequestContext<'a> {
     /// The incoming `X-Forwarded-For` when the peer is a trusted proxy: the chain is extended
     /// instead of replaced.
     pub forwarded_for: Option<&'a [u8]>,
+    /// Protocols to offer upstream in `Upgrade` (with `Connection: upgrade`).
+    pub upgrade: Option<&'a [u8]>,
     pub rewrite: &'a Rewrite,
     pub base_len: usize,
     pub prefix_len: Option<usize>,
@@ -110,6 +112,10 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         BodyKind::Chunked => out.extend_from_slice(CHUNKED),
         BodyKind::None | BodyKind::UntilClose => {}
     }
+    if let Some(protocols) = cx.upgrade {
+        push_header(out, b"connection", b"upgrade");
+        push_header(out, b"upgrade", protocols);
+    }
     match cx.forwarded_for {
         Some(chain) => {
             out.extend_from_slice(b"x-forwarded-for: ");
@@ -159,6 +165,20 @@ fn write_path(out: &mut Vec<u8>, path: &[u8], cx: &RequestContext<'_>) {
 }
 
 const CHUNKED: &[u8] = b"transfer-encoding: chunked\r\n";
+
+/// Serialises a 101 head for an accepted upgrade: `Upgrade` and the protocol's own fields pass,
+/// the other hop-by-hop fields and any framing do not.
+pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead<'_, '_>) {
+    push_status_line(out, 101);
+    for h in head.headers {
+        let name = h.name.as_bytes();
+        if is_in(name, &HOP_BY_HOP) && !eq_ignore_case(name, b"upgrade") || eq_ignore_case(name, b"content-length") {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+    out.extend_from_slice(b"connection: upgrade\r\n\r\n");
+}
 
 fn push_content_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"content-length: ");

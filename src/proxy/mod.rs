@@ -8,6 +8,7 @@ mod io;
 mod phases;
 mod respond;
 mod session;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -42,6 +43,11 @@ pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr
             Next::LingerClose => {
                 linger(&mut client).await;
                 break;
+            }
+            Next::Tunnel(upstream) => {
+                let idle = shard.snapshot.http.keepalive_timeout;
+                tunnel::relay(client, *upstream, idle).await;
+                return;
             }
         }
     }

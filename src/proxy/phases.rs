@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use super::headers::{write_request_head, write_response_head, RequestContext, ResponseFraming};
+use super::headers::{write_request_head, write_response_head, write_switching_head, RequestContext, ResponseFraming};
 use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use super::session::{micros_since, LogFields, Session};
 use crate::config::ServiceId;
 use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
-use crate::http::{parse_request, parse_response, BodyKind, HeadLimits, ParseError, RequestHead, Version};
+use crate::http::{
+    parse_request, parse_response, upgrade_accepted, BodyKind, HeadLimits, ParseError, RequestHead, Version,
+};
 use crate::limit::{client_ip, KeyRule, KeySource, Refusal, Rules};
 use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
@@ -40,13 +42,14 @@ struct UpSide {
 }
 
 /// What the connection loop does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     KeepAlive,
     /// Close now (the response, if any, is complete or deliberately truncated).
     Close,
     /// Close after a lingering read so the error response is not lost to a TCP reset.
     LingerClose,
+    /// The upstream switched protocols (101 to an offered upgrade): relay bytes both ways.
+    Tunnel(Box<Conn>),
 }
 
 type RequestId = SmallVec<[u8; 48]>;
@@ -63,6 +66,8 @@ struct Plan {
     keep_alive: bool,
     body: BodyKind,
     expect_continue: bool,
+    /// Protocols offered upstream in `Upgrade` (h2c removed), when the client asked to upgrade.
+    upgrade: Option<SmallVec<[u8; 32]>>,
     action: Action,
     service: Option<ServiceId>,
     /// The routed API, also when the request was refused after routing.
@@ -297,6 +302,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         keep_alive: head.keep_alive,
         body: head.body,
         expect_continue: head.expect_continue,
+        upgrade: head.upgrade.map(offered_upgrade).filter(|u| !u.is_empty()),
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
         service: None,
         api: None,
@@ -358,6 +364,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
             let cx = RequestContext {
                 client_ip: &peer.ip,
                 forwarded_for: if trusted_peer { xff } else { None },
+                upgrade: plan.upgrade.as_deref(),
                 rewrite: &api.rewrite,
                 base_len,
                 prefix_len,
@@ -369,6 +376,18 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         }
     };
     plan
+}
+
+/// The client's `Upgrade` list without `h2c` (never offered upstream: h2c smuggling, F14).
+fn offered_upgrade(value: &[u8]) -> SmallVec<[u8; 32]> {
+    let mut out = SmallVec::new();
+    for p in crate::http::list_items(value).filter(|p| !p.eq_ignore_ascii_case(b"h2c")) {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(p);
+    }
+    out
 }
 
 /// Phase 5: the rate rules that apply to `api`; `Err` names the level that refused.
@@ -567,6 +586,10 @@ async fn proxy(
             return Ok(Next::Close);
         }
     }
+    if session.status == 101 {
+        // the 101 head is out; what follows is the upgraded protocol, relayed byte for byte
+        return Ok(Next::Tunnel(Box::new(upc.conn)));
+    }
     // extra bytes after the body (U12) or any framing doubt: never reuse
     let reusable = up_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
     if reusable && !shard.draining.get() {
@@ -604,10 +627,21 @@ async fn read_response_head(
             if let Some(head) = parsed {
                 let head_len = head.head_len;
                 if head.status == 101 {
-                    return Err(Error::upstream(
-                        Kind::BadUpstreamResponse(ParseError::BadRequest("unsolicited 101")),
-                        "",
-                    ));
+                    let chosen = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).map(|h| h.value);
+                    return match (plan.upgrade.as_deref(), chosen) {
+                        (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
+                            out.clear();
+                            write_switching_head(out, &head);
+                            upc.consume(head_len);
+                            Ok(((BodyKind::None, false, false), false, 101))
+                        }
+                        _ => Err(Error::upstream(
+                            Kind::BadUpstreamResponse(ParseError::BadRequest(
+                                "101 for a protocol the client did not offer",
+                            )),
+                            "",
+                        )),
+                    };
                 }
                 if (100..200).contains(&head.status) {
                     upc.consume(head_len);
