@@ -159,3 +159,35 @@ fn upstream_5xx_is_forwarded_unchanged() {
     let r = get(gw.addr, "a", "/");
     assert_eq!((r.status, r.text().as_str()), (503, "busy"));
 }
+
+#[test]
+fn client_leaving_while_upstream_is_slow_closes_the_upstream_connection() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    // an origin that reads one request, never answers, and reports how its connection ended
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let t0 = Instant::now();
+        let ended = matches!(s.read(&mut buf), Ok(0) | Err(_)) && t0.elapsed() < Duration::from_secs(4);
+        tx.send(ended).unwrap();
+    });
+    let gw = TestGateway::start(&with_api_timeout(catch_all("o", &[addr]), 10_000));
+    let mut c = std::net::TcpStream::connect(gw.addr).unwrap();
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // let the request reach the origin
+    drop(c);
+    assert!(
+        rx.recv_timeout(Duration::from_secs(6)).unwrap(),
+        "the gateway closed the upstream connection promptly (U18)"
+    );
+}

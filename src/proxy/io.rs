@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
 use crate::http::{push_chunk_header, BodyKind, ChunkedDecoder, ParseError};
@@ -52,6 +52,59 @@ impl Conn {
     /// Reads more input, keeping at most `max_pending` unconsumed bytes. Returns the bytes read
     /// (0 = the peer closed). `InvalidData` when the buffer is full; `TimedOut` after `timeout`.
     pub async fn fill(&mut self, timeout: Duration, max_pending: usize) -> io::Result<usize> {
+        let (buf, len, cap) = self.prepare_read(max_pending)?;
+        let (res, slice) = match monoio::time::timeout(timeout, self.stream.read(buf.slice_mut(len..cap))).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+        };
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Like [`Conn::fill`], but also watches `client`: if the client closes while we wait, the
+    /// read is cancelled (its buffer and any bytes it got are kept) and `ConnectionAborted` is
+    /// returned. Pipelined client bytes are not an abort: watching stops and the read goes on.
+    pub async fn fill_watching(
+        &mut self,
+        timeout: Duration,
+        max_pending: usize,
+        client: &TcpStream,
+    ) -> io::Result<usize> {
+        let (buf, len, cap) = self.prepare_read(max_pending)?;
+        let canceller = Canceller::new();
+        let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+        let mut read = std::pin::pin!(read);
+        let deadline = monoio::time::sleep(timeout);
+        let mut deadline = std::pin::pin!(deadline);
+        let mut watching = true;
+        let mut outcome = None;
+        let (res, slice) = loop {
+            monoio::select! {
+                r = &mut read => break r,
+                _ = &mut deadline, if outcome.is_none() => {
+                    outcome = Some(io::ErrorKind::TimedOut);
+                    canceller.cancel();
+                    break read.await;
+                }
+                _ = client.readable(false), if watching && outcome.is_none() => {
+                    if crate::upstream::peer_closed(client) {
+                        outcome = Some(io::ErrorKind::ConnectionAborted);
+                        canceller.cancel();
+                        break read.await;
+                    }
+                    watching = false; // pipelined bytes: the next request, not an abort
+                }
+            }
+        };
+        self.buf = slice.into_inner();
+        match outcome {
+            Some(kind) => Err(io::Error::new(kind, "read ended early")),
+            None => res,
+        }
+    }
+
+    /// Compacts/grows the buffer for a read; returns it (taken out of `self`) with the free range.
+    fn prepare_read(&mut self, max_pending: usize) -> io::Result<(Vec<u8>, usize, usize)> {
         let pending = self.buf.len() - self.pos;
         if pending >= max_pending {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full"));
@@ -67,13 +120,7 @@ impl Conn {
         }
         let len = self.buf.len();
         let cap = self.buf.capacity().min(len + want.max(MIN_READ_BYTES));
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = match monoio::time::timeout(timeout, self.stream.read(buf.slice_mut(len..cap))).await {
-            Ok(r) => r,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
-        };
-        self.buf = slice.into_inner();
-        res
+        Ok((std::mem::take(&mut self.buf), len, cap))
     }
 }
 

@@ -29,6 +29,23 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// ... for at most this long, so the error response is not destroyed by a TCP reset.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
+/// The upstream head the gateway would send for `head` (fuzzing's round-trip check).
+#[doc(hidden)]
+pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
+    let cx = headers::RequestContext {
+        client_ip: b"192.0.2.1",
+        forwarded_for: None,
+        upgrade: None,
+        rewrite: &crate::config::Rewrite::None,
+        base_len: 0,
+        prefix_len: None,
+        default_host: "upstream",
+    };
+    let mut out = Vec::new();
+    headers::write_request_head(&mut out, head, &cx, b"fuzz-id");
+    out
+}
+
 /// Serves requests on one accepted client connection until it closes.
 pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr, listener: usize) {
     let _ = stream.set_nodelay(true);

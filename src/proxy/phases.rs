@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use monoio::net::TcpStream;
 use smallvec::SmallVec;
 
 use super::headers::{write_request_head, write_response_head, write_switching_head, RequestContext, ResponseFraming};
@@ -540,7 +541,7 @@ async fn proxy(
             return Err((err, false));
         }
         // phase 9b: response head
-        let head = read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive).await;
+        let head = read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive, &client.stream).await;
         if head.is_err() {
             shard.metrics.borrow_mut().upstreams[uid].failures += 1;
         }
@@ -612,6 +613,7 @@ async fn read_response_head(
     timeout: Duration,
     out: &mut Vec<u8>,
     keep_alive: bool,
+    client: &TcpStream,
 ) -> Result<(Framing, bool, u16), Error> {
     let mut deadline: Option<Instant> = None;
     let max = shard.snapshot.http.max_header_bytes;
@@ -678,7 +680,8 @@ async fn read_response_head(
         if left.is_zero() {
             return Err(Error::upstream(Kind::ReadTimeout, "response head"));
         }
-        match upc.fill(left, max + 1).await {
+        // while the upstream thinks, a client that goes away aborts the exchange (U18)
+        match upc.fill_watching(left, max + 1, client).await {
             Ok(0) => {
                 let retry = if got_bytes { Retry::Never } else { stale_retry };
                 return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
@@ -689,6 +692,13 @@ async fn read_response_head(
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge), ""));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                return Err(Error::new(
+                    Side::Downstream,
+                    Kind::DownstreamClosed,
+                    "client left while the upstream was busy",
+                ));
             }
             Err(e) => {
                 let retry = if got_bytes { Retry::Never } else { stale_retry };

@@ -64,6 +64,17 @@ pub(crate) fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(SockRef<'_>) -> R)
     f(SockRef::from(&fd))
 }
 
+/// True when the peer has closed (or reset) the connection; false when it is open, with or
+/// without unread bytes. One non-blocking `MSG_PEEK`.
+pub fn peer_closed(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    with_sock(stream, |sock| match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted,
+    })
+}
+
 fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
     if socket.domain()? != Domain::IPV4 {
         return Ok(());

@@ -8,7 +8,7 @@ mod connect;
 mod pool;
 
 pub use balance::SmoothWeighted;
-pub use connect::{connect, is_idle_and_open};
+pub use connect::{connect, is_idle_and_open, peer_closed};
 pub use pool::{Pool, PoolKey};
 
 use std::cell::RefCell;
