@@ -108,7 +108,8 @@ mod tests {
     #[test]
     fn seed_corpus_replays_without_panics() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 5] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 5] = [
             ("parse_request", parse_request_roundtrip),
             ("parse_response", parse_response_any),
             ("chunked", chunked_split_invariance),
