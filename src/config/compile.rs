@@ -23,6 +23,8 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_BODY_MIN_RATE_BYTES_PER_S: u64 = 1024;
+pub const DEFAULT_BODY_MIN_RATE_GRACE_MS: u64 = 5_000;
 pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -162,6 +164,8 @@ impl Compiler<'_> {
             keepalive_timeout: ms(f.keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS),
             keepalive_requests: f.keepalive_requests.unwrap_or(DEFAULT_KEEPALIVE_REQUESTS).max(1),
             body_timeout: ms(f.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS),
+            body_min_rate_bytes_per_s: f.body_min_rate_bytes_per_s.unwrap_or(DEFAULT_BODY_MIN_RATE_BYTES_PER_S),
+            body_min_rate_grace: ms(f.body_min_rate_grace_ms, DEFAULT_BODY_MIN_RATE_GRACE_MS),
             send_timeout: ms(f.send_timeout_ms, DEFAULT_SEND_TIMEOUT_MS),
             max_request_line_bytes,
             max_header_bytes,

@@ -84,6 +84,8 @@ pub struct FileHttp {
     pub keepalive_timeout_ms: Option<u64>,
     pub keepalive_requests: Option<u32>,
     pub body_timeout_ms: Option<u64>,
+    pub body_min_rate_bytes_per_s: Option<u64>,
+    pub body_min_rate_grace_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
     pub max_request_line_bytes: Option<Spanned<usize>>,
     pub max_header_bytes: Option<Spanned<usize>>,

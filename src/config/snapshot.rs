@@ -81,6 +81,9 @@ pub struct HttpLimits {
     pub keepalive_requests: u32,
     /// Idle time allowed between reads of a request body (408).
     pub body_timeout: Duration,
+    /// Slowest average request-body rate accepted after the grace period (408); 0 = off.
+    pub body_min_rate_bytes_per_s: u64,
+    pub body_min_rate_grace: Duration,
     /// Idle time allowed while a write to the client makes no progress.
     pub send_timeout: Duration,
     pub max_request_line_bytes: usize,

@@ -181,6 +181,23 @@ pub struct PumpOpts {
     pub limit: u64,
     /// Trailer section cap for chunked input.
     pub max_trailer_bytes: usize,
+    /// Slowest acceptable average source rate (request bodies), after a grace period.
+    pub min_rate: Option<MinRate>,
+}
+
+/// A minimum average transfer rate: below it the source counts as timed out (408 for clients).
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub bytes_per_s: u64,
+    /// Source-wait time before the rate is enforced.
+    pub grace: Duration,
+}
+
+/// What a pump has read from its source, and how long it waited for it.
+#[derive(Debug, Default)]
+struct Received {
+    bytes: u64,
+    waited: Duration,
 }
 
 /// Streams a body framed as `kind` from `src` to `dst`, after first sending whatever the caller
@@ -213,9 +230,22 @@ fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-async fn read_more(src: &mut Conn, o: &PumpOpts) -> Result<usize, PumpError> {
+async fn read_more(src: &mut Conn, o: &PumpOpts, seen: &mut Received) -> Result<usize, PumpError> {
+    let t0 = o.min_rate.map(|_| std::time::Instant::now());
     match src.fill(o.read_timeout, STREAM_BUF_BYTES).await {
-        Ok(n) => Ok(n),
+        Ok(n) => {
+            seen.bytes += n as u64;
+            if let (Some(m), Some(t0)) = (o.min_rate, t0) {
+                // only time spent waiting for the source counts: our own write stalls
+                // (upstream backpressure) must not be blamed on the client
+                seen.waited += t0.elapsed();
+                let waited = seen.waited.as_secs_f64();
+                if seen.waited > m.grace && (seen.bytes as f64) < m.bytes_per_s as f64 * waited {
+                    return Err(PumpError::SourceTimeout);
+                }
+            }
+            Ok(n)
+        }
         Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(PumpError::SourceTimeout),
         Err(e) => Err(PumpError::SourceIo(e)),
     }
@@ -228,6 +258,7 @@ async fn pump_length(
     out: &mut Vec<u8>,
     o: PumpOpts,
 ) -> Result<u64, PumpError> {
+    let mut received = Received::default();
     let mut remaining = len;
     while remaining > 0 {
         let avail = (src.pending().len() as u64).min(remaining) as usize;
@@ -243,7 +274,7 @@ async fn pump_length(
             break;
         }
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
-        if read_more(src, &o).await? == 0 {
+        if read_more(src, &o, &mut received).await? == 0 {
             return Err(PumpError::SourceClosed);
         }
     }
@@ -251,6 +282,7 @@ async fn pump_length(
 }
 
 async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+    let mut received = Received::default();
     let mut decoder = ChunkedDecoder::new(o.limit, o.max_trailer_bytes);
     loop {
         let consumed =
@@ -263,7 +295,7 @@ async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o:
             return Ok(decoder.total());
         }
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
-        if read_more(src, &o).await? == 0 {
+        if read_more(src, &o, &mut received).await? == 0 {
             return Err(PumpError::SourceClosed);
         }
     }
@@ -275,6 +307,7 @@ async fn pump_until_close(
     out: &mut Vec<u8>,
     o: PumpOpts,
 ) -> Result<u64, PumpError> {
+    let mut received = Received::default();
     let mut moved = 0u64;
     loop {
         let data = src.pending();
@@ -285,7 +318,7 @@ async fn pump_until_close(
             src.consume(n);
         }
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
-        if read_more(src, &o).await? == 0 {
+        if read_more(src, &o, &mut received).await? == 0 {
             if o.chunked_out {
                 out.extend_from_slice(b"0\r\n\r\n");
             }

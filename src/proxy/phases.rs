@@ -18,7 +18,7 @@ use monoio::net::TcpStream;
 use smallvec::SmallVec;
 
 use super::headers::{write_request_head, write_response_head, write_switching_head, RequestContext, ResponseFraming};
-use super::io::{pump, write_out, Conn, PumpError, PumpOpts};
+use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use super::session::{micros_since, LogFields, Session};
 use crate::config::ServiceId;
@@ -54,6 +54,9 @@ pub enum Next {
 }
 
 type RequestId = SmallVec<[u8; 48]>;
+
+/// After an upload fails, how long to look for a response the upstream sent early (U13).
+const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Pooled connections idle for longer than this are checked for a peer close before reuse.
 const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
@@ -508,6 +511,10 @@ async fn proxy(
             chunked_out: plan.body == BodyKind::Chunked,
             limit: api.max_body_bytes,
             max_trailer_bytes: snapshot.http.max_header_bytes,
+            min_rate: (snapshot.http.body_min_rate_bytes_per_s > 0).then(|| MinRate {
+                bytes_per_s: snapshot.http.body_min_rate_bytes_per_s,
+                grace: snapshot.http.body_min_rate_grace,
+            }),
         };
         upc.requests += 1;
         shard.metrics.borrow_mut().upstreams[uid].requests += 1;
@@ -515,6 +522,29 @@ async fn proxy(
         let sent_at = Instant::now();
         if let Ok(n) = sent {
             session.bytes_in = n;
+        }
+        if let Err(PumpError::Sink(_)) = &sent {
+            // U13: the upstream may have answered early (413, 401...) and stopped reading; if a
+            // complete response is waiting, forward it and close the client (its body is unread)
+            if plan.body != BodyKind::None {
+                let early =
+                    read_response_head(shard, &mut upc, plan, EARLY_RESPONSE_WAIT, &mut s.out, false, &client.stream)
+                        .await;
+                if let Ok(((body_in, chunked_out, _), _, status)) = early {
+                    (session.status, session.bytes_out) = (status, s.out.len() as u64);
+                    session.error = Some("early_upstream_response");
+                    let down = PumpOpts {
+                        read_timeout: up.read_timeout,
+                        write_timeout: snapshot.http.send_timeout,
+                        chunked_out,
+                        limit: 0,
+                        max_trailer_bytes: snapshot.http.max_header_bytes,
+                        min_rate: None,
+                    };
+                    let _ = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, down).await;
+                    return Ok(Next::LingerClose);
+                }
+            }
         }
         if let Err(e) = sent {
             let err = match e {
@@ -569,6 +599,7 @@ async fn proxy(
         chunked_out,
         limit: 0,
         max_trailer_bytes: snapshot.http.max_header_bytes,
+        min_rate: None,
     };
     let result = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, opts).await;
     // phase 10: finish
