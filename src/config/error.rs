@@ -52,7 +52,11 @@ impl<'a> Source<'a> {
 
     /// Turns a serde/TOML syntax error into a `ConfigError` naming the enclosing table.
     pub(crate) fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
-        let message = err.message().trim().to_string();
+        let mut message = err.message().trim().to_string();
+        if message.is_empty() {
+            // found by fuzzing: some syntax errors (e.g. `key = ` at end of file) carry no message
+            message = "invalid TOML syntax (a value or closing bracket is missing)".to_string();
+        }
         match err.span() {
             Some(span) => {
                 let table = self.table_at(span.start);
@@ -90,6 +94,13 @@ mod tests {
     fn display_has_path_message_and_line() {
         let e = ConfigError::new("service.shop.api[1].upstream", Some(31), "no upstream named \"ordrs\"");
         assert_eq!(e.to_string(), "service.shop.api[1].upstream: no upstream named \"ordrs\" (line 31)");
+    }
+
+    #[test]
+    fn syntax_errors_without_a_message_still_explain() {
+        let text = "[[listener]]\nlisten = ";
+        let e = crate::config::compile(text, 1).unwrap_err();
+        assert!(!e.message.is_empty() && e.line.is_some(), "{e}");
     }
 
     #[test]
