@@ -16,6 +16,8 @@ pub struct AdminState {
     pub workers: Vec<(Option<usize>, &'static str)>,
     /// Bound address of each listener.
     pub listener_addrs: Vec<std::net::SocketAddr>,
+    /// Health and ejection state per endpoint, kept by the endpoint supervisor.
+    pub endpoint_status: crate::runtime::endpoints::StatusTable,
     /// Start of the current latency window (process start or last `?reset=1`).
     pub window_start: Instant,
 }
@@ -121,13 +123,25 @@ fn upstreams(state: &AdminState) -> Reply {
         let egress = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
         let _ =
             write!(out, "{{\"name\":\"{}\",\"balance\":\"round_robin\",\"egress_ip\":{egress},\"endpoints\":[", u.name);
+        let table = state.endpoint_status.lock().map(|t| t[i].clone()).unwrap_or_default();
         for (j, e) in u.endpoints.iter().enumerate() {
             let sep = if j > 0 { "," } else { "" };
-            // health checks and outlier ejection are not built yet: every endpoint is in rotation
+            let st = table.get(j).cloned().unwrap_or_default();
+            let state_name = match (st.healthy, st.ejected_for_ms) {
+                (_, Some(_)) => "ejected",
+                (false, None) => "unhealthy",
+                (true, None) => "healthy",
+            };
+            let probe = match (&u.health, &st.last_probe) {
+                (None, _) => "not_checked".to_string(),
+                (Some(_), None) => "pending".to_string(),
+                (Some(_), Some(p)) => p.replace(['"', '\\'], "'"),
+            };
+            let ejected = st.ejected_for_ms.map_or("null".into(), |v| v.to_string());
             let _ = write!(
                 out,
-                "{sep}{{\"addr\":\"{}\",\"weight\":{},\"state\":\"in_rotation\",\"health\":\"not_checked\"}}",
-                e.addr, e.weight
+                "{sep}{{\"addr\":\"{}\",\"weight\":{},\"state\":\"{state_name}\",\"last_probe\":\"{probe}\",\"ejected_for_ms\":{ejected},\"times_ejected\":{},\"consecutive_failures\":{}}}",
+                e.addr, e.weight, st.times_ejected, st.consecutive_failures
             );
         }
         out.push_str("],\"per_worker\":[");

@@ -17,6 +17,8 @@ use super::snapshot::*;
 use crate::http::is_tchar;
 use crate::limit::{Cidr, IpFilter, KeyRule, KeySource, Rate, RateRule};
 use crate::metrics::{LogFormat, LogTarget};
+use crate::upstream::health::HealthConfig;
+use crate::upstream::outlier::OutlierConfig;
 use std::sync::Arc;
 
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -39,6 +41,14 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 1024;
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
+pub const DEFAULT_MAX_EJECTION_MS: u64 = 300_000;
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default burst: a tenth of a second's worth of the rate (at least 1).
 pub const DEFAULT_BURST_DIVISOR: u64 = 10;
@@ -397,7 +407,83 @@ impl Compiler<'_> {
                 .max_requests_per_connection
                 .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION)
                 .max(1),
+            health: self.health(&base, f.health.as_ref())?,
+            outlier: self.outlier(&base, f.outlier.as_ref())?,
+            when_all_down: match f.when_all_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                None | Some(("fail_fast", _)) => AllDown::FailFast,
+                Some(("try_all", _)) => AllDown::TryAll,
+                Some((other, span)) => {
+                    let msg = format!("\"{other}\" is not \"fail_fast\" or \"try_all\"");
+                    return Err(self.err(format!("{base}.when_all_down"), span, msg));
+                }
+            },
         })
+    }
+
+    fn health(&self, base: &str, f: Option<&Spanned<FileHealth>>) -> Result<Option<HealthConfig>, ConfigError> {
+        let Some(h) = f else { return Ok(None) };
+        let span = h.span();
+        let h = h.get_ref();
+        if let Some(p) = &h.path {
+            if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+                return Err(self.err(
+                    format!("{base}.health.path"),
+                    span,
+                    format!("\"{p}\" must be a path starting with '/'"),
+                ));
+            }
+        }
+        let expected_status = match h.expected_status {
+            Some([lo, hi]) if lo < 100 || hi > 599 || lo > hi => {
+                return Err(self.err(
+                    format!("{base}.health.expected_status"),
+                    span,
+                    "must be [low, high] within 100-599",
+                ));
+            }
+            Some([lo, hi]) => (lo, hi),
+            None => (200, 399),
+        };
+        let interval = ms(h.interval_ms, DEFAULT_HEALTH_INTERVAL_MS);
+        let timeout = ms(h.timeout_ms, DEFAULT_HEALTH_TIMEOUT_MS);
+        if interval.is_zero() || timeout.is_zero() {
+            return Err(self.err(format!("{base}.health"), span, "interval_ms and timeout_ms must be above 0"));
+        }
+        Ok(Some(HealthConfig {
+            path: h.path.clone(),
+            interval,
+            timeout,
+            unhealthy_after: h.unhealthy_after.unwrap_or(DEFAULT_UNHEALTHY_AFTER).max(1),
+            healthy_after: h.healthy_after.unwrap_or(DEFAULT_HEALTHY_AFTER).max(1),
+            expected_status,
+        }))
+    }
+
+    fn outlier(&self, base: &str, f: Option<&Spanned<FileOutlier>>) -> Result<Option<OutlierConfig>, ConfigError> {
+        let default = FileOutlier {
+            enabled: None,
+            consecutive_failures: None,
+            base_ejection_ms: None,
+            max_ejection_ms: None,
+            max_ejected_percent: None,
+        };
+        let (o, span) = match f {
+            Some(o) => (o.get_ref(), o.span()),
+            None => (&default, 0..0),
+        };
+        if o.enabled == Some(false) {
+            return Ok(None);
+        }
+        let pct = o.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
+        if pct > 100 {
+            return Err(self.err(format!("{base}.outlier.max_ejected_percent"), span, "must be from 0 to 100"));
+        }
+        Ok(Some(OutlierConfig {
+            consecutive_failures: o.consecutive_failures.unwrap_or(DEFAULT_CONSECUTIVE_FAILURES).max(1),
+            base_ejection: ms(o.base_ejection_ms, DEFAULT_BASE_EJECTION_MS),
+            max_ejection: ms(o.max_ejection_ms, DEFAULT_MAX_EJECTION_MS),
+            max_ejected_percent: pct,
+        }))
     }
 
     fn service(&self, name: &str, f: &FileService, instance: &Instance) -> Result<Service, ConfigError> {

@@ -131,6 +131,33 @@ pub struct FileUpstream {
     pub pool_idle_timeout_ms: Option<u64>,
     pub pool_max_idle_per_endpoint: Option<usize>,
     pub max_requests_per_connection: Option<u32>,
+    pub health: Option<Spanned<FileHealth>>,
+    pub outlier: Option<Spanned<FileOutlier>>,
+    /// "fail_fast" | "try_all".
+    pub when_all_down: Option<Spanned<String>>,
+}
+
+/// `health = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub unhealthy_after: Option<u32>,
+    pub healthy_after: Option<u32>,
+    pub expected_status: Option<[u16; 2]>,
+}
+
+/// `outlier = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_ms: Option<u64>,
+    pub max_ejection_ms: Option<u64>,
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// One element of `endpoints`.

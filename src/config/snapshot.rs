@@ -134,6 +134,20 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
     pub max_requests_per_connection: u32,
+    /// Active health checks, if configured.
+    pub health: Option<crate::upstream::health::HealthConfig>,
+    /// Passive outlier ejection (on by default).
+    pub outlier: Option<crate::upstream::outlier::OutlierConfig>,
+    pub when_all_down: AllDown,
+}
+
+/// What to do when no endpoint of an upstream is healthy and in rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllDown {
+    /// 503 at once.
+    FailFast,
+    /// Ignore health and ejection and try the endpoints anyway.
+    TryAll,
 }
 
 /// `[service.NAME]`, compiled (its routes live in the route table).

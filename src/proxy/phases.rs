@@ -22,7 +22,7 @@ use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use super::session::{micros_since, LogFields, Session};
 use crate::config::ServiceId;
-use crate::config::{ApiId, RouteMatch, Target, UpstreamId};
+use crate::config::{AllDown, ApiId, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{
     parse_request, parse_response, upgrade_accepted, BodyKind, HeadLimits, ParseError, RequestHead, Version,
@@ -36,6 +36,8 @@ use std::net::IpAddr;
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
 struct UpSide {
     conn: Conn,
+    /// Endpoint index in the upstream.
+    ep: usize,
     key: PoolKey,
     requests: u32,
     /// Came from the pool: a close before any response byte may be the stale-pool race (U5).
@@ -572,8 +574,13 @@ async fn proxy(
         }
         // phase 9b: response head
         let head = read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive, &client.stream).await;
-        if head.is_err() {
-            shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+        match &head {
+            Ok((_, _, status)) => shard.report(uid, upc.ep, *status >= 500),
+            Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent => {
+                shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+                shard.report(uid, upc.ep, true);
+            }
+            Err(_) => shard.metrics.borrow_mut().upstreams[uid].failures += 1,
         }
         match head {
             Ok((framing, up_keep_alive, status)) => {
@@ -746,13 +753,26 @@ async fn read_response_head(
 async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool, session: &mut Session) -> Result<UpSide, Error> {
     let up = &shard.snapshot.upstreams[uid];
     let state = &shard.upstreams[uid];
-    let first = state.balancer.borrow_mut().pick();
+    let available = |i: usize| state.available[i].get();
+    let try_all = up.when_all_down == AllDown::TryAll;
+    let picked = state.balancer.borrow_mut().pick_where(available);
+    let first = match picked {
+        Some(i) => i,
+        None if try_all => state.balancer.borrow_mut().pick(),
+        None => return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("every endpoint of {} is down", up.name))),
+    };
     match dial_or_reuse(shard, uid, first, use_pool, session).await {
         Ok(c) => Ok(c),
         Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
             tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
-            let second = state.balancer.borrow_mut().pick_excluding(first);
-            dial_or_reuse(shard, uid, second, use_pool, session).await
+            let mut b = state.balancer.borrow_mut();
+            let second =
+                b.pick_where(|i| i != first && available(i)).or_else(|| try_all.then(|| b.pick_excluding(first)));
+            drop(b);
+            match second {
+                Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
+                None => Err(err),
+            }
         }
         Err(err) => Err(err),
     }
@@ -776,7 +796,7 @@ async fn dial_or_reuse(
             // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
             if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
                 shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
-                return Ok(UpSide { conn: Conn::new(c.stream, c.buf), key, requests: c.requests, reused: true });
+                return Ok(UpSide { conn: Conn::new(c.stream, c.buf), ep, key, requests: c.requests, reused: true });
             }
         }
     }
@@ -788,10 +808,13 @@ async fn dial_or_reuse(
         m.upstreams[uid].connect_failures += 1;
     }
     drop(m);
+    if dialed.is_err() {
+        shard.report(uid, ep, true);
+    }
     match dialed {
         Ok(stream) => {
             session.connect_us = Some(micros_since(t0));
-            Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), key, requests: 0, reused: false })
+            Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), ep, key, requests: 0, reused: false })
         }
         Err(e) => {
             let kind =

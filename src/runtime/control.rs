@@ -17,6 +17,17 @@ pub enum ControlMsg {
     Shutdown,
     /// Send a copy of the worker's metrics; `reset` then starts a new latency window.
     Stats { reset: bool, reply: Sender<crate::metrics::MetricsSnapshot> },
+    /// An endpoint enters or leaves rotation (health checks, outlier ejection).
+    Endpoint { upstream: usize, endpoint: usize, available: bool },
+}
+
+/// Worker / prober → endpoint supervisor.
+#[derive(Debug, Clone)]
+pub enum ControlEvent {
+    /// A request outcome on an endpoint (sent for failures, and for the first success after one).
+    Outcome { upstream: usize, endpoint: usize, failure: bool },
+    /// An active health probe result.
+    Probe { upstream: usize, endpoint: usize, result: Result<(), String> },
 }
 
 /// Worker → supervisor, once at start.

@@ -7,6 +7,7 @@
 
 mod affinity;
 mod control;
+pub mod endpoints;
 mod listener;
 mod shard;
 mod worker;
@@ -23,6 +24,9 @@ use std::time::Duration;
 
 use crate::config::{Snapshot, Workers};
 
+/// Outcome reports queued for the endpoint supervisor before new ones are dropped.
+const EVENT_QUEUE: usize = 65_536;
+
 /// How long `start` waits for every worker to report in.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +41,7 @@ pub struct Running {
     outboxes: Vec<control::Outbox>,
     handles: Vec<JoinHandle<()>>,
     admin: Option<crate::admin::AdminHandle>,
+    supervisor: Option<endpoints::Supervisor>,
     log_writer: Option<crate::metrics::LogWriter>,
 }
 
@@ -50,6 +55,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
     let addrs: Vec<SocketAddr> = snapshot.listeners.iter().map(|l| l.addr).collect();
     let (mut sockets, bound) = listener::bind_all(&addrs, workers)?;
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let (event_tx, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let (log_tx, log_writer) = match &snapshot.access_log {
         Some(cfg) => {
             let (tx, handle) = crate::metrics::spawn_writer(cfg.target.clone())?;
@@ -70,6 +76,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             inbox,
             report: report_tx.clone(),
             log_tx: log_tx.clone(),
+            events: event_tx.clone(),
         };
         let handle = std::thread::Builder::new().name(format!("ringway-w{id}")).spawn(move || worker::run(spec))?;
         outboxes.push(outbox);
@@ -85,6 +92,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
         outboxes,
         handles,
         admin: None,
+        supervisor: None,
         log_writer,
     };
     let mut cpus_used = vec![None; workers];
@@ -105,12 +113,16 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             }
         }
     }
+    let supervisor = endpoints::start(snapshot.clone(), running.outboxes.clone(), event_rx, event_tx)?;
+    let status = supervisor.status.clone();
+    running.supervisor = Some(supervisor);
     if let Some(addr) = snapshot.admin {
         let state = crate::admin::AdminState {
             snapshot: snapshot.clone(),
             outboxes: running.outboxes.clone(),
             workers: cpus_used.into_iter().zip(running.drivers.iter().copied()).collect(),
             listener_addrs: running.addrs.clone(),
+            endpoint_status: status,
             window_start: std::time::Instant::now(),
         };
         match crate::admin::start(addr, state) {
@@ -143,6 +155,9 @@ impl Running {
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
+        }
+        if let Some(s) = self.supervisor.take() {
+            s.stop();
         }
         if let Some(w) = self.log_writer.take() {
             w.stop();

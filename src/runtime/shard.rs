@@ -25,6 +25,8 @@ pub struct Shard {
     pub api_in_flight: RefCell<Vec<u32>>,
     /// Hashes rate-limit keys; per shard, like the key tables.
     pub key_hasher: ahash::RandomState,
+    /// Failure reports to the endpoint supervisor (outlier ejection).
+    pub events: Option<crossbeam_channel::Sender<super::control::ControlEvent>>,
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Vec<UpstreamState>,
     pub pool: RefCell<Pool<UpstreamConn>>,
@@ -65,6 +67,7 @@ impl Shard {
             limiter: RefCell::new(ShardLimiter::new(&service_keys, &api_keys)),
             api_in_flight: RefCell::new(vec![0; snapshot.apis.len()]),
             key_hasher: ahash::RandomState::new(),
+            events: None,
             snapshot,
             upstreams,
             pool: RefCell::new(Pool::default()),
@@ -95,6 +98,21 @@ impl Shard {
             m.latency.reset();
         }
         snap
+    }
+
+    /// Reports a request outcome on an endpoint to the supervisor: every failure, and the first
+    /// success after a failure (so healthy traffic sends nothing across cores).
+    pub fn report(&self, upstream: usize, endpoint: usize, failure: bool) {
+        let Some(tx) = &self.events else { return };
+        if self.snapshot.upstreams[upstream].outlier.is_none() {
+            return;
+        }
+        let flag = &self.upstreams[upstream].reported_failure[endpoint];
+        if failure || flag.get() {
+            flag.set(failure);
+            // a full queue drops the report: ejection is a statistical signal, never a blocker
+            let _ = tx.try_send(super::control::ControlEvent::Outcome { upstream, endpoint, failure });
+        }
     }
 
     /// A fresh 32-hex-digit request id.

@@ -35,6 +35,8 @@ pub struct WorkerSpec {
     pub report: Sender<WorkerReport>,
     /// Where the access log's blocks go, when it is enabled.
     pub log_tx: Option<Sender<String>>,
+    /// Failure reports to the endpoint supervisor.
+    pub events: Sender<super::control::ControlEvent>,
 }
 
 /// Thread body of a worker.
@@ -114,12 +116,14 @@ impl StopSlot {
 }
 
 async fn serve(spec: WorkerSpec, driver: &'static str) {
-    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx } = spec;
+    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx, events } = spec;
     let log = match (&snapshot.access_log, log_tx) {
         (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
         _ => None,
     };
-    let shard = Rc::new(Shard::new(id, workers, snapshot, driver, log));
+    let mut shard = Shard::new(id, workers, snapshot, driver, log);
+    shard.events = Some(events);
+    let shard = Rc::new(shard);
     let mut accepting = Vec::with_capacity(listeners.len());
     for l in listeners {
         match TcpListener::from_std(l) {
@@ -149,6 +153,11 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         match msg {
             ControlMsg::Stats { reset, reply } => {
                 let _ = reply.send(shard.metrics_snapshot(reset));
+            }
+            ControlMsg::Endpoint { upstream, endpoint, available } => {
+                if let Some(flag) = shard.upstreams.get(upstream).and_then(|u| u.available.get(endpoint)) {
+                    flag.set(available);
+                }
             }
             ControlMsg::Shutdown => break,
         }

@@ -25,14 +25,19 @@ impl SmoothWeighted {
 
     /// Picks an endpoint other than `skip` when there is one (for a retry after a failure).
     pub fn pick_excluding(&mut self, skip: usize) -> usize {
-        let n = self.weights.len();
-        if n == 1 {
+        if self.weights.len() == 1 {
             return 0;
         }
+        self.pick_where(|i| i != skip).unwrap_or(0)
+    }
+
+    /// Picks among the endpoints `allowed` admits; `None` when it admits none.
+    pub fn pick_where(&mut self, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.weights.len();
         let mut best = usize::MAX;
         let mut total = 0;
         for i in 0..n {
-            if i == skip {
+            if !allowed(i) {
                 continue;
             }
             self.current[i] += self.weights[i];
@@ -41,9 +46,12 @@ impl SmoothWeighted {
                 best = i;
             }
         }
-        debug_assert!(best < n && total <= self.total);
+        if best == usize::MAX {
+            return None;
+        }
+        debug_assert!(total <= self.total);
         self.current[best] -= total;
-        best
+        Some(best)
     }
 }
 
@@ -66,6 +74,15 @@ mod tests {
         let mut b = SmoothWeighted::new(&[1, 1, 1]);
         let picks: Vec<usize> = (0..6).map(|_| b.pick()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn unavailable_endpoints_are_skipped_and_weights_kept_among_the_rest() {
+        let mut b = SmoothWeighted::new(&[2, 1, 1]);
+        let mut counts = [0; 3];
+        (0..300).for_each(|_| counts[b.pick_where(|i| i != 1).unwrap()] += 1);
+        assert_eq!(counts, [200, 0, 100]);
+        assert_eq!(b.pick_where(|_| false), None);
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! The endpoint supervisor: one thread that owns every upstream's health and outlier state,
+//! fed by probe results (one prober thread per upstream with `health`) and by failure reports
+//! from the workers; it broadcasts each change of an endpoint's availability to every worker.
+//!
+//! Per-core vs shared: workers only keep a flag per endpoint (`UpstreamState::available`);
+//! the decision (probe thresholds, Envoy-style ejection with backoff and the ejected-percent
+//! cap) is made once here, so an ejected endpoint leaves rotation on every core at once.
+//! `EndpointStatus` is shared with the admin thread behind a mutex (control path only).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::control::{ControlEvent, ControlMsg, Outbox};
+use crate::config::Snapshot;
+use crate::upstream::health::{probe, HealthState};
+use crate::upstream::outlier::{Outlier, Verdict};
+
+/// How often ejections are checked for expiry.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What the admin endpoint shows for one endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointStatus {
+    pub healthy: bool,
+    pub last_probe: Option<String>,
+    pub ejected_for_ms: Option<u64>,
+    pub times_ejected: u32,
+    pub consecutive_failures: u32,
+}
+
+/// Shared status table: `[upstream][endpoint]`.
+pub type StatusTable = Arc<Mutex<Vec<Vec<EndpointStatus>>>>;
+
+/// The running supervisor and its probers.
+pub struct Supervisor {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub status: StatusTable,
+}
+
+impl Supervisor {
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct UpstreamTrack {
+    health: Vec<HealthState>,
+    outlier: Option<Outlier>,
+    available: Vec<bool>,
+    times_ejected: Vec<u32>,
+}
+
+/// Starts the supervisor thread and one prober per upstream with `health`.
+pub fn start(
+    snapshot: Arc<Snapshot>,
+    outboxes: Vec<Outbox>,
+    events: Receiver<ControlEvent>,
+    tx: crossbeam_channel::Sender<ControlEvent>,
+) -> std::io::Result<Supervisor> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let status: StatusTable = Arc::new(Mutex::new(
+        snapshot
+            .upstreams
+            .iter()
+            .map(|u| vec![EndpointStatus { healthy: true, ..Default::default() }; u.endpoints.len()])
+            .collect(),
+    ));
+    let mut threads = Vec::new();
+    for (ui, up) in snapshot.upstreams.iter().enumerate() {
+        let Some(cfg) = up.health.clone() else { continue };
+        let (addrs, source, tx, stop) =
+            (up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(), up.egress_ip, tx.clone(), stop.clone());
+        let name = format!("ringway-hc-{}", up.name);
+        threads.push(std::thread::Builder::new().name(name).spawn(move || {
+            let mut seed = (ui as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            while !stop.load(Ordering::SeqCst) {
+                for (ei, addr) in addrs.iter().enumerate() {
+                    let result = probe(*addr, source, &cfg);
+                    if tx.send(ControlEvent::Probe { upstream: ui, endpoint: ei, result }).is_err() {
+                        return;
+                    }
+                }
+                // interval ± 10% jitter, so probes from many instances do not align
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let jitter = (seed % 2001) as f64 / 10_000.0 - 0.1;
+                let wait = cfg.interval.mul_f64(1.0 + jitter);
+                let t0 = Instant::now();
+                while t0.elapsed() < wait && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(TICK.min(wait));
+                }
+            }
+        })?);
+    }
+    let mut tracks: Vec<UpstreamTrack> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| UpstreamTrack {
+            health: vec![HealthState::default(); u.endpoints.len()],
+            outlier: u.outlier.map(|c| Outlier::new(c, u.endpoints.len())),
+            available: vec![true; u.endpoints.len()],
+            times_ejected: vec![0; u.endpoints.len()],
+        })
+        .collect();
+    let (st, flag, snap) = (status.clone(), stop.clone(), snapshot);
+    threads.push(std::thread::Builder::new().name("ringway-endpoints".into()).spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            match events.recv_timeout(TICK) {
+                Ok(ev) => handle(&snap, &mut tracks, &st, ev, now),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            for (ui, t) in tracks.iter_mut().enumerate() {
+                if let Some(o) = &mut t.outlier {
+                    for v in o.expire(Instant::now()) {
+                        if let Verdict::Readmit { endpoint } = v {
+                            tracing::info!(upstream = %snap.upstreams[ui].name, endpoint = %snap.upstreams[ui].endpoints[endpoint].addr, "Ejection over; endpoint back in rotation");
+                        }
+                    }
+                }
+                publish(&snap, ui, t, &st, &outboxes);
+            }
+        }
+    })?);
+    Ok(Supervisor { stop, threads, status })
+}
+
+fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, ev: ControlEvent, now: Instant) {
+    match ev {
+        ControlEvent::Outcome { upstream, endpoint, failure } => {
+            let t = &mut tracks[upstream];
+            if let Some(o) = &mut t.outlier {
+                if let Some(Verdict::Eject { until, .. }) = o.observe(endpoint, failure, now) {
+                    t.times_ejected[endpoint] += 1;
+                    let up = &snap.upstreams[upstream];
+                    tracing::warn!(upstream = %up.name, endpoint = %up.endpoints[endpoint].addr, ejected_ms = (until - now).as_millis() as u64, "Endpoint ejected after consecutive failures");
+                }
+            }
+        }
+        ControlEvent::Probe { upstream, endpoint, result } => {
+            let t = &mut tracks[upstream];
+            let Some(cfg) = &snap.upstreams[upstream].health else { return };
+            let ok = result.is_ok();
+            if let Some(flipped) = t.health[endpoint].observe(ok, cfg) {
+                let up = &snap.upstreams[upstream];
+                tracing::warn!(upstream = %up.name, endpoint = %up.endpoints[endpoint].addr, healthy = flipped, reason = ?result, "Health check changed state");
+            }
+            if ok {
+                if let Some(o) = &mut t.outlier {
+                    o.readmit(endpoint);
+                }
+            }
+            if let Ok(mut s) = status.lock() {
+                s[upstream][endpoint].last_probe = Some(match &result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => e.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// Recomputes availability (healthy and not ejected), broadcasts changes, refreshes the table.
+fn publish(snap: &Snapshot, ui: usize, t: &mut UpstreamTrack, status: &StatusTable, outboxes: &[Outbox]) {
+    let now = Instant::now();
+    for ei in 0..t.available.len() {
+        let ejected = t.outlier.as_ref().and_then(|o| o.ejected_until(ei, now));
+        let available = t.health[ei].healthy && ejected.is_none();
+        if available != t.available[ei] {
+            t.available[ei] = available;
+            for o in outboxes {
+                o.send(ControlMsg::Endpoint { upstream: ui, endpoint: ei, available });
+            }
+        }
+        if let Ok(mut s) = status.lock() {
+            let e = &mut s[ui][ei];
+            e.healthy = t.health[ei].healthy;
+            e.ejected_for_ms = ejected.map(|u| (u - now).as_millis() as u64);
+            e.times_ejected = t.times_ejected[ei];
+            e.consecutive_failures = t.outlier.as_ref().map_or(0, |o| o.failures(ei));
+        }
+    }
+    let _ = snap;
+}
