@@ -765,10 +765,10 @@ async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool, session: 
         Ok(c) => Ok(c),
         Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
             tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
-            let mut b = state.balancer.borrow_mut();
-            let second =
-                b.pick_where(|i| i != first && available(i)).or_else(|| try_all.then(|| b.pick_excluding(first)));
-            drop(b);
+            let second = {
+                let mut b = state.balancer.borrow_mut();
+                b.pick_where(|i| i != first && available(i)).or_else(|| try_all.then(|| b.pick_excluding(first)))
+            };
             match second {
                 Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
                 None => Err(err),
