@@ -121,8 +121,12 @@ fn upstreams(state: &AdminState) -> Reply {
             out.push(',');
         }
         let egress = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
-        let _ =
-            write!(out, "{{\"name\":\"{}\",\"balance\":\"round_robin\",\"egress_ip\":{egress},\"endpoints\":[", u.name);
+        let _ = write!(
+            out,
+            "{{\"name\":\"{}\",\"balance\":\"{}\",\"egress_ip\":{egress},\"endpoints\":[",
+            u.name,
+            balance_name(&u.balance)
+        );
         let table = state.endpoint_status.lock().map(|t| t[i].clone()).unwrap_or_default();
         for (j, e) in u.endpoints.iter().enumerate() {
             let sep = if j > 0 { "," } else { "" };
@@ -158,6 +162,15 @@ fn upstreams(state: &AdminState) -> Reply {
     }
     out.push_str("]}");
     Reply::json(out)
+}
+
+fn balance_name(b: &crate::config::Balance) -> String {
+    match b {
+        crate::config::Balance::RoundRobin => "round_robin".into(),
+        crate::config::Balance::LeastRequest => "least_request".into(),
+        crate::config::Balance::Hash(crate::config::HashKey::ClientIp) => "hash(client_ip)".into(),
+        crate::config::Balance::Hash(crate::config::HashKey::Header(h)) => format!("hash(header:{h})"),
+    }
 }
 
 fn config(state: &AdminState) -> String {

@@ -49,6 +49,7 @@ pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 pub const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
 pub const DEFAULT_MAX_EJECTION_MS: u64 = 300_000;
 pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 10;
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default burst: a tenth of a second's worth of the rate (at least 1).
 pub const DEFAULT_BURST_DIVISOR: u64 = 10;
@@ -389,10 +390,19 @@ impl Compiler<'_> {
         }
         let balance = match f.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
             None | Some(("round_robin", _)) => Balance::RoundRobin,
-            Some((other, span)) => {
-                let msg = format!("unknown balance policy \"{other}\"; supported: \"round_robin\"");
-                return Err(self.err(format!("{base}.balance"), span, msg));
-            }
+            Some(("least_request", _)) => Balance::LeastRequest,
+            Some(("hash(client_ip)", _)) => Balance::Hash(HashKey::ClientIp),
+            Some((other, span)) => match other.strip_prefix("hash(header:").and_then(|r| r.strip_suffix(')')) {
+                Some(name) if !name.is_empty() && name.bytes().all(is_tchar) => {
+                    Balance::Hash(HashKey::Header(name.to_ascii_lowercase()))
+                }
+                _ => {
+                    let msg = format!(
+                        "unknown balance policy \"{other}\"; supported: \"round_robin\", \"least_request\", \"hash(client_ip)\", \"hash(header:NAME)\""
+                    );
+                    return Err(self.err(format!("{base}.balance"), span, msg));
+                }
+            },
         };
         Ok(Upstream {
             name: name.to_string(),
@@ -407,6 +417,20 @@ impl Compiler<'_> {
                 .max_requests_per_connection
                 .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION)
                 .max(1),
+            retry_budget_percent: match &f.retry_budget_percent {
+                Some(p) if *p.get_ref() > 100 => {
+                    return Err(self.err(format!("{base}.retry_budget_percent"), p.span(), "must be from 0 to 100"))
+                }
+                Some(p) => *p.get_ref(),
+                None => DEFAULT_RETRY_BUDGET_PERCENT,
+            },
+            max_connections: match &f.max_connections {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(self.err(format!("{base}.max_connections"), m.span(), "must be at least 1"))
+                }
+                Some(m) => Some(*m.get_ref()),
+                None => None,
+            },
             health: self.health(&base, f.health.as_ref())?,
             outlier: self.outlier(&base, f.outlier.as_ref())?,
             when_all_down: match f.when_all_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
@@ -600,7 +624,17 @@ impl Compiler<'_> {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
+        let timeout = ms(f.timeout_ms, DEFAULT_API_TIMEOUT_MS);
+        let retries = match &f.retries {
+            Some(r) if *r.get_ref() > 5 => {
+                return Err(self.err(format!("{path}.retries"), r.span(), "must be from 0 to 5"))
+            }
+            Some(r) => *r.get_ref(),
+            None => 0,
+        };
         let api = Api {
+            retries,
+            per_try_timeout: f.per_try_timeout_ms.map_or(timeout, Duration::from_millis),
             limit,
             key_limit,
             max_in_flight,

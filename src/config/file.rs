@@ -131,6 +131,8 @@ pub struct FileUpstream {
     pub pool_idle_timeout_ms: Option<u64>,
     pub pool_max_idle_per_endpoint: Option<usize>,
     pub max_requests_per_connection: Option<u32>,
+    pub max_connections: Option<Spanned<u32>>,
+    pub retry_budget_percent: Option<Spanned<u32>>,
     pub health: Option<Spanned<FileHealth>>,
     pub outlier: Option<Spanned<FileOutlier>>,
     /// "fail_fast" | "try_all".
@@ -206,6 +208,8 @@ pub struct FileApi {
     pub strip_base_path: bool,
     pub max_body_bytes: Option<u64>,
     pub max_in_flight: Option<Spanned<u32>>,
+    pub retries: Option<Spanned<u32>>,
+    pub per_try_timeout_ms: Option<u64>,
     pub max_qps: Option<Spanned<u64>>,
     pub burst: Option<Spanned<u64>>,
     /// "client_ip" | "header:NAME".

@@ -107,10 +107,22 @@ pub struct ListenerConfig {
 }
 
 /// Balancing policy of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's algorithm).
     RoundRobin,
+    /// Power of two choices on per-core in-flight requests (weighted).
+    LeastRequest,
+    /// Consistent hashing (ketama ring) on a request key.
+    Hash(HashKey),
+}
+
+/// What `balance = "hash(..)"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// A request header, lower-case; requests without it hash the empty value.
+    Header(String),
 }
 
 /// One upstream address.
@@ -134,6 +146,11 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
     pub max_requests_per_connection: u32,
+    /// Open connections per worker to this upstream (in use + idle); at the cap a request that
+    /// needs a new connection gets 503 at once (never queued).
+    pub max_connections: Option<u32>,
+    /// Retries allowed as a percentage of requests (per worker, over a ~1 s decaying window).
+    pub retry_budget_percent: u32,
     /// Active health checks, if configured.
     pub health: Option<crate::upstream::health::HealthConfig>,
     /// Passive outlier ejection (on by default).
@@ -204,6 +221,11 @@ pub struct Api {
     pub key_limit: Option<KeyRule>,
     /// Concurrent requests per worker (503 above it); the configured value split over workers.
     pub max_in_flight: Option<u32>,
+    /// Extra tries on another endpoint after a 502/503/504 or an upstream failure (idempotent
+    /// requests without a body only; connect failures are always retried once).
+    pub retries: u32,
+    /// Response-head timeout of each try.
+    pub per_try_timeout: Duration,
 }
 
 impl Snapshot {

@@ -36,6 +36,7 @@ pub struct UpstreamCounters {
     pub connect_failures: u64,
     pub pool_hits: u64,
     pub failures: u64,
+    pub retries: u64,
 }
 
 /// Everything one worker records; cloned into a [`MetricsSnapshot`] on scrape.
@@ -118,6 +119,7 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
             t.connect_failures += u.connect_failures;
             t.pool_hits += u.pool_hits;
             t.failures += u.failures;
+            t.retries += u.retries;
         }
         total.connections_total += m.connections_total;
         for (t, l) in total.limited.iter_mut().zip(&m.limited) {

@@ -231,7 +231,7 @@ fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &
 
 fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
     type Field = (&'static str, &'static str, fn(&super::UpstreamCounters) -> u64);
-    let fields: [Field; 5] = [
+    let fields: [Field; 6] = [
         ("ringway_upstream_requests_total", "Requests sent upstream.", |u| u.requests),
         ("ringway_upstream_connects_total", "New upstream connections dialed.", |u| u.connects),
         ("ringway_upstream_connect_failures_total", "Upstream connect attempts that failed.", |u| u.connect_failures),
@@ -239,6 +239,7 @@ fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
         ("ringway_upstream_failures_total", "Upstream errors after connecting (reset, timeout, bad response).", |u| {
             u.failures
         }),
+        ("ringway_upstream_retries_total", "Requests retried on another endpoint.", |u| u.retries),
     ];
     for (name, help, get) in fields {
         header(o, name, "counter", help);

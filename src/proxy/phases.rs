@@ -22,7 +22,7 @@ use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
 use super::session::{micros_since, LogFields, Session};
 use crate::config::ServiceId;
-use crate::config::{AllDown, ApiId, RouteMatch, Target, UpstreamId};
+use crate::config::{AllDown, ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{
     parse_request, parse_response, upgrade_accepted, BodyKind, HeadLimits, ParseError, RequestHead, Version,
@@ -30,12 +30,13 @@ use crate::http::{
 use crate::limit::{client_ip, KeyRule, KeySource, Refusal, Rules};
 use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
-use crate::upstream::{connect, is_idle_and_open, PoolKey, UpstreamConn};
+use crate::upstream::{connect, is_idle_and_open, ring_hash, PoolKey, UpstreamConn};
 use std::net::IpAddr;
 
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
 struct UpSide {
     conn: Conn,
+    slot: crate::upstream::ConnSlot,
     /// Endpoint index in the upstream.
     ep: usize,
     key: PoolKey,
@@ -74,6 +75,8 @@ struct Plan {
     expect_continue: bool,
     /// Protocols offered upstream in `Upgrade` (h2c removed), when the client asked to upgrade.
     upgrade: Option<SmallVec<[u8; 32]>>,
+    /// Consistent-hash key, for upstreams balanced by `hash(..)`.
+    hash_key: Option<u64>,
     action: Action,
     service: Option<ServiceId>,
     /// The routed API, also when the request was refused after routing.
@@ -309,6 +312,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         body: head.body,
         expect_continue: head.expect_continue,
         upgrade: head.upgrade.map(offered_upgrade).filter(|u| !u.is_empty()),
+        hash_key: None,
         action: Action::Reject(Error::downstream(Kind::NoRoute)),
         service: None,
         api: None,
@@ -366,6 +370,15 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
     plan.action = match &api.target {
         Target::Mock(_) => Action::Mock(api_id),
         Target::Upstream(uid) => {
+            plan.hash_key = match &snapshot.upstreams[*uid].balance {
+                Balance::Hash(HashKey::ClientIp) => Some(ring_hash(client.to_string().as_bytes())),
+                Balance::Hash(HashKey::Header(name)) => {
+                    let v =
+                        head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&[][..], |h| h.value);
+                    Some(ring_hash(v))
+                }
+                _ => None,
+            };
             let trusted_peer = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.addr));
             let cx = RequestContext {
                 client_ip: &peer.ip,
@@ -493,10 +506,18 @@ async fn proxy(
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
     let body_done_before = plan.body == BodyKind::None;
     let mut attempt = 0;
+    let (mut fresh, mut avoid) = (false, None);
+    let state = &shard.upstreams[uid];
+    state.count_request();
+    // in flight on the chosen endpoint until this function returns (least_request)
+    let mut _flight: Option<EndpointFlight<'_>> = None;
     let (mut upc, framing, up_keep_alive, head_at) = loop {
         attempt += 1;
         // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
-        let mut upc = upstream_conn(shard, uid, attempt == 1, session).await.map_err(|e| (e, body_done_before))?;
+        let mut upc = upstream_conn(shard, uid, plan.hash_key, !fresh, avoid, session)
+            .await
+            .map_err(|e| (e, body_done_before))?;
+        _flight = Some(EndpointFlight::enter(&shard.upstreams[uid], upc.ep)); // replaces a failed attempt's
         session.endpoint = Some(upc.key.endpoint);
         if plan.expect_continue && client.pending().is_empty() {
             s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -567,13 +588,16 @@ async fn proxy(
             if err.side == Side::Upstream {
                 shard.metrics.borrow_mut().upstreams[uid].failures += 1;
             }
-            if err.retry == Retry::IfIdempotent && attempt == 1 {
+            if err.retry == Retry::IfIdempotent && !fresh {
+                fresh = true; // the stale-pool race: once more on a new connection
                 continue;
             }
             return Err((err, false));
         }
         // phase 9b: response head
-        let head = read_response_head(shard, &mut upc, plan, api.timeout, &mut s.out, keep_alive, &client.stream).await;
+        let head =
+            read_response_head(shard, &mut upc, plan, api.per_try_timeout, &mut s.out, keep_alive, &client.stream)
+                .await;
         match &head {
             Ok((_, _, status)) => shard.report(uid, upc.ep, *status >= 500),
             Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent => {
@@ -582,6 +606,20 @@ async fn proxy(
             }
             Err(_) => shard.metrics.borrow_mut().upstreams[uid].failures += 1,
         }
+        // retries: another endpoint, idempotent requests without a body, within the budget
+        let gateway_status = matches!(head, Ok((_, _, 502..=504)));
+        let upstream_failed = matches!(&head, Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent);
+        if (gateway_status || upstream_failed)
+            && attempt <= api.retries
+            && plan.idempotent
+            && body_done_before
+            && state.try_retry(up.retry_budget_percent, Instant::now())
+        {
+            tracing::debug!(endpoint = %upc.key.endpoint, attempt, "Retrying on another endpoint");
+            shard.metrics.borrow_mut().upstreams[uid].retries += 1;
+            avoid = Some(upc.ep);
+            continue;
+        }
         match head {
             Ok((framing, up_keep_alive, status)) => {
                 let head_at = Instant::now();
@@ -589,8 +627,9 @@ async fn proxy(
                 (session.status, session.bytes_out) = (status, s.out.len() as u64);
                 break (upc, framing, up_keep_alive, head_at);
             }
-            Err(err) if err.retry == Retry::IfIdempotent && attempt == 1 && body_done_before && plan.idempotent => {
-                continue
+            Err(err) if err.retry == Retry::IfIdempotent && !fresh && body_done_before && plan.idempotent => {
+                fresh = true;
+                continue;
             }
             Err(mut err) => {
                 err.context = format!("{}: {}", upc.key.endpoint, err.context);
@@ -632,8 +671,8 @@ async fn proxy(
     // extra bytes after the body (U12) or any framing doubt: never reuse
     let reusable = up_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
     if reusable && !shard.draining.get() {
-        let UpSide { conn, key, requests, .. } = upc;
-        let idle = UpstreamConn { stream: conn.stream, buf: conn.buf, requests };
+        let UpSide { conn, key, requests, slot, .. } = upc;
+        let idle = UpstreamConn { slot, stream: conn.stream, buf: conn.buf, requests };
         shard.pool.borrow_mut().checkin(key, idle, head_at, up.pool_max_idle_per_endpoint);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
@@ -750,25 +789,37 @@ async fn read_response_head(
 
 /// Phases 7 + 8: pick an endpoint, take a pooled connection or dial one. A failed dial is retried
 /// once on another endpoint (nothing was sent, so this is safe for every method).
-async fn upstream_conn(shard: &Shard, uid: UpstreamId, use_pool: bool, session: &mut Session) -> Result<UpSide, Error> {
+async fn upstream_conn(
+    shard: &Shard,
+    uid: UpstreamId,
+    key: Option<u64>,
+    use_pool: bool,
+    avoid: Option<usize>,
+    session: &mut Session,
+) -> Result<UpSide, Error> {
     let up = &shard.snapshot.upstreams[uid];
     let state = &shard.upstreams[uid];
-    let available = |i: usize| state.available[i].get();
+    // a retry avoids the endpoint that just failed, when there is another
+    let others = avoid.is_some() && (0..up.endpoints.len()).any(|i| Some(i) != avoid && state.available[i].get());
+    let available = |i: usize| state.available[i].get() && !(others && Some(i) == avoid);
     let try_all = up.when_all_down == AllDown::TryAll;
-    let picked = state.balancer.borrow_mut().pick_where(available);
+    let picked = state.choose(&up.balance, key, available);
     let first = match picked {
         Some(i) => i,
-        None if try_all => state.balancer.borrow_mut().pick(),
+        None if try_all => state.choose(&up.balance, key, |_| true).unwrap_or(0),
         None => return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("every endpoint of {} is down", up.name))),
     };
     match dial_or_reuse(shard, uid, first, use_pool, session).await {
         Ok(c) => Ok(c),
         Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
             tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
-            let second = {
-                let mut b = state.balancer.borrow_mut();
-                b.pick_where(|i| i != first && available(i)).or_else(|| try_all.then(|| b.pick_excluding(first)))
-            };
+            let second = state.choose(&up.balance, key, |i| i != first && available(i)).or_else(|| {
+                if try_all {
+                    state.choose(&up.balance, key, |i| i != first)
+                } else {
+                    None
+                }
+            });
             match second {
                 Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
                 None => Err(err),
@@ -796,10 +847,23 @@ async fn dial_or_reuse(
             // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
             if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
                 shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
-                return Ok(UpSide { conn: Conn::new(c.stream, c.buf), ep, key, requests: c.requests, reused: true });
+                return Ok(UpSide {
+                    conn: Conn::new(c.stream, c.buf),
+                    slot: c.slot,
+                    ep,
+                    key,
+                    requests: c.requests,
+                    reused: true,
+                });
             }
         }
     }
+    let state = &shard.upstreams[uid];
+    if up.max_connections.is_some_and(|max| state.open.get() >= max) {
+        // circuit cap: never queue, answer at once (U17)
+        return Err(Error::upstream(Kind::Overloaded, format!("{}: max_connections reached", up.name)));
+    }
+    let slot = crate::upstream::ConnSlot::new(&state.open);
     let t0 = Instant::now();
     let dialed = connect(key.endpoint, key.source_ip, up.connect_timeout).await;
     let mut m = shard.metrics.borrow_mut();
@@ -814,7 +878,14 @@ async fn dial_or_reuse(
     match dialed {
         Ok(stream) => {
             session.connect_us = Some(micros_since(t0));
-            Ok(UpSide { conn: Conn::new(stream, Vec::with_capacity(16 * 1024)), ep, key, requests: 0, reused: false })
+            Ok(UpSide {
+                conn: Conn::new(stream, Vec::with_capacity(16 * 1024)),
+                slot,
+                ep,
+                key,
+                requests: 0,
+                reused: false,
+            })
         }
         Err(e) => {
             let kind =
@@ -825,6 +896,22 @@ async fn dial_or_reuse(
             };
             Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
         }
+    }
+}
+
+/// Counts a request as in flight on an endpoint (least_request) for as long as it lives.
+struct EndpointFlight<'a>(&'a crate::upstream::UpstreamState, usize);
+
+impl<'a> EndpointFlight<'a> {
+    fn enter(state: &'a crate::upstream::UpstreamState, ep: usize) -> Self {
+        state.in_flight[ep].set(state.in_flight[ep].get() + 1);
+        Self(state, ep)
+    }
+}
+
+impl Drop for EndpointFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight[self.1].set(self.0.in_flight[self.1].get() - 1);
     }
 }
 
