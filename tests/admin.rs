@@ -120,7 +120,8 @@ fn upstreams_and_config_describe_the_running_instance() {
     get(gw.addr, "a", "/x");
     let u = admin_get(&gw, "/upstreams").text();
     assert!(u.contains(&format!("{{\"addr\":\"{}\",\"weight\":1,", up.addr)), "{u}");
-    assert!(u.contains("\"egress_ip\":null"), "{u}");
+    assert!(u.contains("\"egress_ip\":[]"), "{u}");
+    assert!(u.contains("\"state\":\"healthy\""), "{u}");
     assert!(u.contains("\"requests\":1,\"connects\":1,\"connect_failures\":0,\"pool_hits\":0"), "{u}");
     let c = admin_get(&gw, "/config").text();
     assert!(c.starts_with("{\"generation\":1,\"workers\":[{\"worker\":0,"), "{c}");

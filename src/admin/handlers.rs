@@ -120,7 +120,7 @@ fn upstreams(state: &AdminState) -> Reply {
         if i > 0 {
             out.push(',');
         }
-        let egress = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+        let egress = ip_list(&u.egress_ips);
         let _ = write!(
             out,
             "{{\"name\":\"{}\",\"balance\":\"{}\",\"egress_ip\":{egress},\"endpoints\":[",
@@ -164,6 +164,12 @@ fn upstreams(state: &AdminState) -> Reply {
     Reply::json(out)
 }
 
+/// `["a","b"]` (empty when the kernel picks the source address).
+fn ip_list(ips: &[std::net::IpAddr]) -> String {
+    let items: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+    format!("[{}]", items.join(","))
+}
+
 fn balance_name(b: &crate::config::Balance) -> String {
     match b {
         crate::config::Balance::RoundRobin => "round_robin".into(),
@@ -190,11 +196,11 @@ fn config(state: &AdminState) -> String {
         let sep = if i > 0 { "," } else { "" };
         let _ = write!(out, "{sep}{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", l.name);
     }
-    let egress = s.instance.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+    let egress = ip_list(&s.instance.egress_ips);
     let _ = write!(out, "],\"egress_ip\":{egress},\"upstream_egress\":{{");
     for (i, u) in s.upstreams.iter().enumerate() {
         let sep = if i > 0 { "," } else { "" };
-        let ip = u.egress_ip.map_or("null".to_string(), |ip| format!("\"{ip}\""));
+        let ip = ip_list(&u.egress_ips);
         let _ = write!(out, "{sep}\"{}\":{ip}", u.name);
     }
     let _ = write!(out, "}},\"services\":{},\"apis\":{}}}", s.services.len(), s.apis.len());

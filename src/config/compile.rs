@@ -89,7 +89,7 @@ impl Compiler<'_> {
         let mut upstreams = Vec::new();
         for (name, up) in &file.upstream {
             upstream_ids.insert(name.clone(), upstreams.len());
-            upstreams.push(self.upstream(name, up, instance.egress_ip)?);
+            upstreams.push(self.upstream(name, up, &instance.egress_ips)?);
         }
         let mut services = Vec::new();
         let mut apis = Vec::new();
@@ -135,7 +135,7 @@ impl Compiler<'_> {
                 return Err(self.err("instance.io_driver", span, msg));
             }
         };
-        let egress_ip = f.egress_ip.as_ref().map(|ip| self.ip("instance.egress_ip", ip)).transpose()?;
+        let egress_ips = self.ips("instance.egress_ip", f.egress_ip.as_ref())?;
         let uring_entries = match &f.uring_entries {
             Some(e) if !(16..=32768).contains(e.get_ref()) || !e.get_ref().is_power_of_two() => {
                 return Err(self.err("instance.uring_entries", e.span(), "must be a power of two from 16 to 32768"));
@@ -150,7 +150,7 @@ impl Compiler<'_> {
             deny: self.cidrs("instance.ip_deny", &f.ip_deny)?,
         };
         let trusted_proxies = self.cidrs("instance.trusted_proxies", &f.trusted_proxies)?;
-        Ok(Instance { workers, io_driver, egress_ip, drain_timeout, uring_entries, limit, ip_filter, trusted_proxies })
+        Ok(Instance { workers, io_driver, egress_ips, drain_timeout, uring_entries, limit, ip_filter, trusted_proxies })
     }
 
     fn http(&self, f: &FileHttp) -> Result<HttpLimits, ConfigError> {
@@ -350,19 +350,39 @@ impl Compiler<'_> {
         Ok(Some(AccessLogConfig { target, format }))
     }
 
-    fn ip(&self, path: &str, s: &Spanned<String>) -> Result<IpAddr, ConfigError> {
-        s.get_ref().parse().map_err(|_| self.err(path, s.span(), format!("\"{}\" is not an IP address", s.get_ref())))
+    /// One IP or a list of IPs, all of one address family.
+    fn ips(&self, path: &str, v: Option<&Spanned<OneOrMany>>) -> Result<Vec<IpAddr>, ConfigError> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        let list: Vec<&String> = match v.get_ref() {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(l) => l.iter().collect(),
+        };
+        let mut out = Vec::new();
+        for s in list {
+            let ip: IpAddr =
+                s.parse().map_err(|_| self.err(path, v.span(), format!("\"{s}\" is not an IP address")))?;
+            if out.first().is_some_and(|f: &IpAddr| f.is_ipv4() != ip.is_ipv4()) {
+                return Err(self.err(path, v.span(), "mixes IPv4 and IPv6 addresses"));
+            }
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        if out.is_empty() {
+            return Err(self.err(path, v.span(), "needs at least one IP address"));
+        }
+        Ok(out)
     }
 
-    fn upstream(&self, name: &str, f: &FileUpstream, default_egress: Option<IpAddr>) -> Result<Upstream, ConfigError> {
+    fn upstream(&self, name: &str, f: &FileUpstream, default_egress: &[IpAddr]) -> Result<Upstream, ConfigError> {
         let base = format!("upstream.{name}");
         check_name(name).map_err(|m| ConfigError::new(&base, None, m))?;
         let list = f.endpoints.get_ref();
         if list.is_empty() {
             return Err(self.err(format!("{base}.endpoints"), f.endpoints.span(), "needs at least one endpoint"));
         }
-        let own_egress = f.egress_ip.as_ref().map(|ip| self.ip(&format!("{base}.egress_ip"), ip)).transpose()?;
-        let egress_ip = own_egress.or(default_egress);
+        let own_egress = self.ips(&format!("{base}.egress_ip"), f.egress_ip.as_ref())?;
+        let egress_ips = if own_egress.is_empty() { default_egress.to_vec() } else { own_egress };
         let mut endpoints = Vec::with_capacity(list.len());
         for (i, e) in list.iter().enumerate() {
             let path = format!("{base}.endpoints[{i}]");
@@ -373,7 +393,7 @@ impl Compiler<'_> {
                     format!("\"{}\" is not an IP:port address", e.addr.get_ref()),
                 )
             })?;
-            if let Some(ip) = egress_ip {
+            if let Some(ip) = egress_ips.first() {
                 if ip.is_ipv4() != addr.is_ipv4() {
                     let msg = format!("{addr} cannot be reached from egress IP {ip} (address families differ)");
                     return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
@@ -408,7 +428,7 @@ impl Compiler<'_> {
             name: name.to_string(),
             endpoints,
             balance,
-            egress_ip,
+            egress_ips,
             connect_timeout: ms(f.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
             read_timeout: ms(f.read_timeout_ms, DEFAULT_READ_TIMEOUT_MS),
             pool_idle_timeout: ms(f.pool_idle_timeout_ms, DEFAULT_POOL_IDLE_TIMEOUT_MS),

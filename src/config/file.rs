@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A string or a list of strings (`egress_ip = "a"` or `egress_ip = ["a", "b"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +43,8 @@ pub struct FileInstance {
     pub workers: Option<Spanned<toml::Value>>,
     /// "auto" | "io_uring" | "legacy".
     pub io_driver: Option<Spanned<String>>,
-    /// Source address bound for every upstream connection.
-    pub egress_ip: Option<Spanned<String>>,
+    /// Source address(es) bound for upstream connections: one IP or a list (a pool).
+    pub egress_ip: Option<Spanned<OneOrMany>>,
     /// Graceful-drain deadline on SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
     /// io_uring submission-queue entries per worker.
@@ -125,7 +133,7 @@ pub struct FileListener {
 pub struct FileUpstream {
     pub endpoints: Spanned<Vec<FileEndpoint>>,
     pub balance: Option<Spanned<String>>,
-    pub egress_ip: Option<Spanned<String>>,
+    pub egress_ip: Option<Spanned<OneOrMany>>,
     pub connect_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
     pub pool_idle_timeout_ms: Option<u64>,

@@ -59,8 +59,9 @@ pub enum IoDriver {
 pub struct Instance {
     pub workers: Workers,
     pub io_driver: IoDriver,
-    /// Default source IP for upstream connections (`None`: the kernel chooses).
-    pub egress_ip: Option<IpAddr>,
+    /// Default source IPs for upstream connections, spread over per core (empty: the kernel
+    /// chooses).
+    pub egress_ips: Vec<IpAddr>,
     pub drain_timeout: Duration,
     pub uring_entries: u32,
     /// Instance-wide QPS cap.
@@ -138,8 +139,8 @@ pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub balance: Balance,
-    /// Effective source IP: the upstream's override, else the instance's.
-    pub egress_ip: Option<IpAddr>,
+    /// Effective source IPs (a pool): the upstream's override, else the instance's.
+    pub egress_ips: Vec<IpAddr>,
     pub connect_timeout: Duration,
     /// Idle time allowed between reads of the response body.
     pub read_timeout: Duration,

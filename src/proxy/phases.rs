@@ -837,7 +837,7 @@ async fn dial_or_reuse(
     session: &mut Session,
 ) -> Result<UpSide, Error> {
     let up = &shard.snapshot.upstreams[uid];
-    let key = PoolKey { endpoint: up.endpoints[ep].addr, source_ip: up.egress_ip };
+    let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
     if use_pool {
         // the request started microseconds ago: its timestamp is good enough for idle expiry
         let now = session.started;
@@ -865,7 +865,8 @@ async fn dial_or_reuse(
     }
     let slot = crate::upstream::ConnSlot::new(&state.open);
     let t0 = Instant::now();
-    let dialed = connect(key.endpoint, key.source_ip, up.connect_timeout).await;
+    let source_ip = state.egress_for_new_connection(up, shard.worker);
+    let dialed = connect(key.endpoint, source_ip, up.connect_timeout).await;
     let mut m = shard.metrics.borrow_mut();
     m.upstreams[uid].connects += 1;
     if dialed.is_err() {
@@ -890,7 +891,7 @@ async fn dial_or_reuse(
         Err(e) => {
             let kind =
                 if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
-            let context = match key.source_ip {
+            let context = match source_ip {
                 Some(ip) => format!("connect {} from {ip}", key.endpoint),
                 None => format!("connect {}", key.endpoint),
             };

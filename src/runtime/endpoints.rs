@@ -76,8 +76,12 @@ pub fn start(
     let mut threads = Vec::new();
     for (ui, up) in snapshot.upstreams.iter().enumerate() {
         let Some(cfg) = up.health.clone() else { continue };
-        let (addrs, source, tx, stop) =
-            (up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(), up.egress_ip, tx.clone(), stop.clone());
+        let (addrs, source, tx, stop) = (
+            up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
+            up.egress_ips.first().copied(),
+            tx.clone(),
+            stop.clone(),
+        );
         let name = format!("ringway-hc-{}", up.name);
         threads.push(std::thread::Builder::new().name(name).spawn(move || {
             let mut seed = (ui as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);

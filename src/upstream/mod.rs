@@ -69,6 +69,8 @@ pub struct UpstreamState {
     /// Open connections to this upstream on this core (in use + pooled).
     pub open: std::rc::Rc<Cell<u32>>,
     budget: RefCell<RetryBudget>,
+    /// Next index into the upstream's egress pool for a new connection.
+    next_egress: Cell<usize>,
     /// Consistent-hash ring (hash balancing).
     pub ring: Option<Ring>,
     weights: Vec<u32>,
@@ -92,10 +94,22 @@ impl UpstreamState {
             in_flight: (0..n).map(|_| Cell::new(0)).collect(),
             open: std::rc::Rc::new(Cell::new(0)),
             budget: RefCell::new(RetryBudget { requests: 0.0, retries: 0.0, last: std::time::Instant::now() }),
+            next_egress: Cell::new(0),
             ring,
             rng: Cell::new(ahash::RandomState::new().hash_one(n) | 1),
             weights,
         }
+    }
+
+    /// The source IP for a new connection: the egress pool in turn (cores start at different
+    /// offsets, so together they spread over the whole pool).
+    pub fn egress_for_new_connection(&self, up: &Upstream, worker: usize) -> Option<std::net::IpAddr> {
+        if up.egress_ips.is_empty() {
+            return None;
+        }
+        let n = self.next_egress.get();
+        self.next_egress.set(n.wrapping_add(1));
+        Some(up.egress_ips[(n + worker) % up.egress_ips.len()])
     }
 
     /// Counts a request for the retry budget.

@@ -5,16 +5,18 @@
 //! type and `now`, so its logic is tested without sockets.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
-/// Which idle connections are interchangeable.
+/// Which idle connections are interchangeable: same endpoint, dialled under the same egress
+/// policy (the upstream's source-IP pool), so a connection from another upstream's egress IP is
+/// never reused. `source_ip` is the address this connection was bound to (for errors and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub endpoint: SocketAddr,
-    pub source_ip: Option<IpAddr>,
+    pub egress_policy: usize,
 }
 
 /// Idle connections of one shard.
@@ -74,7 +76,7 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
 
     fn key(port: u16) -> PoolKey {
-        PoolKey { endpoint: SocketAddr::from(([127, 0, 0, 1], port)), source_ip: None }
+        PoolKey { endpoint: SocketAddr::from(([127, 0, 0, 1], port)), egress_policy: 0 }
     }
 
     #[test]
@@ -101,11 +103,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_with_other_source_ip_do_not_share() {
+    fn keys_with_another_egress_policy_do_not_share() {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), 8);
-        let other = PoolKey { source_ip: Some("127.0.0.2".parse().unwrap()), ..key(1) };
+        let other = PoolKey { egress_policy: 1, ..key(1) };
         assert_eq!(pool.checkout(&other, clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
         assert_eq!(pool.checkout(&key(2), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
     }

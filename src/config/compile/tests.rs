@@ -42,7 +42,7 @@ fn valid_config_compiles_with_defaults() {
     assert_eq!(s.instance.workers, Workers::Count(2));
     assert_eq!(s.http.header_timeout, Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS));
     assert_eq!(s.upstreams[0].endpoints[0].weight, 2);
-    assert_eq!(s.upstreams[0].egress_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(s.upstreams[0].egress_ips, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!(s.services[0].base_path, "/shop", "trailing slash is normalised");
     assert_eq!(s.apis[0].timeout, Duration::from_millis(3000));
     let Target::Mock(m) = &s.apis[1].target else { panic!("mock") };
@@ -174,4 +174,35 @@ fn limit_and_ip_list_errors_name_their_keys() {
     assert!(e.starts_with("instance.ip_deny[1]: \"10.1.1.1/8\" has host bits set (did you mean 10.0.0.0/8?)"), "{e}");
     let e = err(&OK.replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nip_allow = [\"x\"]"));
     assert!(e.starts_with("service.shop.ip_allow[0]:"), "{e}");
+}
+
+#[test]
+fn egress_pools_compile_and_reject_mixed_families() {
+    let s = compile(&OK.replace("egress_ip = \"127.0.0.1\"", "egress_ip = [\"127.0.0.2\", \"127.0.0.3\"]"), 1).unwrap();
+    assert_eq!(s.upstreams[0].egress_ips.len(), 2, "the instance pool is inherited");
+    let e = err(&OK.replace("egress_ip = \"127.0.0.1\"", "egress_ip = [\"127.0.0.2\", \"::1\"]"));
+    assert!(e.starts_with("instance.egress_ip: mixes IPv4 and IPv6"), "{e}");
+    let e = err(&OK.replace("egress_ip = \"127.0.0.1\"", "egress_ip = []"));
+    assert!(e.starts_with("instance.egress_ip: needs at least one"), "{e}");
+}
+
+#[test]
+fn upstream_ha_keys_compile_and_validate() {
+    let extra = "endpoints = [{ addr = \"127.0.0.1:9001\", weight = 2 }, { addr = \"127.0.0.1:9002\" }]\nbalance = \"hash(header:X-User)\"\nhealth = { path = \"/healthz\", interval_ms = 1000 }\noutlier = { consecutive_failures = 3 }\nwhen_all_down = \"try_all\"\nmax_connections = 10";
+    let s = compile(
+        &OK.replace("endpoints = [{ addr = \"127.0.0.1:9001\", weight = 2 }, { addr = \"127.0.0.1:9002\" }]", extra),
+        1,
+    )
+    .unwrap();
+    let up = &s.upstreams[0];
+    assert_eq!(up.balance, Balance::Hash(HashKey::Header("x-user".into())));
+    assert_eq!(up.health.as_ref().unwrap().unhealthy_after, 3);
+    assert_eq!(up.outlier.unwrap().consecutive_failures, 3);
+    assert_eq!((up.when_all_down, up.max_connections), (AllDown::TryAll, Some(10)));
+    let bad = OK.replace("endpoints = [{", "when_all_down = \"panic\"\nendpoints = [{");
+    assert!(err(&bad).starts_with("upstream.orders.when_all_down:"));
+    let bad = OK.replace("endpoints = [{", "health = { expected_status = [500, 200] }\nendpoints = [{");
+    assert!(err(&bad).starts_with("upstream.orders.health.expected_status:"));
+    let bad = OK.replace("endpoints = [{", "balance = \"hash(cookie)\"\nendpoints = [{");
+    assert!(err(&bad).starts_with("upstream.orders.balance:"));
 }
