@@ -32,6 +32,7 @@ fn failing_endpoint_is_ejected_on_every_core_and_errors_are_bounded() {
     let bad = MockUpstream::start(|_| Reply::status(503, "down"));
     let extra = "outlier = { consecutive_failures = 3, base_ejection_ms = 60000, max_ejected_percent = 50 }\n";
     let gw = TestGateway::start(&upstream(&[a.addr, b.addr, bad.addr], extra));
+    let t0 = std::time::Instant::now();
     let first = spread_gets(&gw, 60);
     assert!(
         eventually(Duration::from_secs(5), || states(&gw) == ["healthy", "healthy", "ejected"]),
@@ -39,6 +40,9 @@ fn failing_endpoint_is_ejected_on_every_core_and_errors_are_bounded() {
         states(&gw)
     );
     let errors_before = first.iter().filter(|&&s| s == 503).count();
+    // figures for the notes: `cargo test --test upstream_health -- --nocapture`
+    let last_error = first.iter().rposition(|&s| s == 503).unwrap_or(0);
+    eprintln!("outlier: {errors_before} client-visible 503s, the last at request #{last_error} of 60, ejected within {:?}", t0.elapsed());
     assert!((3..=8).contains(&errors_before), "client-visible 5xx during ejection: {errors_before}");
     let seen = bad.request_count();
     let after = spread_gets(&gw, 60);
