@@ -261,6 +261,12 @@ fn tables_c_d_e_f_g_head_cases() {
         ("G3 TLS ClientHello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xaa\xbb\r\n\r\n".to_vec(), 400, true),
         ("G3 binary noise", (0u8..=255).cycle().take(3000).collect(), 400, true),
         ("G4 Connection: close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 200, true),
+        (
+            "G2 early 413 with a smuggled body",
+            with_body("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000"),
+            413,
+            true,
+        ),
     ];
     let rows: Vec<(&str, &[u8], u16, bool)> = rows.iter().map(|(a, b, c, d)| (*a, &b[..], *c, *d)).collect();
     check(&rows);

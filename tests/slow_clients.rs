@@ -177,3 +177,22 @@ fn upstream_stalling_mid_body_truncates_after_the_read_timeout() {
     assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]), "U11: truncated, never completed");
     assert!(c.is_closed(Duration::from_secs(3)));
 }
+
+#[test]
+fn client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let up = MockUpstream::start(|_| Reply::Large(64 * 1024 * 1024));
+    let gw = gateway(&up, "send_timeout_ms = 300");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // a slow reader: kernel buffers fill, writes stall
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(total < 64 * 1024 * 1024, "the gateway gave up on the stalled client ({total} bytes delivered)");
+}

@@ -42,7 +42,10 @@ fn failing_endpoint_is_ejected_on_every_core_and_errors_are_bounded() {
     let errors_before = first.iter().filter(|&&s| s == 503).count();
     // figures for the notes: `cargo test --test upstream_health -- --nocapture`
     let last_error = first.iter().rposition(|&s| s == 503).unwrap_or(0);
-    eprintln!("outlier: {errors_before} client-visible 503s, the last at request #{last_error} of 60, ejected within {:?}", t0.elapsed());
+    eprintln!(
+        "outlier: {errors_before} client-visible 503s, the last at request #{last_error} of 60, ejected within {:?}",
+        t0.elapsed()
+    );
     assert!((3..=8).contains(&errors_before), "client-visible 5xx during ejection: {errors_before}");
     let seen = bad.request_count();
     let after = spread_gets(&gw, 60);

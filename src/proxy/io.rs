@@ -14,6 +14,8 @@ use monoio::net::TcpStream;
 
 use crate::http::{push_chunk_header, BodyKind, ChunkedDecoder, ParseError};
 
+/// How long an upstream read runs before the client is also watched for going away.
+const WATCH_AFTER: Duration = Duration::from_millis(20);
 /// Smallest free space worth a read syscall.
 const MIN_READ_BYTES: usize = 4 * 1024;
 /// Body data is streamed through buffers of at most this size (bounded memory per connection).
@@ -76,6 +78,16 @@ impl Conn {
         let mut read = std::pin::pin!(read);
         let deadline = monoio::time::sleep(timeout);
         let mut deadline = std::pin::pin!(deadline);
+        // most upstreams answer within microseconds: only a wait longer than WATCH_AFTER pays for
+        // arming a poll on the client socket (an extra io_uring op and its cancellation)
+        monoio::select! {
+            r = &mut read => {
+                let (res, slice) = r;
+                self.buf = slice.into_inner();
+                return res;
+            }
+            _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => {}
+        }
         let mut watching = true;
         let mut outcome = None;
         let (res, slice) = loop {
