@@ -4,7 +4,7 @@
 //! the line. Defaults are the constants below; `conf/ringway.toml` documents the same values.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -15,11 +15,8 @@ use super::file::*;
 use super::route_table::{MethodSet, PathPattern, RouteTable};
 use super::snapshot::*;
 use crate::http::is_tchar;
-use crate::limit::{Cidr, IpFilter, KeyRule, KeySource, Rate, RateRule};
+use crate::limit::IpFilter;
 use crate::metrics::{LogFormat, LogTarget};
-use crate::upstream::health::HealthConfig;
-use crate::upstream::outlier::OutlierConfig;
-use std::sync::Arc;
 
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
@@ -226,106 +223,6 @@ impl Compiler<'_> {
         Ok(out)
     }
 
-    fn cidrs(&self, path: &str, list: &[Spanned<String>]) -> Result<Vec<Cidr>, ConfigError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, s)| Cidr::parse(s.get_ref()).map_err(|m| self.err(format!("{path}[{i}]"), s.span(), m)))
-            .collect()
-    }
-
-    /// A shared QPS cap at `path` (`max_qps` + `burst`); `parent` is the nearest enclosing cap.
-    fn rate_rule(
-        &self,
-        path: &str,
-        max_qps: &Option<Spanned<u64>>,
-        burst: &Option<Spanned<u64>>,
-        parent: Option<(&str, u64)>,
-    ) -> Result<Option<Arc<RateRule>>, ConfigError> {
-        let Some(qps) = max_qps else {
-            if let Some(b) = burst {
-                return Err(self.err(format!("{path}.burst"), b.span(), "needs max_qps"));
-            }
-            return Ok(None);
-        };
-        let v = *qps.get_ref();
-        if v == 0 {
-            return Err(self.err(format!("{path}.max_qps"), qps.span(), "must be at least 1"));
-        }
-        self.not_above(&format!("{path}.max_qps"), qps, parent)?;
-        let b = self.burst(path, "burst", burst, v)?;
-        Ok(Some(RateRule::new(v, b)))
-    }
-
-    /// A child limit may only lower its parent's.
-    fn not_above(&self, key: &str, v: &Spanned<u64>, parent: Option<(&str, u64)>) -> Result<(), ConfigError> {
-        match parent {
-            Some((pkey, pv)) if *v.get_ref() > pv => {
-                let msg = format!("{} is above {pkey} = {pv}; a child may only lower its parent's limit", v.get_ref());
-                Err(self.err(key, v.span(), msg))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn burst(&self, path: &str, key: &str, burst: &Option<Spanned<u64>>, qps: u64) -> Result<u64, ConfigError> {
-        match burst {
-            Some(b) if *b.get_ref() == 0 => Err(self.err(format!("{path}.{key}"), b.span(), "must be at least 1")),
-            Some(b) => Ok(*b.get_ref()),
-            None => Ok((qps / DEFAULT_BURST_DIVISOR).max(1)),
-        }
-    }
-
-    /// A per-key limit (`limit_by` + `key_qps`); `cap` is the nearest enclosing QPS cap.
-    fn key_rule(
-        &self,
-        path: &str,
-        f: &FileLimits<'_>,
-        cap: Option<(String, u64)>,
-    ) -> Result<Option<KeyRule>, ConfigError> {
-        let (by, qps) = match (f.limit_by, f.key_qps) {
-            (None, None) => {
-                for (k, s) in [
-                    ("key_burst", f.key_burst.as_ref().map(|s| s.span())),
-                    ("key_table_size", f.key_table_size.as_ref().map(|s| s.span())),
-                ] {
-                    if let Some(span) = s {
-                        return Err(self.err(format!("{path}.{k}"), span, "needs limit_by and key_qps"));
-                    }
-                }
-                return Ok(None);
-            }
-            (Some(by), Some(q)) => (by, q),
-            (Some(by), None) => return Err(self.err(format!("{path}.limit_by"), by.span(), "needs key_qps")),
-            (None, Some(q)) => return Err(self.err(format!("{path}.key_qps"), q.span(), "needs limit_by")),
-        };
-        let source = match by.get_ref().as_str() {
-            "client_ip" => KeySource::ClientIp,
-            h => match h.strip_prefix("header:") {
-                Some(name) if !name.is_empty() && name.bytes().all(is_tchar) => {
-                    KeySource::Header(name.to_ascii_lowercase())
-                }
-                _ => {
-                    let msg = format!("\"{h}\" is not \"client_ip\" or \"header:NAME\"");
-                    return Err(self.err(format!("{path}.limit_by"), by.span(), msg));
-                }
-            },
-        };
-        let v = *qps.get_ref();
-        if v == 0 {
-            return Err(self.err(format!("{path}.key_qps"), qps.span(), "must be at least 1"));
-        }
-        self.not_above(&format!("{path}.key_qps"), qps, cap.as_ref().map(|(k, v)| (k.as_str(), *v)))?;
-        let burst = self.burst(path, "key_burst", f.key_burst, v)?;
-        let table_size = match f.key_table_size {
-            Some(s) if *s.get_ref() < 2 => {
-                return Err(self.err(format!("{path}.key_table_size"), s.span(), "must be at least 2"))
-            }
-            Some(s) => *s.get_ref(),
-            None => DEFAULT_KEY_TABLE_SIZE,
-        };
-        Ok(Some(KeyRule { source, rate: Rate::new(v, burst), table_size }))
-    }
-
     fn access_log(&self, f: Option<&FileAccessLog>) -> Result<Option<AccessLogConfig>, ConfigError> {
         let Some(f) = f else { return Ok(None) };
         if !f.enabled.unwrap_or(true) {
@@ -348,186 +245,6 @@ impl Compiler<'_> {
             Some(p) => LogTarget::File(p.into()),
         };
         Ok(Some(AccessLogConfig { target, format }))
-    }
-
-    /// One IP or a list of IPs, all of one address family.
-    fn ips(&self, path: &str, v: Option<&Spanned<OneOrMany>>) -> Result<Vec<IpAddr>, ConfigError> {
-        let Some(v) = v else { return Ok(Vec::new()) };
-        let list: Vec<&String> = match v.get_ref() {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(l) => l.iter().collect(),
-        };
-        let mut out = Vec::new();
-        for s in list {
-            let ip: IpAddr =
-                s.parse().map_err(|_| self.err(path, v.span(), format!("\"{s}\" is not an IP address")))?;
-            if out.first().is_some_and(|f: &IpAddr| f.is_ipv4() != ip.is_ipv4()) {
-                return Err(self.err(path, v.span(), "mixes IPv4 and IPv6 addresses"));
-            }
-            if !out.contains(&ip) {
-                out.push(ip);
-            }
-        }
-        if out.is_empty() {
-            return Err(self.err(path, v.span(), "needs at least one IP address"));
-        }
-        Ok(out)
-    }
-
-    fn upstream(&self, name: &str, f: &FileUpstream, default_egress: &[IpAddr]) -> Result<Upstream, ConfigError> {
-        let base = format!("upstream.{name}");
-        check_name(name).map_err(|m| ConfigError::new(&base, None, m))?;
-        let list = f.endpoints.get_ref();
-        if list.is_empty() {
-            return Err(self.err(format!("{base}.endpoints"), f.endpoints.span(), "needs at least one endpoint"));
-        }
-        let own_egress = self.ips(&format!("{base}.egress_ip"), f.egress_ip.as_ref())?;
-        let egress_ips = if own_egress.is_empty() { default_egress.to_vec() } else { own_egress };
-        let mut endpoints = Vec::with_capacity(list.len());
-        for (i, e) in list.iter().enumerate() {
-            let path = format!("{base}.endpoints[{i}]");
-            let addr: SocketAddr = e.addr.get_ref().parse().map_err(|_| {
-                self.err(
-                    format!("{path}.addr"),
-                    e.addr.span(),
-                    format!("\"{}\" is not an IP:port address", e.addr.get_ref()),
-                )
-            })?;
-            if let Some(ip) = egress_ips.first() {
-                if ip.is_ipv4() != addr.is_ipv4() {
-                    let msg = format!("{addr} cannot be reached from egress IP {ip} (address families differ)");
-                    return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
-                }
-            }
-            let weight = match &e.weight {
-                Some(w) if !(1..=1000).contains(w.get_ref()) => {
-                    return Err(self.err(format!("{path}.weight"), w.span(), "must be from 1 to 1000"));
-                }
-                Some(w) => *w.get_ref(),
-                None => 1,
-            };
-            endpoints.push(Endpoint { addr, weight });
-        }
-        let balance = match f.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
-            None | Some(("round_robin", _)) => Balance::RoundRobin,
-            Some(("least_request", _)) => Balance::LeastRequest,
-            Some(("hash(client_ip)", _)) => Balance::Hash(HashKey::ClientIp),
-            Some((other, span)) => match other.strip_prefix("hash(header:").and_then(|r| r.strip_suffix(')')) {
-                Some(name) if !name.is_empty() && name.bytes().all(is_tchar) => {
-                    Balance::Hash(HashKey::Header(name.to_ascii_lowercase()))
-                }
-                _ => {
-                    let msg = format!(
-                        "unknown balance policy \"{other}\"; supported: \"round_robin\", \"least_request\", \"hash(client_ip)\", \"hash(header:NAME)\""
-                    );
-                    return Err(self.err(format!("{base}.balance"), span, msg));
-                }
-            },
-        };
-        Ok(Upstream {
-            name: name.to_string(),
-            endpoints,
-            balance,
-            egress_ips,
-            connect_timeout: ms(f.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
-            read_timeout: ms(f.read_timeout_ms, DEFAULT_READ_TIMEOUT_MS),
-            pool_idle_timeout: ms(f.pool_idle_timeout_ms, DEFAULT_POOL_IDLE_TIMEOUT_MS),
-            pool_max_idle_per_endpoint: f.pool_max_idle_per_endpoint.unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT),
-            max_requests_per_connection: f
-                .max_requests_per_connection
-                .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION)
-                .max(1),
-            retry_budget_percent: match &f.retry_budget_percent {
-                Some(p) if *p.get_ref() > 100 => {
-                    return Err(self.err(format!("{base}.retry_budget_percent"), p.span(), "must be from 0 to 100"))
-                }
-                Some(p) => *p.get_ref(),
-                None => DEFAULT_RETRY_BUDGET_PERCENT,
-            },
-            max_connections: match &f.max_connections {
-                Some(m) if *m.get_ref() == 0 => {
-                    return Err(self.err(format!("{base}.max_connections"), m.span(), "must be at least 1"))
-                }
-                Some(m) => Some(*m.get_ref()),
-                None => None,
-            },
-            health: self.health(&base, f.health.as_ref())?,
-            outlier: self.outlier(&base, f.outlier.as_ref())?,
-            when_all_down: match f.when_all_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-                None | Some(("fail_fast", _)) => AllDown::FailFast,
-                Some(("try_all", _)) => AllDown::TryAll,
-                Some((other, span)) => {
-                    let msg = format!("\"{other}\" is not \"fail_fast\" or \"try_all\"");
-                    return Err(self.err(format!("{base}.when_all_down"), span, msg));
-                }
-            },
-        })
-    }
-
-    fn health(&self, base: &str, f: Option<&Spanned<FileHealth>>) -> Result<Option<HealthConfig>, ConfigError> {
-        let Some(h) = f else { return Ok(None) };
-        let span = h.span();
-        let h = h.get_ref();
-        if let Some(p) = &h.path {
-            if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b >= 0x7f) {
-                return Err(self.err(
-                    format!("{base}.health.path"),
-                    span,
-                    format!("\"{p}\" must be a path starting with '/'"),
-                ));
-            }
-        }
-        let expected_status = match h.expected_status {
-            Some([lo, hi]) if lo < 100 || hi > 599 || lo > hi => {
-                return Err(self.err(
-                    format!("{base}.health.expected_status"),
-                    span,
-                    "must be [low, high] within 100-599",
-                ));
-            }
-            Some([lo, hi]) => (lo, hi),
-            None => (200, 399),
-        };
-        let interval = ms(h.interval_ms, DEFAULT_HEALTH_INTERVAL_MS);
-        let timeout = ms(h.timeout_ms, DEFAULT_HEALTH_TIMEOUT_MS);
-        if interval.is_zero() || timeout.is_zero() {
-            return Err(self.err(format!("{base}.health"), span, "interval_ms and timeout_ms must be above 0"));
-        }
-        Ok(Some(HealthConfig {
-            path: h.path.clone(),
-            interval,
-            timeout,
-            unhealthy_after: h.unhealthy_after.unwrap_or(DEFAULT_UNHEALTHY_AFTER).max(1),
-            healthy_after: h.healthy_after.unwrap_or(DEFAULT_HEALTHY_AFTER).max(1),
-            expected_status,
-        }))
-    }
-
-    fn outlier(&self, base: &str, f: Option<&Spanned<FileOutlier>>) -> Result<Option<OutlierConfig>, ConfigError> {
-        let default = FileOutlier {
-            enabled: None,
-            consecutive_failures: None,
-            base_ejection_ms: None,
-            max_ejection_ms: None,
-            max_ejected_percent: None,
-        };
-        let (o, span) = match f {
-            Some(o) => (o.get_ref(), o.span()),
-            None => (&default, 0..0),
-        };
-        if o.enabled == Some(false) {
-            return Ok(None);
-        }
-        let pct = o.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
-        if pct > 100 {
-            return Err(self.err(format!("{base}.outlier.max_ejected_percent"), span, "must be from 0 to 100"));
-        }
-        Ok(Some(OutlierConfig {
-            consecutive_failures: o.consecutive_failures.unwrap_or(DEFAULT_CONSECUTIVE_FAILURES).max(1),
-            base_ejection: ms(o.base_ejection_ms, DEFAULT_BASE_EJECTION_MS),
-            max_ejection: ms(o.max_ejection_ms, DEFAULT_MAX_EJECTION_MS),
-            max_ejected_percent: pct,
-        }))
     }
 
     fn service(&self, name: &str, f: &FileService, instance: &Instance) -> Result<Service, ConfigError> {
@@ -733,6 +450,9 @@ fn check_host(host: &str) -> Result<(), String> {
         Err(format!("\"{host}\" is not a host name (use \"example.com\" or \"*.example.com\", without port)"))
     }
 }
+
+mod limits;
+mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ mod phases;
 mod respond;
 mod session;
 mod tunnel;
+mod upstream_side;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
     let mut served = 0u32;
-    let peer = phases::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener };
+    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,

@@ -4,46 +4,32 @@
 //! | phase | here | fails as |
 //! |---|---|---|
 //! | 3 read + parse head | [`read_head`] → [`plan`] | 400/408/413/414/417/431/501/505 + close |
-//! | 4 route | [`plan`] | 404 / 405 (keep-alive when no body is pending) |
-//! | 7 pick endpoint | [`upstream_conn`] | — |
-//! | 8 upstream connection (pool, else dial from the egress IP) | [`upstream_conn`] | 502 / 504 |
-//! | 9 send head + body, read response head, stream body back | [`proxy`] | 502 / 504; truncate after head |
-//! | 10 finish: pool check-in, keep-alive decision | [`proxy`] | — |
+//! | 4 IP lists, route | [`plan`] | 403; 404 / 405 (keep-alive when no body is pending) |
+//! | 5 rate limits, concurrency caps | [`plan`] → [`admit`] | 429 + Retry-After; 503 |
+//! | 7 pick endpoint (health, ejection, balancer) | `upstream_side::upstream_conn` | 503 when all are down |
+//! | 8 upstream connection (pool, else dial from the egress IP) | `upstream_side::upstream_conn` | 502 / 504 / 503 at max_connections |
+//! | 9 send head + body, read response head, stream body back | [`proxy`], `upstream_side::read_response_head` | 502 / 504; truncate after head; retries |
+//! | 10 finish: pool check-in, keep-alive, metrics, access log | [`proxy`], `session::finish` | — |
 //!
-//! Phases 5 (rate limit) and 6 (WAF hook) slot in after routing when they land.
+//! Phase 6 (WAF hook) slots in after phase 5 when it lands.
 
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use smallvec::SmallVec;
 
-use super::headers::{write_request_head, write_response_head, write_switching_head, RequestContext, ResponseFraming};
+use super::headers::{write_request_head, RequestContext};
 use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{must_close, status_for, write_error};
-use super::session::{micros_since, LogFields, Session};
+use super::session::{error_flag, finish, ApiFlight, InFlight, LogFields, Peer, Session};
+use super::upstream_side::{read_response_head, upstream_conn, EndpointFlight, UpSide, EARLY_RESPONSE_WAIT};
 use crate::config::ServiceId;
-use crate::config::{AllDown, ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
+use crate::config::{ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
-use crate::http::{
-    parse_request, parse_response, upgrade_accepted, BodyKind, HeadLimits, ParseError, RequestHead, Version,
-};
+use crate::http::{parse_request, BodyKind, HeadLimits, ParseError, RequestHead, Version};
 use crate::limit::{client_ip, KeyRule, KeySource, Refusal, Rules};
-use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
-use crate::upstream::{connect, is_idle_and_open, ring_hash, PoolKey, UpstreamConn};
+use crate::upstream::{ring_hash, UpstreamConn};
 use std::net::IpAddr;
-
-/// An upstream connection in use: its buffered half plus pool bookkeeping.
-struct UpSide {
-    conn: Conn,
-    slot: crate::upstream::ConnSlot,
-    /// Endpoint index in the upstream.
-    ep: usize,
-    key: PoolKey,
-    requests: u32,
-    /// Came from the pool: a close before any response byte may be the stale-pool race (U5).
-    reused: bool,
-}
 
 /// What the connection loop does after a request.
 pub enum Next {
@@ -58,30 +44,24 @@ pub enum Next {
 
 type RequestId = SmallVec<[u8; 48]>;
 
-/// After an upload fails, how long to look for a response the upstream sent early (U13).
-const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
-
-/// Pooled connections idle for longer than this are checked for a peer close before reuse.
-const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
-
 /// The owned outcome of the synchronous phases (parse, route); the head buffer is released.
-struct Plan {
-    id: RequestId,
-    head_request: bool,
-    idempotent: bool,
-    version: Version,
-    keep_alive: bool,
-    body: BodyKind,
-    expect_continue: bool,
+pub(super) struct Plan {
+    pub(super) id: RequestId,
+    pub(super) head_request: bool,
+    pub(super) idempotent: bool,
+    pub(super) version: Version,
+    pub(super) keep_alive: bool,
+    pub(super) body: BodyKind,
+    pub(super) expect_continue: bool,
     /// Protocols offered upstream in `Upgrade` (h2c removed), when the client asked to upgrade.
-    upgrade: Option<SmallVec<[u8; 32]>>,
+    pub(super) upgrade: Option<SmallVec<[u8; 32]>>,
     /// Consistent-hash key, for upstreams balanced by `hash(..)`.
-    hash_key: Option<u64>,
+    pub(super) hash_key: Option<u64>,
     action: Action,
-    service: Option<ServiceId>,
+    pub(super) service: Option<ServiceId>,
     /// The routed API, also when the request was refused after routing.
-    api: Option<ApiId>,
-    log: Option<Box<LogFields>>,
+    pub(super) api: Option<ApiId>,
+    pub(super) log: Option<Box<LogFields>>,
 }
 
 enum Action {
@@ -153,74 +133,6 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     };
     finish(shard, &session, peer, &plan.id);
     next
-}
-
-/// The client side of a connection, as the phases need it.
-pub struct Peer {
-    pub addr: IpAddr,
-    /// Client IP as text (rendered once per connection).
-    pub ip: Vec<u8>,
-    /// Index of the listener that accepted the connection.
-    pub listener: usize,
-}
-
-/// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.
-fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
-    let total_us = micros_since(session.started);
-    let mut m = shard.metrics.borrow_mut();
-    m.count(session.api, session.status, session.bytes_in, session.bytes_out);
-    m.latency.record_total(session.listener, session.service, session.api, session.upstream, total_us);
-    if let (Some(api), Some(up)) = (session.api, session.upstream) {
-        if let Some(c) = session.connect_us {
-            m.latency.record_phase(Phase::Connect, api, up, c);
-        }
-        if let Some(f) = session.first_byte_us {
-            m.latency.record_phase(Phase::FirstByte, api, up, f);
-        }
-    }
-    drop(m);
-    if let Some(log) = &shard.access_log {
-        let snapshot = &shard.snapshot;
-        let fields = session.log.as_ref();
-        log.log(&Entry {
-            request_id: id,
-            client: &peer.ip,
-            method: fields.map_or(&[][..], |f| &f.method),
-            path: fields.map_or(&[][..], |f| &f.path),
-            host: fields.map_or(&[][..], |f| &f.host),
-            service: session.service.map_or("", |s| &snapshot.services[s].name),
-            api: session.api.map_or("", |a| &snapshot.apis[a].name),
-            endpoint: session.endpoint,
-            status: session.status,
-            bytes_in: session.bytes_in,
-            bytes_out: session.bytes_out,
-            duration_us: total_us,
-            connect_us: session.connect_us,
-            first_byte_us: session.first_byte_us,
-            error: session.error,
-        });
-    }
-}
-
-/// A short, stable name for the access log's `error` field.
-fn error_flag(err: &Error) -> &'static str {
-    match &err.kind {
-        Kind::Parse(_) => "bad_request",
-        Kind::NoRoute => "no_route",
-        Kind::MethodNotAllowed(_) => "method_not_allowed",
-        Kind::ClientTimeout => "client_timeout",
-        Kind::DownstreamClosed => "client_closed",
-        Kind::NoHealthyEndpoint => "no_healthy_endpoint",
-        Kind::ConnectRefused => "connect_failed",
-        Kind::ConnectTimeout => "connect_timeout",
-        Kind::ReadTimeout => "response_timeout",
-        Kind::UpstreamClosed => "upstream_closed",
-        Kind::BadUpstreamResponse(_) => "bad_upstream_response",
-        Kind::Forbidden => "ip_denied",
-        Kind::RateLimited(_) => "rate_limited",
-        Kind::Overloaded => "overloaded",
-        Kind::Internal => "internal",
-    }
 }
 
 /// Sends the error's response (if any). Returns how the connection ends.
@@ -676,274 +588,4 @@ async fn proxy(
         shard.pool.borrow_mut().checkin(key, idle, head_at, up.pool_max_idle_per_endpoint);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
-}
-
-/// (how the body arrives, re-chunk for the client, keep the client connection)
-type Framing = (BodyKind, bool, bool);
-
-/// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
-/// the downstream head into `out`. Returns the framing and whether the upstream allows reuse.
-async fn read_response_head(
-    shard: &Shard,
-    up: &mut UpSide,
-    plan: &Plan,
-    timeout: Duration,
-    out: &mut Vec<u8>,
-    keep_alive: bool,
-    client: &TcpStream,
-) -> Result<(Framing, bool, u16), Error> {
-    let mut deadline: Option<Instant> = None;
-    let max = shard.snapshot.http.max_header_bytes;
-    let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
-    let upc = &mut up.conn;
-    let mut got_bytes = false;
-    loop {
-        if !upc.pending().is_empty() {
-            got_bytes = true;
-            let mut headers = crate::http::header_buf();
-            let parsed = parse_response(upc.pending(), &mut headers, max, plan.head_request)
-                .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
-            if let Some(head) = parsed {
-                let head_len = head.head_len;
-                if head.status == 101 {
-                    let chosen = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).map(|h| h.value);
-                    return match (plan.upgrade.as_deref(), chosen) {
-                        (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
-                            out.clear();
-                            write_switching_head(out, &head);
-                            upc.consume(head_len);
-                            Ok(((BodyKind::None, false, false), false, 101))
-                        }
-                        _ => Err(Error::upstream(
-                            Kind::BadUpstreamResponse(ParseError::BadRequest(
-                                "101 for a protocol the client did not offer",
-                            )),
-                            "",
-                        )),
-                    };
-                }
-                if (100..200).contains(&head.status) {
-                    upc.consume(head_len);
-                    continue;
-                }
-                let chunk_for_client = plan.version == Version::Http11;
-                let (framing_out, chunked_out) = match head.body {
-                    BodyKind::None => (ResponseFraming::NoBody, false),
-                    BodyKind::Length(n) => (ResponseFraming::Length(n), false),
-                    BodyKind::Chunked | BodyKind::UntilClose if chunk_for_client => (ResponseFraming::Chunked, true),
-                    BodyKind::Chunked | BodyKind::UntilClose => (ResponseFraming::Close, false),
-                };
-                let client_keep_alive = keep_alive && !shard.draining.get() && framing_out != ResponseFraming::Close;
-                let conn_header = match (client_keep_alive, plan.version) {
-                    (false, _) => Some(false),
-                    (true, Version::Http10) => Some(true),
-                    (true, Version::Http11) => None,
-                };
-                out.clear();
-                write_response_head(out, &head, framing_out, conn_header);
-                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive, head.status);
-                upc.consume(head_len);
-                return Ok(result);
-            }
-        }
-        // the common case is one read: only a head split over reads pays for the clock
-        let left = match deadline {
-            None => {
-                deadline = Some(Instant::now() + timeout);
-                timeout
-            }
-            Some(d) => d.saturating_duration_since(Instant::now()),
-        };
-        if left.is_zero() {
-            return Err(Error::upstream(Kind::ReadTimeout, "response head"));
-        }
-        // while the upstream thinks, a client that goes away aborts the exchange (U18)
-        match upc.fill_watching(left, max + 1, client).await {
-            Ok(0) => {
-                let retry = if got_bytes { Retry::Never } else { stale_retry };
-                return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(Error::upstream(Kind::ReadTimeout, "response head"))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge), ""));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
-                return Err(Error::new(
-                    Side::Downstream,
-                    Kind::DownstreamClosed,
-                    "client left while the upstream was busy",
-                ));
-            }
-            Err(e) => {
-                let retry = if got_bytes { Retry::Never } else { stale_retry };
-                return Err(Error::upstream(Kind::UpstreamClosed, "reading response head")
-                    .with_source(e)
-                    .with_retry(retry));
-            }
-        }
-    }
-}
-
-/// Phases 7 + 8: pick an endpoint, take a pooled connection or dial one. A failed dial is retried
-/// once on another endpoint (nothing was sent, so this is safe for every method).
-async fn upstream_conn(
-    shard: &Shard,
-    uid: UpstreamId,
-    key: Option<u64>,
-    use_pool: bool,
-    avoid: Option<usize>,
-    session: &mut Session,
-) -> Result<UpSide, Error> {
-    let up = &shard.snapshot.upstreams[uid];
-    let state = &shard.upstreams[uid];
-    // a retry avoids the endpoint that just failed, when there is another
-    let others = avoid.is_some() && (0..up.endpoints.len()).any(|i| Some(i) != avoid && state.available[i].get());
-    let available = |i: usize| state.available[i].get() && !(others && Some(i) == avoid);
-    let try_all = up.when_all_down == AllDown::TryAll;
-    let picked = state.choose(&up.balance, key, available);
-    let first = match picked {
-        Some(i) => i,
-        None if try_all => state.choose(&up.balance, key, |_| true).unwrap_or(0),
-        None => return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("every endpoint of {} is down", up.name))),
-    };
-    match dial_or_reuse(shard, uid, first, use_pool, session).await {
-        Ok(c) => Ok(c),
-        Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
-            tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
-            let second = state.choose(&up.balance, key, |i| i != first && available(i)).or_else(|| {
-                if try_all {
-                    state.choose(&up.balance, key, |i| i != first)
-                } else {
-                    None
-                }
-            });
-            match second {
-                Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
-                None => Err(err),
-            }
-        }
-        Err(err) => Err(err),
-    }
-}
-
-async fn dial_or_reuse(
-    shard: &Shard,
-    uid: UpstreamId,
-    ep: usize,
-    use_pool: bool,
-    session: &mut Session,
-) -> Result<UpSide, Error> {
-    let up = &shard.snapshot.upstreams[uid];
-    let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
-    if use_pool {
-        // the request started microseconds ago: its timestamp is good enough for idle expiry
-        let now = session.started;
-        let mut pool = shard.pool.borrow_mut();
-        while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
-            // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
-            // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
-            if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
-                shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
-                return Ok(UpSide {
-                    conn: Conn::new(c.stream, c.buf),
-                    slot: c.slot,
-                    ep,
-                    key,
-                    requests: c.requests,
-                    reused: true,
-                });
-            }
-        }
-    }
-    let state = &shard.upstreams[uid];
-    if up.max_connections.is_some_and(|max| state.open.get() >= max) {
-        // circuit cap: never queue, answer at once (U17)
-        return Err(Error::upstream(Kind::Overloaded, format!("{}: max_connections reached", up.name)));
-    }
-    let slot = crate::upstream::ConnSlot::new(&state.open);
-    let t0 = Instant::now();
-    let source_ip = state.egress_for_new_connection(up, shard.worker);
-    let dialed = connect(key.endpoint, source_ip, up.connect_timeout).await;
-    let mut m = shard.metrics.borrow_mut();
-    m.upstreams[uid].connects += 1;
-    if dialed.is_err() {
-        m.upstreams[uid].connect_failures += 1;
-    }
-    drop(m);
-    if dialed.is_err() {
-        shard.report(uid, ep, true);
-    }
-    match dialed {
-        Ok(stream) => {
-            session.connect_us = Some(micros_since(t0));
-            Ok(UpSide {
-                conn: Conn::new(stream, Vec::with_capacity(16 * 1024)),
-                slot,
-                ep,
-                key,
-                requests: 0,
-                reused: false,
-            })
-        }
-        Err(e) => {
-            let kind =
-                if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
-            let context = match source_ip {
-                Some(ip) => format!("connect {} from {ip}", key.endpoint),
-                None => format!("connect {}", key.endpoint),
-            };
-            Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
-        }
-    }
-}
-
-/// Counts a request as in flight on an endpoint (least_request) for as long as it lives.
-struct EndpointFlight<'a>(&'a crate::upstream::UpstreamState, usize);
-
-impl<'a> EndpointFlight<'a> {
-    fn enter(state: &'a crate::upstream::UpstreamState, ep: usize) -> Self {
-        state.in_flight[ep].set(state.in_flight[ep].get() + 1);
-        Self(state, ep)
-    }
-}
-
-impl Drop for EndpointFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight[self.1].set(self.0.in_flight[self.1].get() - 1);
-    }
-}
-
-/// Counts a request against its API's concurrency cap for as long as it lives.
-struct ApiFlight<'a>(&'a Shard, ApiId);
-
-impl<'a> ApiFlight<'a> {
-    fn enter(shard: &'a Shard, api: ApiId) -> Self {
-        shard.api_in_flight.borrow_mut()[api] += 1;
-        Self(shard, api)
-    }
-}
-
-impl Drop for ApiFlight<'_> {
-    fn drop(&mut self) {
-        self.0.api_in_flight.borrow_mut()[self.1] -= 1;
-    }
-}
-
-/// Counts a request as in flight (the drain waits for these) for as long as it lives.
-struct InFlight<'a>(&'a Shard);
-
-impl<'a> InFlight<'a> {
-    fn enter(shard: &'a Shard) -> Self {
-        shard.in_flight.set(shard.in_flight.get() + 1);
-        Self(shard)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-    }
 }

@@ -1,12 +1,15 @@
 //! `Session`: what one request did, filled in by the phases and recorded once at the end into the
 //! shard's metrics and (when enabled) the access log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use smallvec::SmallVec;
 
 use crate::config::{ApiId, ServiceId, UpstreamId};
+use crate::error::{Error, Kind};
+use crate::metrics::{Entry, Phase};
+use crate::runtime::Shard;
 
 /// Per-request record.
 pub struct Session {
@@ -60,4 +63,104 @@ impl Session {
 #[inline]
 pub fn micros_since(t0: Instant) -> u64 {
     t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+/// The client side of a connection, as the phases need it.
+pub struct Peer {
+    pub addr: IpAddr,
+    /// Client IP as text (rendered once per connection).
+    pub ip: Vec<u8>,
+    /// Index of the listener that accepted the connection.
+    pub listener: usize,
+}
+
+/// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.
+pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
+    let total_us = micros_since(session.started);
+    let mut m = shard.metrics.borrow_mut();
+    m.count(session.api, session.status, session.bytes_in, session.bytes_out);
+    m.latency.record_total(session.listener, session.service, session.api, session.upstream, total_us);
+    if let (Some(api), Some(up)) = (session.api, session.upstream) {
+        if let Some(c) = session.connect_us {
+            m.latency.record_phase(Phase::Connect, api, up, c);
+        }
+        if let Some(f) = session.first_byte_us {
+            m.latency.record_phase(Phase::FirstByte, api, up, f);
+        }
+    }
+    drop(m);
+    if let Some(log) = &shard.access_log {
+        let snapshot = &shard.snapshot;
+        let fields = session.log.as_ref();
+        log.log(&Entry {
+            request_id: id,
+            client: &peer.ip,
+            method: fields.map_or(&[][..], |f| &f.method),
+            path: fields.map_or(&[][..], |f| &f.path),
+            host: fields.map_or(&[][..], |f| &f.host),
+            service: session.service.map_or("", |s| &snapshot.services[s].name),
+            api: session.api.map_or("", |a| &snapshot.apis[a].name),
+            endpoint: session.endpoint,
+            status: session.status,
+            bytes_in: session.bytes_in,
+            bytes_out: session.bytes_out,
+            duration_us: total_us,
+            connect_us: session.connect_us,
+            first_byte_us: session.first_byte_us,
+            error: session.error,
+        });
+    }
+}
+
+/// A short, stable name for the access log's `error` field.
+pub(super) fn error_flag(err: &Error) -> &'static str {
+    match &err.kind {
+        Kind::Parse(_) => "bad_request",
+        Kind::NoRoute => "no_route",
+        Kind::MethodNotAllowed(_) => "method_not_allowed",
+        Kind::ClientTimeout => "client_timeout",
+        Kind::DownstreamClosed => "client_closed",
+        Kind::NoHealthyEndpoint => "no_healthy_endpoint",
+        Kind::ConnectRefused => "connect_failed",
+        Kind::ConnectTimeout => "connect_timeout",
+        Kind::ReadTimeout => "response_timeout",
+        Kind::UpstreamClosed => "upstream_closed",
+        Kind::BadUpstreamResponse(_) => "bad_upstream_response",
+        Kind::Forbidden => "ip_denied",
+        Kind::RateLimited(_) => "rate_limited",
+        Kind::Overloaded => "overloaded",
+        Kind::Internal => "internal",
+    }
+}
+
+/// Counts a request against its API's concurrency cap for as long as it lives.
+pub(super) struct ApiFlight<'a>(&'a Shard, ApiId);
+
+impl<'a> ApiFlight<'a> {
+    pub(super) fn enter(shard: &'a Shard, api: ApiId) -> Self {
+        shard.api_in_flight.borrow_mut()[api] += 1;
+        Self(shard, api)
+    }
+}
+
+impl Drop for ApiFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.borrow_mut()[self.1] -= 1;
+    }
+}
+
+/// Counts a request as in flight (the drain waits for these) for as long as it lives.
+pub(super) struct InFlight<'a>(&'a Shard);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn enter(shard: &'a Shard) -> Self {
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        Self(shard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
 }

@@ -1,0 +1,275 @@
+//! The upstream half of the request path: choosing an endpoint, taking a pooled connection or
+//! dialing one (phases 7 + 8), and reading the response head (phase 9b). Called only from
+//! `phases::proxy`.
+//!
+//! Per-core: everything here works on the worker's `Shard` (balancer state, pool, counters).
+
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::headers::{write_response_head, write_switching_head, ResponseFraming};
+use super::io::Conn;
+use super::phases::Plan;
+use super::session::{micros_since, Session};
+use crate::config::{AllDown, UpstreamId};
+use crate::error::{Error, Kind, Retry, Side};
+use crate::http::{parse_response, upgrade_accepted, BodyKind, ParseError, Version};
+use crate::runtime::Shard;
+use crate::upstream::{connect, is_idle_and_open, PoolKey};
+
+/// An upstream connection in use: its buffered half plus pool bookkeeping.
+pub(super) struct UpSide {
+    pub(super) conn: Conn,
+    pub(super) slot: crate::upstream::ConnSlot,
+    /// Endpoint index in the upstream.
+    pub(super) ep: usize,
+    pub(super) key: PoolKey,
+    pub(super) requests: u32,
+    /// Came from the pool: a close before any response byte may be the stale-pool race (U5).
+    pub(super) reused: bool,
+}
+
+/// After an upload fails, how long to look for a response the upstream sent early (U13).
+pub(super) const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
+
+/// Pooled connections idle for longer than this are checked for a peer close before reuse.
+const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
+
+/// (how the body arrives, re-chunk for the client, keep the client connection)
+pub(super) type Framing = (BodyKind, bool, bool);
+
+/// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
+/// the downstream head into `out`. Returns the framing and whether the upstream allows reuse.
+pub(super) async fn read_response_head(
+    shard: &Shard,
+    up: &mut UpSide,
+    plan: &Plan,
+    timeout: Duration,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+    client: &TcpStream,
+) -> Result<(Framing, bool, u16), Error> {
+    let mut deadline: Option<Instant> = None;
+    let max = shard.snapshot.http.max_header_bytes;
+    let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
+    let upc = &mut up.conn;
+    let mut got_bytes = false;
+    loop {
+        if !upc.pending().is_empty() {
+            got_bytes = true;
+            let mut headers = crate::http::header_buf();
+            let parsed = parse_response(upc.pending(), &mut headers, max, plan.head_request)
+                .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
+            if let Some(head) = parsed {
+                let head_len = head.head_len;
+                if head.status == 101 {
+                    let chosen = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).map(|h| h.value);
+                    return match (plan.upgrade.as_deref(), chosen) {
+                        (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
+                            out.clear();
+                            write_switching_head(out, &head);
+                            upc.consume(head_len);
+                            Ok(((BodyKind::None, false, false), false, 101))
+                        }
+                        _ => Err(Error::upstream(
+                            Kind::BadUpstreamResponse(ParseError::BadRequest(
+                                "101 for a protocol the client did not offer",
+                            )),
+                            "",
+                        )),
+                    };
+                }
+                if (100..200).contains(&head.status) {
+                    upc.consume(head_len);
+                    continue;
+                }
+                let chunk_for_client = plan.version == Version::Http11;
+                let (framing_out, chunked_out) = match head.body {
+                    BodyKind::None => (ResponseFraming::NoBody, false),
+                    BodyKind::Length(n) => (ResponseFraming::Length(n), false),
+                    BodyKind::Chunked | BodyKind::UntilClose if chunk_for_client => (ResponseFraming::Chunked, true),
+                    BodyKind::Chunked | BodyKind::UntilClose => (ResponseFraming::Close, false),
+                };
+                let client_keep_alive = keep_alive && !shard.draining.get() && framing_out != ResponseFraming::Close;
+                let conn_header = match (client_keep_alive, plan.version) {
+                    (false, _) => Some(false),
+                    (true, Version::Http10) => Some(true),
+                    (true, Version::Http11) => None,
+                };
+                out.clear();
+                write_response_head(out, &head, framing_out, conn_header);
+                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive, head.status);
+                upc.consume(head_len);
+                return Ok(result);
+            }
+        }
+        // the common case is one read: only a head split over reads pays for the clock
+        let left = match deadline {
+            None => {
+                deadline = Some(Instant::now() + timeout);
+                timeout
+            }
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        if left.is_zero() {
+            return Err(Error::upstream(Kind::ReadTimeout, "response head"));
+        }
+        // while the upstream thinks, a client that goes away aborts the exchange (U18)
+        match upc.fill_watching(left, max + 1, client).await {
+            Ok(0) => {
+                let retry = if got_bytes { Retry::Never } else { stale_retry };
+                return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Error::upstream(Kind::ReadTimeout, "response head"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::upstream(Kind::BadUpstreamResponse(ParseError::HeaderTooLarge), ""));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                return Err(Error::new(
+                    Side::Downstream,
+                    Kind::DownstreamClosed,
+                    "client left while the upstream was busy",
+                ));
+            }
+            Err(e) => {
+                let retry = if got_bytes { Retry::Never } else { stale_retry };
+                return Err(Error::upstream(Kind::UpstreamClosed, "reading response head")
+                    .with_source(e)
+                    .with_retry(retry));
+            }
+        }
+    }
+}
+
+/// Phases 7 + 8: pick an endpoint, take a pooled connection or dial one. A failed dial is retried
+/// once on another endpoint (nothing was sent, so this is safe for every method).
+pub(super) async fn upstream_conn(
+    shard: &Shard,
+    uid: UpstreamId,
+    key: Option<u64>,
+    use_pool: bool,
+    avoid: Option<usize>,
+    session: &mut Session,
+) -> Result<UpSide, Error> {
+    let up = &shard.snapshot.upstreams[uid];
+    let state = &shard.upstreams[uid];
+    // a retry avoids the endpoint that just failed, when there is another
+    let others = avoid.is_some() && (0..up.endpoints.len()).any(|i| Some(i) != avoid && state.available[i].get());
+    let available = |i: usize| state.available[i].get() && !(others && Some(i) == avoid);
+    let try_all = up.when_all_down == AllDown::TryAll;
+    let picked = state.choose(&up.balance, key, available);
+    let first = match picked {
+        Some(i) => i,
+        None if try_all => state.choose(&up.balance, key, |_| true).unwrap_or(0),
+        None => return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("every endpoint of {} is down", up.name))),
+    };
+    match dial_or_reuse(shard, uid, first, use_pool, session).await {
+        Ok(c) => Ok(c),
+        Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
+            tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
+            let second = state.choose(&up.balance, key, |i| i != first && available(i)).or_else(|| {
+                if try_all {
+                    state.choose(&up.balance, key, |i| i != first)
+                } else {
+                    None
+                }
+            });
+            match second {
+                Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
+                None => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn dial_or_reuse(
+    shard: &Shard,
+    uid: UpstreamId,
+    ep: usize,
+    use_pool: bool,
+    session: &mut Session,
+) -> Result<UpSide, Error> {
+    let up = &shard.snapshot.upstreams[uid];
+    let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
+    if use_pool {
+        // the request started microseconds ago: its timestamp is good enough for idle expiry
+        let now = session.started;
+        let mut pool = shard.pool.borrow_mut();
+        while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
+            // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
+            // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
+            if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
+                shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
+                return Ok(UpSide {
+                    conn: Conn::new(c.stream, c.buf),
+                    slot: c.slot,
+                    ep,
+                    key,
+                    requests: c.requests,
+                    reused: true,
+                });
+            }
+        }
+    }
+    let state = &shard.upstreams[uid];
+    if up.max_connections.is_some_and(|max| state.open.get() >= max) {
+        // circuit cap: never queue, answer at once (U17)
+        return Err(Error::upstream(Kind::Overloaded, format!("{}: max_connections reached", up.name)));
+    }
+    let slot = crate::upstream::ConnSlot::new(&state.open);
+    let t0 = Instant::now();
+    let source_ip = state.egress_for_new_connection(up, shard.worker);
+    let dialed = connect(key.endpoint, source_ip, up.connect_timeout).await;
+    let mut m = shard.metrics.borrow_mut();
+    m.upstreams[uid].connects += 1;
+    if dialed.is_err() {
+        m.upstreams[uid].connect_failures += 1;
+    }
+    drop(m);
+    if dialed.is_err() {
+        shard.report(uid, ep, true);
+    }
+    match dialed {
+        Ok(stream) => {
+            session.connect_us = Some(micros_since(t0));
+            Ok(UpSide {
+                conn: Conn::new(stream, Vec::with_capacity(16 * 1024)),
+                slot,
+                ep,
+                key,
+                requests: 0,
+                reused: false,
+            })
+        }
+        Err(e) => {
+            let kind =
+                if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
+            let context = match source_ip {
+                Some(ip) => format!("connect {} from {ip}", key.endpoint),
+                None => format!("connect {}", key.endpoint),
+            };
+            Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
+        }
+    }
+}
+
+/// Counts a request as in flight on an endpoint (least_request) for as long as it lives.
+pub(super) struct EndpointFlight<'a>(&'a crate::upstream::UpstreamState, usize);
+
+impl<'a> EndpointFlight<'a> {
+    pub(super) fn enter(state: &'a crate::upstream::UpstreamState, ep: usize) -> Self {
+        state.in_flight[ep].set(state.in_flight[ep].get() + 1);
+        Self(state, ep)
+    }
+}
+
+impl Drop for EndpointFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight[self.1].set(self.0.in_flight[self.1].get() - 1);
+    }
+}
