@@ -468,14 +468,7 @@ async fn proxy(
                 if let Ok(((body_in, chunked_out, _), _, status)) = early {
                     (session.status, session.bytes_out) = (status, s.out.len() as u64);
                     session.error = Some("early_upstream_response");
-                    let down = PumpOpts {
-                        read_timeout: up.read_timeout,
-                        write_timeout: snapshot.http.send_timeout,
-                        chunked_out,
-                        limit: 0,
-                        max_trailer_bytes: snapshot.http.max_header_bytes,
-                        min_rate: None,
-                    };
+                    let down = response_opts(shard, uid, chunked_out);
                     let _ = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, down).await;
                     return Ok(Next::LingerClose);
                 }
@@ -551,14 +544,7 @@ async fn proxy(
     };
     // phase 9c: response body (the head is in s.out and goes out with the first body bytes)
     let (body_in, chunked_out, client_keep_alive) = framing;
-    let opts = PumpOpts {
-        read_timeout: up.read_timeout,
-        write_timeout: snapshot.http.send_timeout,
-        chunked_out,
-        limit: 0,
-        max_trailer_bytes: snapshot.http.max_header_bytes,
-        min_rate: None,
-    };
+    let opts = response_opts(shard, uid, chunked_out);
     let result = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, opts).await;
     // phase 10: finish
     match result {
@@ -588,4 +574,16 @@ async fn proxy(
         shard.pool.borrow_mut().checkin(key, idle, head_at, up.pool_max_idle_per_endpoint);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// Pump settings for a response body (upstream → client).
+fn response_opts(shard: &Shard, uid: UpstreamId, chunked_out: bool) -> PumpOpts {
+    PumpOpts {
+        read_timeout: shard.snapshot.upstreams[uid].read_timeout,
+        write_timeout: shard.snapshot.http.send_timeout,
+        chunked_out,
+        limit: 0,
+        max_trailer_bytes: shard.snapshot.http.max_header_bytes,
+        min_rate: None,
+    }
 }
