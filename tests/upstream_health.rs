@@ -102,3 +102,25 @@ fn ejections_respect_max_ejected_percent() {
     assert_eq!(st.iter().filter(|s| *s == "ejected").count(), 1, "10% of 10 endpoints, at least one: {st:?}");
     assert!(good.request_count() > 0, "traffic keeps flowing to the rest");
 }
+
+#[test]
+fn hanging_and_refusing_endpoints_are_ejected_too() {
+    let good = MockUpstream::echo();
+    let hanging = MockUpstream::start(|_| Reply::Delay(Duration::from_secs(5), Box::new(Reply::ok("late"))));
+    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing = spare.local_addr().unwrap();
+    drop(spare);
+    let extra = "outlier = { consecutive_failures = 2, base_ejection_ms = 60000, max_ejected_percent = 100 }\n";
+    let body = upstream(&[good.addr, hanging.addr, refusing], extra)
+        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 200\n");
+    let gw = TestGateway::start(&body);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            get(gw.addr, "a", "/");
+            states(&gw) == ["healthy", "ejected", "ejected"]
+        }),
+        "{:?}",
+        states(&gw)
+    );
+    assert!(spread_gets(&gw, 20).iter().all(|&s| s == 200), "only the good endpoint is left");
+}
