@@ -121,3 +121,24 @@ fn refusals_are_counted_in_metrics() {
     assert!(m.contains("ringway_rate_limited_total{service=\"shop\",api=\"all\",rule=\"api\"} 3"), "{m}");
     assert!(m.contains("ringway_requests_total{service=\"shop\",api=\"all\",class=\"4xx\"} 3"));
 }
+
+#[test]
+fn refusals_appear_in_the_access_log() {
+    let up = MockUpstream::echo();
+    let path = std::env::temp_dir().join(format!("ringway-limits-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let body = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"logfmt\"\n{}",
+        path.display(),
+        api_config(&up, "max_qps = 1\nburst = 1", "")
+    );
+    let gw = TestGateway::start(&body);
+    let rs = burst(gw.addr, 3, "");
+    assert_eq!(rs.iter().filter(|r| r.status == 429).count(), 2);
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) >= 3));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let refused: Vec<&str> = text.lines().filter(|l| l.contains(" status=429 ")).collect();
+    assert_eq!(refused.len(), 2, "{text}");
+    assert!(refused.iter().all(|l| l.contains("service=shop api=all") && l.ends_with("error=rate_limited")), "{text}");
+    let _ = std::fs::remove_file(&path);
+}
