@@ -206,3 +206,58 @@ fn config(state: &AdminState) -> String {
     let _ = write!(out, "}},\"services\":{},\"apis\":{}}}", s.services.len(), s.apis.len());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{MetricsSnapshot, ShardMetrics};
+
+    fn snapshot() -> Arc<Snapshot> {
+        let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\n[service.s]\n[[service.s.api]]\nname = \"a\"\npath = \"/\"\nmock = { body = \"x\" }\n";
+        Arc::new(crate::config::compile(text, 1).unwrap())
+    }
+
+    #[test]
+    fn a_stuck_worker_is_reported_missing_and_never_hangs_a_scrape() {
+        let snap = snapshot();
+        let (stuck_out, _stuck_in) = crate::runtime::channel(); // never read
+        let (live_out, live_in) = crate::runtime::channel();
+        let s2 = snap.clone();
+        let answering = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < std::time::Duration::from_secs(5) {
+                if let Some(ControlMsg::Stats { reply, .. }) = live_in.try_recv() {
+                    let m = ShardMetrics::new(&s2);
+                    let snap = MetricsSnapshot {
+                        worker: 1,
+                        driver: "legacy",
+                        generation: 1,
+                        connections_active: 0,
+                        in_flight: 0,
+                        pool_idle: 0,
+                        evicted_keys: 0,
+                        metrics: m,
+                    };
+                    let _ = reply.send(snap);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let mut state = AdminState {
+            snapshot: snap.clone(),
+            outboxes: vec![stuck_out, live_out],
+            workers: vec![(None, "legacy"), (None, "legacy")],
+            listener_addrs: vec!["127.0.0.1:1".parse().unwrap()],
+            endpoint_status: Default::default(),
+            window_start: Instant::now(),
+        };
+        let t0 = Instant::now();
+        let reply = handle(&mut state, "GET", "/stats/latency");
+        assert!(t0.elapsed() < super::super::SCRAPE_DEADLINE * 2, "the scrape waited {:?}", t0.elapsed());
+        let body = String::from_utf8(reply.body).unwrap();
+        assert_eq!(reply.status, 200);
+        assert!(body.contains("\"workers_missing\":[0]"), "{body}");
+        answering.join().unwrap();
+    }
+}

@@ -76,6 +76,11 @@ impl Outbox {
 }
 
 impl Inbox {
+    /// Takes a message if one is waiting (for threads that are not a monoio runtime).
+    pub fn try_recv(&self) -> Option<ControlMsg> {
+        self.rx.try_recv().ok()
+    }
+
     /// Waits for the next message; `None` once every outbox is dropped.
     pub async fn recv(&self) -> Option<ControlMsg> {
         poll_fn(|cx| {

@@ -13,7 +13,7 @@ mod shard;
 mod worker;
 
 pub use affinity::allowed_cpus;
-pub use control::{ControlMsg, Outbox, WorkerReport};
+pub use control::{channel, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use shard::Shard;
 
 use std::io;
