@@ -8,24 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNS=${CONNS:-1000}; DUR=${DUR:-40}; INTERVAL=${INTERVAL:-5}
 command -v slowhttptest >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slowhttptest >/dev/null; }
-cargo build --release --quiet
-W=$(mktemp -d -t ringway-slow.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port); ADMIN=$(free_port)
-cat >"$W/ringway.toml" <<TOML
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PORT"
-[service.demo]
-[[service.demo.api]]
-name = "hello"
-path = "/*"
-mock = { body = "hi" }
-TOML
-RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" & RW=$!
-trap 'kill $RW $PROBE 2>/dev/null; [[ -n "${KEEP:-}" ]] || rm -rf "$W"' EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+source scripts/mock-gateway.sh slow
 ( ok=0; fail=0; slow=0; end=$((SECONDS + DUR))
   while (( SECONDS < end )); do
     t=$(curl -s -o /dev/null -m 2 -w '%{http_code} %{time_total}' "http://127.0.0.1:$PORT/probe" || echo "000 2")
@@ -35,6 +18,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null 
     sleep 0.5
   done
   echo "probe: $ok succeeded, $fail failed, $slow slower than 100 ms" >"$W/probe.txt" ) & PROBE=$!
+EXTRA_PIDS+=("$PROBE")
 slowhttptest -H -c "$CONNS" -r 500 -i "$INTERVAL" -l "$DUR" -s 8192 -t GET -p 3 -x 24 \
   -u "http://127.0.0.1:$PORT/" -g -o "$W/slow" >"$W/slowhttptest.log" 2>&1 || true
 wait $PROBE || true
