@@ -213,7 +213,11 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
     let snapshot = &shard.snapshot;
     let id = request_id(shard, head);
     let trusted = &snapshot.instance.trusted_proxies;
-    let xff = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value);
+    // X-Forwarded-For only matters behind trusted proxies: no header scan otherwise
+    let xff = match trusted.is_empty() {
+        true => None,
+        false => head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value),
+    };
     let client = if trusted.is_empty() { peer.addr } else { client_ip(peer.addr, xff, trusted) };
     let mut plan = Plan {
         id,
@@ -283,6 +287,8 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         Target::Mock(_) => Action::Mock(api_id),
         Target::Upstream(uid) => {
             plan.hash_key = match &snapshot.upstreams[*uid].balance {
+                // the peer's address is already rendered; only a client named by XFF is formatted
+                Balance::Hash(HashKey::ClientIp) if client == peer.addr => Some(ring_hash(&peer.ip)),
                 Balance::Hash(HashKey::ClientIp) => Some(ring_hash(client.to_string().as_bytes())),
                 Balance::Hash(HashKey::Header(name)) => {
                     let v =
