@@ -99,7 +99,7 @@ impl Conn {
                     break read.await;
                 }
                 _ = client.readable(false), if watching && outcome.is_none() => {
-                    if crate::upstream::peer_closed(client) {
+                    if crate::upstream::peer_state(client) == crate::upstream::PeerState::Closed {
                         outcome = Some(io::ErrorKind::ConnectionAborted);
                         canceller.cancel();
                         break read.await;

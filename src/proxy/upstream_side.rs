@@ -16,7 +16,7 @@ use crate::config::{AllDown, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{parse_response, upgrade_accepted, BodyKind, ParseError, Version};
 use crate::runtime::Shard;
-use crate::upstream::{connect, is_idle_and_open, PoolKey};
+use crate::upstream::{connect, peer_state, PeerState, PoolKey};
 
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
 pub(super) struct UpSide {
@@ -203,7 +203,8 @@ async fn dial_or_reuse(
         while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
             // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
             // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
-            if idle < STALE_CHECK_AFTER || is_idle_and_open(&c.stream) {
+            // a stale (closed) or unsolicited-bytes connection is never reused
+            if idle < STALE_CHECK_AFTER || peer_state(&c.stream) == PeerState::Idle {
                 shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
                 return Ok(UpSide {
                     conn: Conn::new(c.stream, c.buf),

@@ -47,13 +47,28 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration
     Ok(stream)
 }
 
-/// For a pooled connection: true when nothing is pending and the peer has not closed. A
-/// non-blocking `MSG_PEEK` costs one syscall and catches the common stale-pool race (U5).
-pub fn is_idle_and_open(stream: &TcpStream) -> bool {
+/// What one non-blocking `MSG_PEEK` says about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Open, nothing to read.
+    Idle,
+    /// Open with unread bytes.
+    Pending,
+    /// Closed or reset by the peer.
+    Closed,
+    /// The peek was interrupted: nothing is known.
+    Unknown,
+}
+
+/// Peeks at a connection without consuming anything (one syscall).
+pub fn peer_state(stream: &TcpStream) -> PeerState {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     with_sock(stream, |sock| match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        Ok(_) => false, // 0 = closed; >0 = unsolicited bytes: never reuse
+        Ok(0) => PeerState::Closed,
+        Ok(_) => PeerState::Pending,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => PeerState::Idle,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => PeerState::Unknown,
+        Err(_) => PeerState::Closed,
     })
 }
 
@@ -62,17 +77,6 @@ pub(crate) fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(SockRef<'_>) -> R)
     // SAFETY: the fd is owned by `stream`, which is borrowed for the whole call.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     f(SockRef::from(&fd))
-}
-
-/// True when the peer has closed (or reset) the connection; false when it is open, with or
-/// without unread bytes. One non-blocking `MSG_PEEK`.
-pub fn peer_closed(stream: &TcpStream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    with_sock(stream, |sock| match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted,
-    })
 }
 
 fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {

@@ -10,7 +10,7 @@ pub mod outlier;
 mod pool;
 
 pub use balance::{p2c, ring_hash, Ring, SmoothWeighted};
-pub use connect::{connect, is_idle_and_open, peer_closed};
+pub use connect::{connect, peer_state, PeerState};
 pub use pool::{Pool, PoolKey};
 
 use std::cell::{Cell, RefCell};
