@@ -74,7 +74,8 @@ pub fn latency_json(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[us
             if !current_name.is_empty() {
                 out.push_str("},");
             }
-            let _ = write!(out, "\"{}\":{{", json_escape(&r.name));
+            super::access_log::json_str(&mut out, r.name.as_bytes());
+            out.push_str(":{");
             current_name = r.name.clone();
         } else {
             out.push(',');
@@ -296,19 +297,4 @@ fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
 /// Prometheus label-value escaping.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn json_escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
