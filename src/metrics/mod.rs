@@ -35,6 +35,8 @@ pub struct UpstreamCounters {
     pub connects: u64,
     pub connect_failures: u64,
     pub pool_hits: u64,
+    /// Idle pooled connections closed because the origin sent bytes or closed them while idle.
+    pub pool_dirty: u64,
     pub failures: u64,
     pub retries: u64,
 }
@@ -118,6 +120,7 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
             t.connects += u.connects;
             t.connect_failures += u.connect_failures;
             t.pool_hits += u.pool_hits;
+            t.pool_dirty += u.pool_dirty;
             t.failures += u.failures;
             t.retries += u.retries;
         }

@@ -232,11 +232,16 @@ fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &
 
 fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
     type Field = (&'static str, &'static str, fn(&super::UpstreamCounters) -> u64);
-    let fields: [Field; 6] = [
+    let fields: [Field; 7] = [
         ("ringway_upstream_requests_total", "Requests sent upstream.", |u| u.requests),
         ("ringway_upstream_connects_total", "New upstream connections dialed.", |u| u.connects),
         ("ringway_upstream_connect_failures_total", "Upstream connect attempts that failed.", |u| u.connect_failures),
         ("ringway_upstream_pool_hits_total", "Requests sent on a pooled connection.", |u| u.pool_hits),
+        (
+            "ringway_upstream_pool_dirty_total",
+            "Idle pooled connections closed because the origin sent bytes or closed them while idle.",
+            |u| u.pool_dirty,
+        ),
         ("ringway_upstream_failures_total", "Upstream errors after connecting (reset, timeout, bad response).", |u| {
             u.failures
         }),

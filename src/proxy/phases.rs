@@ -577,7 +577,7 @@ async fn proxy(
     if reusable && !shard.draining.get() {
         let UpSide { conn, key, requests, slot, .. } = upc;
         let idle = UpstreamConn { slot, stream: conn.stream, buf: conn.buf, requests };
-        shard.pool.borrow_mut().checkin(key, idle, head_at, up.pool_max_idle_per_endpoint);
+        shard.pool_checkin(key, idle, head_at);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
 }

@@ -16,7 +16,7 @@ use crate::config::{AllDown, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{parse_response, upgrade_accepted, BodyKind, ParseError, Version};
 use crate::runtime::Shard;
-use crate::upstream::{connect, peer_state, PeerState, PoolKey};
+use crate::upstream::{connect, PoolKey};
 
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
 pub(super) struct UpSide {
@@ -32,9 +32,6 @@ pub(super) struct UpSide {
 
 /// After an upload fails, how long to look for a response the upstream sent early (U13).
 pub(super) const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
-
-/// Pooled connections idle for longer than this are checked for a peer close before reuse.
-const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 /// (how the body arrives, re-chunk for the client, keep the client connection)
 pub(super) type Framing = (BodyKind, bool, bool);
@@ -198,23 +195,16 @@ async fn dial_or_reuse(
     let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
     if use_pool {
         // the request started microseconds ago: its timestamp is good enough for idle expiry
-        let now = session.started;
-        let mut pool = shard.pool.borrow_mut();
-        while let Some((c, idle)) = pool.checkout(&key, now, up.pool_idle_timeout) {
-            // a connection busy a moment ago is almost never stale; the peek costs a syscall, so
-            // only long-idle ones pay it (a stale one is still caught by the idempotent retry)
-            // a stale (closed) or unsolicited-bytes connection is never reused
-            if idle < STALE_CHECK_AFTER || peer_state(&c.stream) == PeerState::Idle {
-                shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
-                return Ok(UpSide {
-                    conn: Conn::new(c.stream, c.buf),
-                    slot: c.slot,
-                    ep,
-                    key,
-                    requests: c.requests,
-                    reused: true,
-                });
-            }
+        if let Some((c, _idle)) = shard.pool_checkout(&key, session.started) {
+            shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
+            return Ok(UpSide {
+                conn: Conn::new(c.stream, c.buf),
+                slot: c.slot,
+                ep,
+                key,
+                requests: c.requests,
+                reused: true,
+            });
         }
     }
     let state = &shard.upstreams[uid];

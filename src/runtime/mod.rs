@@ -149,6 +149,24 @@ impl Running {
     }
 
     /// Waits for every worker thread to exit, then stops the admin endpoint and the log writer.
+    /// Every worker's metrics (workers that do not answer within a second are left out).
+    pub fn stats(&self, reset: bool) -> Vec<crate::metrics::MetricsSnapshot> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for o in &self.outboxes {
+            o.send(ControlMsg::Stats { reset, reply: tx.clone() });
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut out = Vec::with_capacity(self.outboxes.len());
+        while out.len() < self.outboxes.len() {
+            match rx.recv_deadline(deadline) {
+                Ok(s) => out.push(s),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     pub fn join(mut self) {
         for h in self.handles.drain(..) {
             let _ = h.join();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::Snapshot;
 use crate::limit::ShardLimiter;
 use crate::metrics::{AccessLog, MetricsSnapshot, ShardMetrics};
-use crate::upstream::{Pool, UpstreamConn, UpstreamState};
+use crate::upstream::{IdleConn, Pool, PoolKey, UpstreamConn, UpstreamState};
 
 /// One worker's state.
 pub struct Shard {
@@ -29,7 +29,10 @@ pub struct Shard {
     pub events: Option<crossbeam_channel::Sender<super::control::ControlEvent>>,
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Vec<UpstreamState>,
-    pub pool: RefCell<Pool<UpstreamConn>>,
+    /// Idle upstream connections, each watched for bytes or a close while it waits.
+    pub pool: RefCell<Pool<IdleConn>>,
+    /// Woken when a watch fires: the pool janitor's (a no-op until the janitor runs).
+    pub pool_waker: RefCell<std::task::Waker>,
     /// Open client connections.
     pub connections: Cell<usize>,
     /// Requests between their first head byte and their last response byte.
@@ -71,6 +74,7 @@ impl Shard {
             snapshot,
             upstreams,
             pool: RefCell::new(Pool::default()),
+            pool_waker: RefCell::new(std::task::Waker::noop().clone()),
             connections: Cell::new(0),
             in_flight: Cell::new(0),
             draining: Cell::new(false),
@@ -98,6 +102,51 @@ impl Shard {
             m.latency.reset();
         }
         snap
+    }
+
+    /// Puts a connection back in the pool, watched while idle. A connection with unread bytes
+    /// (the watch fires at once) is closed instead.
+    pub fn pool_checkin(&self, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
+        let up = &self.snapshot.upstreams[key.egress_policy];
+        let waker = self.pool_waker.borrow();
+        match IdleConn::watch(key.egress_policy, conn, &waker) {
+            Some(idle) => {
+                self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint)
+            }
+            None => self.metrics.borrow_mut().upstreams[key.egress_policy].pool_dirty += 1,
+        }
+    }
+
+    /// The most recently pooled connection for `key` that is still quiet (nothing arrived on it
+    /// while idle), with how long it was idle; dirty ones are closed on the way.
+    pub fn pool_checkout(&self, key: &PoolKey, now: std::time::Instant) -> Option<(UpstreamConn, std::time::Duration)> {
+        let waker = self.pool_waker.borrow();
+        let mut pool = self.pool.borrow_mut();
+        while let Some((idle, for_how_long)) = pool.checkout(key, now) {
+            match idle.take(&waker) {
+                Some(conn) => return Some((conn, for_how_long)),
+                None => self.metrics.borrow_mut().upstreams[key.egress_policy].pool_dirty += 1,
+            }
+        }
+        None
+    }
+
+    /// The pool janitor's pass: closes expired connections and, when a watch woke it, every
+    /// connection whose watch fired.
+    pub fn sweep_pool(&self, woken: bool, now: std::time::Instant) {
+        let waker = self.pool_waker.borrow();
+        let mut pool = self.pool.borrow_mut();
+        pool.expire(now);
+        if woken {
+            let mut m = self.metrics.borrow_mut();
+            pool.retain(|idle| {
+                let quiet = idle.quiet(&waker);
+                if !quiet {
+                    m.upstreams[idle.upstream].pool_dirty += 1;
+                }
+                quiet
+            });
+        }
     }
 
     /// Reports a request outcome on an endpoint to the supervisor: every failure, and the first

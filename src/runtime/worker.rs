@@ -148,6 +148,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     if shard.access_log.is_some() {
         monoio::spawn(flush_access_log(shard.clone(), slots[0].clone()));
     }
+    monoio::spawn(pool_janitor(shard.clone(), slots[0].clone()));
     // `None` (supervisor gone) stops the worker like Shutdown
     while let Some(msg) = inbox.recv().await {
         match msg {
@@ -221,6 +222,32 @@ async fn flush_access_log(shard: Rc<Shard>, stop: Rc<StopSlot>) {
             log.flush();
         }
     }
+}
+
+/// Closes idle pooled connections whose watch fired (the origin sent bytes or closed) as soon as
+/// it fires, and those past their idle timeout every sweep period, until the worker stops.
+async fn pool_janitor(shard: Rc<Shard>, stop: Rc<StopSlot>) {
+    poll_fn(|cx| {
+        *shard.pool_waker.borrow_mut() = cx.waker().clone();
+        Poll::Ready(())
+    })
+    .await;
+    let every = janitor_period(&shard.snapshot);
+    while !stop.stopped.get() {
+        let woken = monoio::select! {
+            biased;
+            _ = monoio::time::sleep(every) => false,
+            _ = crate::upstream::WokenAgain::default() => true,
+        };
+        shard.sweep_pool(woken, Instant::now());
+    }
+}
+
+/// A quarter of the shortest pool idle timeout, between 10 ms and 1 s: connections are closed
+/// at most that late after they expire.
+fn janitor_period(snapshot: &Snapshot) -> Duration {
+    let shortest = snapshot.upstreams.iter().map(|u| u.pool_idle_timeout).min().unwrap_or(Duration::from_secs(4));
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Access-log lines reach the writer at most this late.

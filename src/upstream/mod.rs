@@ -6,11 +6,13 @@
 mod balance;
 mod connect;
 pub mod health;
+mod idle;
 pub mod outlier;
 mod pool;
 
 pub use balance::{p2c, ring_hash, Ring, SmoothWeighted};
 pub use connect::{connect, peer_state, PeerState};
+pub use idle::{IdleConn, WokenAgain};
 pub use pool::{Pool, PoolKey};
 
 use std::cell::{Cell, RefCell};
@@ -19,7 +21,7 @@ use monoio::net::TcpStream;
 
 use crate::config::{Balance, Upstream};
 
-/// An idle upstream connection with its (empty) read buffer, as the pool holds it.
+/// An upstream connection between requests, with its (empty) read buffer.
 pub struct UpstreamConn {
     /// Counts against the upstream's `max_connections` while the connection exists.
     pub slot: ConnSlot,

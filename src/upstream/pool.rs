@@ -1,8 +1,8 @@
-//! Per-core idle-connection pool, LIFO per key, with idle expiry and a per-key cap.
+//! Per-core idle-connection pool, LIFO per key, with idle expiry, a per-key cap and a sweep.
 //!
-//! The key includes the source (egress) IP so a connection dialled from one egress address is
-//! never reused for an upstream that must use another (STYLE.md §18). Pure over the connection
-//! type and `now`, so its logic is tested without sockets.
+//! The key includes the upstream's egress policy so a connection dialled from one egress address
+//! is never reused for an upstream that must use another. Pure over the connection type and `now`,
+//! so its logic is tested without sockets; [`super::idle`] supplies the watched connection type.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,16 +12,22 @@ use ahash::AHashMap;
 
 /// Which idle connections are interchangeable: same endpoint, dialled under the same egress
 /// policy (the upstream's source-IP pool), so a connection from another upstream's egress IP is
-/// never reused. `source_ip` is the address this connection was bound to (for errors and logs).
+/// never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub endpoint: SocketAddr,
     pub egress_policy: usize,
 }
 
+struct Entry<C> {
+    conn: C,
+    since: Instant,
+    expires: Instant,
+}
+
 /// Idle connections of one shard.
 pub struct Pool<C> {
-    idle: AHashMap<PoolKey, VecDeque<(C, Instant)>>,
+    idle: AHashMap<PoolKey, VecDeque<Entry<C>>>,
 }
 
 impl<C> Default for Pool<C> {
@@ -31,27 +37,53 @@ impl<C> Default for Pool<C> {
 }
 
 impl<C> Pool<C> {
-    /// Takes the most recently used connection that has been idle for less than `idle_timeout`,
-    /// with how long it was idle; older ones are dropped (closed) on the way.
-    pub fn checkout(&mut self, key: &PoolKey, now: Instant, idle_timeout: Duration) -> Option<(C, Duration)> {
+    /// Takes the most recently used connection that has not expired, with how long it was idle;
+    /// expired ones are dropped (closed) on the way.
+    pub fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<(C, Duration)> {
         let list = self.idle.get_mut(key)?;
         // oldest entries sit at the front: drop the expired ones first
-        while list.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= idle_timeout) {
+        while list.front().is_some_and(|e| now >= e.expires) {
             list.pop_front();
         }
-        list.pop_back().map(|(c, since)| (c, now.saturating_duration_since(since)))
+        list.pop_back().map(|e| (e.conn, now.saturating_duration_since(e.since)))
     }
 
-    /// Returns a connection; when the key already holds `max_idle`, the oldest one is closed.
-    pub fn checkin(&mut self, key: PoolKey, conn: C, now: Instant, max_idle: usize) {
-        if max_idle == 0 {
+    /// Returns a connection that may stay idle for `idle_timeout`; when the key already holds
+    /// `max_idle`, the oldest one is closed.
+    pub fn checkin(&mut self, key: PoolKey, conn: C, now: Instant, idle_timeout: Duration, max_idle: usize) {
+        if max_idle == 0 || idle_timeout.is_zero() {
             return;
         }
         let list = self.idle.entry(key).or_default();
         if list.len() >= max_idle {
             list.pop_front();
         }
-        list.push_back((conn, now));
+        list.push_back(Entry { conn, since: now, expires: now + idle_timeout });
+    }
+
+    /// Closes expired connections (cheap: only list fronts are looked at). Returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut closed = 0;
+        for list in self.idle.values_mut() {
+            while list.front().is_some_and(|e| now >= e.expires) {
+                list.pop_front();
+                closed += 1;
+            }
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+        closed
+    }
+
+    /// Closes every connection for which `alive` says no. Returns how many.
+    pub fn retain(&mut self, mut alive: impl FnMut(&mut C) -> bool) -> usize {
+        let mut closed = 0;
+        for list in self.idle.values_mut() {
+            let before = list.len();
+            list.retain_mut(|e| alive(&mut e.conn));
+            closed += before - list.len();
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+        closed
     }
 
     /// Closes every idle connection.
@@ -75,6 +107,8 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
 
+    const IDLE: Duration = Duration::from_secs(1);
+
     fn key(port: u16) -> PoolKey {
         PoolKey { endpoint: SocketAddr::from(([127, 0, 0, 1], port)), egress_policy: 0 }
     }
@@ -83,33 +117,56 @@ mod tests {
     fn checkout_is_lifo() {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
-        pool.checkin(key(1), "a", clock.now(), 8);
-        pool.checkin(key(1), "b", clock.now(), 8);
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("b"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("a"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
+        pool.checkin(key(1), "a", clock.now(), IDLE, 8);
+        pool.checkin(key(1), "b", clock.now(), IDLE, 8);
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("a"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), None);
     }
 
     #[test]
     fn expired_connections_are_dropped() {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
-        pool.checkin(key(1), "old", clock.now(), 8);
+        pool.checkin(key(1), "old", clock.now(), IDLE, 8);
         clock.advance(Duration::from_millis(900));
-        pool.checkin(key(1), "new", clock.now(), 8);
+        pool.checkin(key(1), "new", clock.now(), IDLE, 8);
         clock.advance(Duration::from_millis(200));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("new"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("new"));
         assert_eq!(pool.idle_count(&key(1)), 0, "the expired one was closed");
+    }
+
+    #[test]
+    fn expire_reaps_without_a_checkout() {
+        let clock = ManualClock::default();
+        let mut pool = Pool::default();
+        pool.checkin(key(1), "a", clock.now(), IDLE, 8);
+        pool.checkin(key(2), "b", clock.now(), Duration::from_secs(5), 8);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(pool.expire(clock.now()), 1);
+        assert_eq!(pool.total_idle(), 1, "only the connection past its own timeout is closed");
+    }
+
+    #[test]
+    fn retain_closes_what_the_watch_calls_dead() {
+        let clock = ManualClock::default();
+        let mut pool = Pool::default();
+        for c in ["ok", "dead", "ok2"] {
+            pool.checkin(key(1), c, clock.now(), IDLE, 8);
+        }
+        assert_eq!(pool.retain(|c| *c != "dead"), 1);
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok2"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok"));
     }
 
     #[test]
     fn keys_with_another_egress_policy_do_not_share() {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
-        pool.checkin(key(1), "a", clock.now(), 8);
+        pool.checkin(key(1), "a", clock.now(), IDLE, 8);
         let other = PoolKey { egress_policy: 1, ..key(1) };
-        assert_eq!(pool.checkout(&other, clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
-        assert_eq!(pool.checkout(&key(2), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), None);
+        assert_eq!(pool.checkout(&other, clock.now()).map(|(c, _)| c), None);
+        assert_eq!(pool.checkout(&key(2), clock.now()).map(|(c, _)| c), None);
     }
 
     #[test]
@@ -117,10 +174,10 @@ mod tests {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
         for c in ["a", "b", "c"] {
-            pool.checkin(key(1), c, clock.now(), 2);
+            pool.checkin(key(1), c, clock.now(), IDLE, 2);
         }
         assert_eq!(pool.idle_count(&key(1)), 2);
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("c"));
-        assert_eq!(pool.checkout(&key(1), clock.now(), Duration::from_secs(1)).map(|(c, _)| c), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("c"));
+        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("b"));
     }
 }

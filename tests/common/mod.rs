@@ -99,6 +99,11 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Close without answering.
     Close,
+    /// Pieces written one after another, each after its delay; then the connection stays open
+    /// (an origin that sends stray bytes after a response ended).
+    Sequence(Vec<(Duration, Vec<u8>)>),
+    /// Pieces as in `Sequence`, then the connection closes.
+    SequenceThenClose(Vec<(Duration, Vec<u8>)>),
 }
 
 impl Reply {
@@ -248,6 +253,19 @@ fn write_reply(stream: &mut TcpStream, reply: &Reply) -> bool {
         Reply::Close => {
             let _ = stream.shutdown(Shutdown::Both);
             false
+        }
+        Reply::Sequence(pieces) | Reply::SequenceThenClose(pieces) => {
+            for (delay, bytes) in pieces {
+                thread::sleep(*delay);
+                if stream.write_all(bytes).is_err() {
+                    return false;
+                }
+            }
+            if matches!(reply, Reply::SequenceThenClose(_)) {
+                let _ = stream.shutdown(Shutdown::Both);
+                return false;
+            }
+            true
         }
     }
 }
