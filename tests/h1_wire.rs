@@ -290,3 +290,24 @@ fn f14_refused_upgrade_keeps_parsing_http() {
     assert_eq!(reqs[0].header("upgrade"), Some("foo"), "the offer is forwarded; only a 101 would switch");
     assert_eq!(reqs[1].target, "/next", "the bytes after the head are the next request, under full policy");
 }
+
+#[test]
+fn valid_grammar_is_accepted_with_exact_boundaries() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up);
+    // Content-Length with leading zeros: exactly 5 body bytes reach the origin, then the next request
+    let raw = b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000005\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(exchange(gw.addr, raw).statuses, vec![200, 200]);
+    // chunk size with leading zeros
+    let raw =
+        b"POST /chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(exchange(gw.addr, raw).statuses, vec![200]);
+    // a reg-name Host with sub-delims
+    assert_eq!(exchange(gw.addr, b"GET /host HTTP/1.1\r\nHost: a!$&'()*+;=b\r\n\r\n").statuses, vec![200]);
+    let seen = up.requests();
+    let body_of = |t: &str| seen.iter().find(|r| r.target == t).map(|r| r.body.clone());
+    assert_eq!(body_of("/cl"), Some(b"hello".to_vec()));
+    assert_eq!(body_of("/chunk"), Some(b"hello".to_vec()));
+    assert!(seen.iter().any(|r| r.target == "/next"));
+    assert!(seen.iter().any(|r| r.target == "/host"));
+}

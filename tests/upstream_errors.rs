@@ -191,3 +191,27 @@ fn client_leaving_while_upstream_is_slow_closes_the_upstream_connection() {
         "the gateway closed the upstream connection promptly (U18)"
     );
 }
+
+#[test]
+fn status_outside_100_to_599_is_502() {
+    for line in ["HTTP/1.1 099 Odd", "HTTP/1.1 000 Zero", "HTTP/1.1 600 Big", "HTTP/1.1 50 X"] {
+        let raw = format!("{line}\r\ncontent-length: 2\r\n\r\nok").into_bytes();
+        let up = MockUpstream::start(move |_| Reply::Raw(raw.clone()));
+        let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+        assert_eq!(get(gw.addr, "a", "/").status, 502, "{line}");
+    }
+}
+
+#[test]
+fn transfer_coded_chunked_body_keeps_its_coding() {
+    let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec();
+    let up = MockUpstream::start(move |_| Reply::Raw(raw.clone()));
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let r = get(gw.addr, "a", "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("gzip, chunked"), "the gzip coding is not dropped");
+    assert_eq!(r.body, b"abc", "the coded bytes pass through unchanged");
+    // an HTTP/1.0 client can take neither chunked nor a transfer coding
+    let r = request(gw.addr, "GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 502);
+}

@@ -103,10 +103,12 @@ impl ChunkedDecoder {
         };
         let line = &rest[..line_len];
         let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if digits == 0 || digits > 16 {
+        // leading zeros are valid (`1*HEXDIG`); what is left must fit before the size check
+        let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+        if digits == 0 || digits - zeros > 16 {
             return Err(ParseError::BadRequest("invalid chunk size"));
         }
-        let size = line[..digits].iter().fold(0u64, |acc, &d| (acc << 4) | hex_val(d));
+        let size = line[zeros..digits].iter().fold(0u64, |acc, &d| (acc << 4) | hex_val(d));
         if size > MAX_CHUNK_SIZE {
             return Err(ParseError::BadRequest("chunk size too large"));
         }

@@ -77,6 +77,9 @@ pub struct ResponseHead<'h, 'b> {
     pub body: BodyKind,
     /// The upstream allows reusing the connection after this response.
     pub keep_alive: bool,
+    /// Transfer codings applied before `chunked` (`gzip` in `gzip, chunked`), or empty: they are
+    /// part of the body's bytes and must be forwarded with it.
+    pub codings: &'b [u8],
     pub head_len: usize,
 }
 
@@ -162,7 +165,11 @@ pub fn parse_response<'h, 'b>(
     if head_len > max_header_bytes {
         return Err(ParseError::HeaderTooLarge);
     }
+    // httparse takes exactly three digits; 000-099 and 600-999 are not statuses (RFC 9110 §15)
     let status = res.code.unwrap_or_default();
+    if !(100..=599).contains(&status) {
+        return Err(ParseError::BadRequest("response status outside 100-599"));
+    }
     let version = if res.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let fields = scan_fields(res.headers, FieldRole::Response)?;
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
@@ -173,6 +180,9 @@ pub fn parse_response<'h, 'b>(
             return Err(ParseError::BadRequest("response has both Content-Length and Transfer-Encoding"));
         }
         match fields.te {
+            TeState::Chunked if fields.te_fields > 1 && fields.te_unknown_coding => {
+                return Err(ParseError::BadRequest("response transfer codings split over several fields"))
+            }
             TeState::Chunked => BodyKind::Chunked,
             _ => return Err(ParseError::BadRequest("response transfer coding does not end in chunked")),
         }
@@ -187,9 +197,14 @@ pub fn parse_response<'h, 'b>(
             Version::Http11 => !fields.conn_close,
             Version::Http10 => fields.conn_keep_alive && !fields.conn_close,
         };
+    let codings = match (body, fields.te_unknown_coding, fields.te_value) {
+        (BodyKind::Chunked, true, Some(v)) => chunked_prefix(v),
+        _ => &[][..],
+    };
     Ok(Some(ResponseHead {
         status,
         version,
+        codings,
         reason: res.reason.unwrap_or_default().as_bytes(),
         headers: res.headers,
         body,
@@ -292,7 +307,9 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// `host[:port]` with a reg-name or bracketed IPv6 host; no userinfo, no path, no list.
+/// `host[:port]` with a reg-name (RFC 3986: unreserved, pct-encoded, sub-delims except `,`) or a
+/// bracketed IPv6 host; no userinfo, no path, no list (a comma is refused so no backend can read
+/// the field as two hosts).
 fn check_authority(a: &[u8]) -> Result<(), ParseError> {
     const BAD: ParseError = ParseError::BadRequest("invalid Host or authority");
     let (host, port) = if a.first() == Some(&b'[') {
@@ -314,7 +331,11 @@ fn check_authority(a: &[u8]) -> Result<(), ParseError> {
     };
     let host_ok = !host.is_empty()
         && (host[0] == b'['
-            || host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')));
+            || host.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+                    || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=')
+            }));
     let port_ok = match port {
         None => true,
         Some(p) => {
@@ -351,6 +372,9 @@ enum TeState {
 struct Fields<'b> {
     content_length: Option<u64>,
     te_present: bool,
+    /// Transfer-Encoding fields seen, and the last one's value.
+    te_fields: usize,
+    te_value: Option<&'b [u8]>,
     te: TeState,
     te_unknown_coding: bool,
     host: Option<&'b [u8]>,
@@ -377,6 +401,8 @@ fn scan_fields<'b>(headers: &[Header<'b>], role: FieldRole) -> Result<Fields<'b>
             f.content_length = Some(parse_u64(h.value).ok_or(ParseError::BadRequest("invalid Content-Length"))?);
         } else if eq_ignore_case(name, b"transfer-encoding") {
             f.te_present = true;
+            f.te_fields += 1;
+            f.te_value = Some(h.value);
             scan_transfer_encoding(h.value, &mut f)?;
         } else if eq_ignore_case(name, b"host") {
             f.host_count += 1;
@@ -446,10 +472,19 @@ fn request_body(f: &Fields<'_>, version: Version) -> Result<BodyKind, ParseError
     })
 }
 
-/// Strict decimal: 1 to 19 ASCII digits, no sign, no spaces inside.
+/// The codings of a `…, chunked` list before the final `chunked` (trimmed), e.g. `gzip`.
+fn chunked_prefix(v: &[u8]) -> &[u8] {
+    match v.iter().rposition(|&b| b == b',') {
+        Some(i) => trim_ows(&v[..i]),
+        None => &[],
+    }
+}
+
+/// Strict decimal (RFC 9110 `1*DIGIT`): ASCII digits only, no sign, no spaces inside; leading
+/// zeros are allowed, the value must fit in a u64.
 pub(crate) fn parse_u64(v: &[u8]) -> Option<u64> {
     let v = trim_ows(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))

@@ -230,6 +230,12 @@ pub fn write_response_head(
     }
     match framing {
         ResponseFraming::Length(n) => push_content_length(out, n),
+        ResponseFraming::Chunked if !head.codings.is_empty() => {
+            // the body stays gzip- (or otherwise) coded: say so, then re-chunk it
+            out.extend_from_slice(b"transfer-encoding: ");
+            out.extend_from_slice(head.codings);
+            out.extend_from_slice(b", chunked\r\n");
+        }
         ResponseFraming::Chunked => out.extend_from_slice(CHUNKED),
         ResponseFraming::NoBody | ResponseFraming::Close => {}
     }

@@ -82,6 +82,15 @@ pub(super) async fn read_response_head(
                     continue;
                 }
                 let chunk_for_client = plan.version == Version::Http11;
+                if !head.codings.is_empty() && !chunk_for_client {
+                    // a transfer-coded body (gzip, chunked) cannot be framed for HTTP/1.0
+                    return Err(Error::upstream(
+                        Kind::BadUpstreamResponse(ParseError::BadRequest(
+                            "transfer coding an HTTP/1.0 client cannot take",
+                        )),
+                        "",
+                    ));
+                }
                 let (framing_out, chunked_out) = match head.body {
                     BodyKind::None => (ResponseFraming::NoBody, false),
                     BodyKind::Length(n) => (ResponseFraming::Length(n), false),

@@ -65,6 +65,12 @@ fn bad_chunk_sizes_b1_b2_b3() {
 }
 
 #[test]
+fn chunk_sizes_with_leading_zeros_are_valid() {
+    assert_eq!(decode(b"00000000000000005\r\nhello\r\n0000\r\n\r\n").map(|(d, _)| d), Ok(b"hello".to_vec()));
+    assert!(decode(b"00000000000000000FFFFFFFFFFFFFFFF\r\n").is_err(), "the value still must fit");
+}
+
+#[test]
 fn body_limit_is_413() {
     let mut d = ChunkedDecoder::new(4, 1024);
     assert_eq!(d.feed(b"5\r\nhello\r\n", |_| {}), Err(ParseError::BodyTooLarge));

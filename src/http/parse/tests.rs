@@ -220,3 +220,44 @@ fn bad_responses_are_errors() {
     let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "v".repeat(40000));
     assert_eq!(resp(big.as_bytes(), false), Err(ParseError::HeaderTooLarge));
 }
+
+#[test]
+fn valid_grammar_that_strict_parsers_used_to_refuse() {
+    // RFC 9110 Content-Length = 1*DIGIT: leading zeros are valid; duplicates must still agree
+    assert_eq!(
+        req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000005\r\n\r\n").map(|r| r.0),
+        Ok(BodyKind::Length(5))
+    );
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nContent-Length: 5\r\n\r\n"), 400);
+    // RFC 3986 reg-name: sub-delims are valid in Host (the comma stays refused: no lists)
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a!$&'()*+;=b\r\n\r\n"), 200);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a!$&'()*+;=b:8080\r\n\r\n"), 200);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n"), 400);
+}
+
+#[test]
+fn response_status_must_be_100_to_599() {
+    for bad in [
+        &b"HTTP/1.1 099 Odd\r\n\r\n"[..],
+        b"HTTP/1.1 000 Zero\r\n\r\n",
+        b"HTTP/1.1 600 Big\r\n\r\n",
+        b"HTTP/1.1 50 X\r\n\r\n",
+    ] {
+        assert!(resp(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(resp(b"HTTP/1.1 599 Edge\r\nContent-Length: 0\r\n\r\n", false).map(|r| r.0), Ok(599));
+}
+
+#[test]
+fn transfer_codings_before_chunked_are_kept() {
+    let mut h = crate::http::header_buf();
+    let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    let r = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
+    assert_eq!((r.body, r.codings), (BodyKind::Chunked, &b"gzip"[..]));
+    let mut h = crate::http::header_buf();
+    let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &mut h, 32768, false);
+    assert_eq!(r.unwrap().unwrap().codings, b"");
+    // codings spread over two fields are refused rather than half-forwarded
+    assert!(resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", false).is_err());
+}
