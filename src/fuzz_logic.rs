@@ -103,6 +103,29 @@ pub fn config_any(data: &[u8]) {
     }
 }
 
+/// Path normalisation: the first byte picks the rules; the result is a path, has no `.` or `..`
+/// segment, and normalising it again changes nothing.
+pub fn normalize_path(data: &[u8]) {
+    use crate::http::{normalize_path, EscapedSlashes, PathRules};
+    let Some((&pick, rest)) = data.split_first() else { return };
+    let rules = PathRules {
+        escaped_slashes: if pick & 1 == 0 { EscapedSlashes::Keep } else { EscapedSlashes::Reject },
+        merge_slashes: pick & 2 != 0,
+    };
+    let mut path = vec![b'/'];
+    path.extend_from_slice(rest);
+    let Ok(once) = normalize_path(&path, rules) else { return };
+    let once = once.map_or(path.clone(), |p| p.to_vec());
+    assert_eq!(once.first(), Some(&b'/'), "{}", String::from_utf8_lossy(&once));
+    assert!(
+        !once.split(|&b| b == b'/').any(|seg| seg == b"." || seg == b".."),
+        "dot segment left in {}",
+        String::from_utf8_lossy(&once)
+    );
+    let twice = normalize_path(&once, rules).expect("a normalised path stays valid");
+    assert!(twice.is_none_or(|t| t[..] == once[..]), "not idempotent: {}", String::from_utf8_lossy(&once));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,12 +135,13 @@ mod tests {
     fn seed_corpus_replays_without_panics() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
         type Target = (&'static str, fn(&[u8]));
-        let targets: [Target; 5] = [
+        let targets: [Target; 6] = [
             ("parse_request", parse_request_roundtrip),
             ("parse_response", parse_response_any),
             ("chunked", chunked_split_invariance),
             ("route", route_any),
             ("config", config_any),
+            ("normalize_path", normalize_path),
         ];
         let mut replayed = 0;
         for (name, f) in targets {

@@ -95,3 +95,47 @@ fn weighted_round_robin_spreads_by_weight() {
     }
     assert_eq!((a.request_count(), b.request_count()), (30, 10));
 }
+
+fn public_only(up: &MockUpstream, http: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "{http}\n{}\n[service.pub]\nbase_path = \"/public\"\n[[service.pub.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"o\"\n",
+        upstream_toml("o", &[up.addr])
+    ))
+}
+
+#[test]
+fn dot_segments_cannot_leave_a_base_path() {
+    let up = MockUpstream::echo();
+    let gw = public_only(&up, "");
+    for attack in ["/public/../admin", "/public/%2e%2e/admin", "/public/./../admin", "/public/.%2E/admin"] {
+        assert_eq!(get(gw.addr, "a", attack).status, 404, "{attack} is routed as /admin");
+    }
+    assert!(up.requests().is_empty(), "nothing outside /public reached the origin");
+    // inside the base path, the normalised path is what the upstream gets
+    assert_eq!(get(gw.addr, "a", "/public/x/../%61b/./c?q=%2e%2e").text(), "GET /public/ab/c?q=%2e%2e 0");
+    // an encoded slash does not split a segment: kept encoded by default
+    assert_eq!(get(gw.addr, "a", "/public/a%2fb").text(), "GET /public/a%2Fb 0");
+}
+
+#[test]
+fn escaped_slashes_reject_and_merge_slashes_are_configurable() {
+    let up = MockUpstream::echo();
+    let gw = public_only(&up, "[http]\nescaped_slashes = \"reject\"\nmerge_slashes = true\n");
+    assert_eq!(get(gw.addr, "a", "/public/a%2Fb").status, 400);
+    assert_eq!(get(gw.addr, "a", "/public/a%5cb").status, 400);
+    assert_eq!(get(gw.addr, "a", "/public//a///b").text(), "GET /public/a/b 0");
+    assert_eq!(get(gw.addr, "a", "//public/a").text(), "GET /public/a 0");
+}
+
+#[test]
+fn options_asterisk_is_answered_by_the_gateway() {
+    let up = MockUpstream::echo();
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    let mut c = Client::connect(gw.addr);
+    let r = c.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+    assert_eq!(r.status, 200);
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", r.headers);
+    // keep-alive: the next request on the connection is served
+    assert_eq!(c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").response(false).text(), "GET /x 0");
+    assert!(up.requests().iter().all(|r| r.target != "*" && r.target != "/*"), "never forwarded");
+}

@@ -185,6 +185,20 @@ impl Compiler<'_> {
                 1,
                 1_000_000,
             )?,
+            path_rules: crate::http::PathRules {
+                escaped_slashes: match f.escaped_slashes.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                    None | Some(("keep", _)) => crate::http::EscapedSlashes::Keep,
+                    Some(("reject", _)) => crate::http::EscapedSlashes::Reject,
+                    Some((other, span)) => {
+                        return Err(self.err(
+                            "http.escaped_slashes",
+                            span,
+                            format!("unknown action \"{other}\"; expected \"keep\" or \"reject\""),
+                        ))
+                    }
+                },
+                merge_slashes: f.merge_slashes.unwrap_or(false),
+            },
         })
     }
 

@@ -99,6 +99,9 @@ pub struct FileHttp {
     pub max_header_bytes: Option<Spanned<usize>>,
     pub max_headers: Option<Spanned<usize>>,
     pub max_connections_per_worker: Option<Spanned<usize>>,
+    /// "keep" | "reject": `%2F` / `%5C` in request paths.
+    pub escaped_slashes: Option<Spanned<String>>,
+    pub merge_slashes: Option<bool>,
 }
 
 /// `[admin]`: the admin HTTP endpoint.

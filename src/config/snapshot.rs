@@ -91,6 +91,8 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections_per_worker: usize,
+    /// How request paths are normalised before routing.
+    pub path_rules: crate::http::PathRules,
 }
 
 /// `[access_log]`, compiled.

@@ -12,6 +12,7 @@ mod body;
 mod encode;
 mod error;
 mod parse;
+mod path;
 
 pub use body::{BodyKind, ChunkedDecoder};
 pub use encode::{push_chunk_header, push_header, push_status_line, push_u64, reason};
@@ -20,6 +21,7 @@ pub use parse::{
     header_buf, list_items, parse_request, parse_response, HeadLimits, HeaderBuf, RequestHead, ResponseHead, Version,
     MAX_HEADERS_CAP,
 };
+pub use path::{normalize as normalize_path, EscapedSlashes, NormalPath, PathRules};
 
 /// Case-insensitive ASCII comparison of a header name or token.
 #[inline]

@@ -52,6 +52,8 @@ fn is_in(name: &[u8], list: &[&[u8]]) -> bool {
 
 /// What the upstream request needs besides the parsed head.
 pub struct RequestContext<'a> {
+    /// The normalised path (what routing matched), sent instead of the client's spelling.
+    pub path: &'a [u8],
     /// The client's address as text (rendered once per connection).
     pub client_ip: &'a [u8],
     /// The incoming `X-Forwarded-For` when the peer is a trusted proxy: the chain is extended
@@ -70,7 +72,7 @@ pub struct RequestContext<'a> {
 pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &RequestContext<'_>, new_id: &[u8]) {
     out.extend_from_slice(head.method);
     out.push(b' ');
-    write_path(out, head.path, cx);
+    write_path(out, cx.path, cx);
     out.extend_from_slice(head.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_names(head.headers);

@@ -34,6 +34,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 #[doc(hidden)]
 pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
     let cx = headers::RequestContext {
+        path: head.path,
         client_ip: b"192.0.2.1",
         forwarded_for: None,
         upgrade: None,

@@ -25,7 +25,7 @@ use super::upstream_side::{read_response_head, upstream_conn, EndpointFlight, Up
 use crate::config::ServiceId;
 use crate::config::{ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
-use crate::http::{parse_request, BodyKind, HeadLimits, ParseError, RequestHead, Version};
+use crate::http::{normalize_path, parse_request, BodyKind, HeadLimits, ParseError, RequestHead, Version};
 use crate::limit::{client_ip, KeyRule, KeySource, Refusal, Rules};
 use crate::runtime::Shard;
 use crate::upstream::{ring_hash, UpstreamConn};
@@ -66,6 +66,8 @@ pub(super) struct Plan {
 
 enum Action {
     Reject(Error),
+    /// `OPTIONS *`: the gateway answers for the server.
+    ServerOptions,
     Mock(ApiId),
     /// The upstream request head was written into the connection's scratch buffer.
     Proxy {
@@ -113,6 +115,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
             let close = !keep_alive || must_close(err) || plan.body != BodyKind::None;
             respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id, &mut session).await
         }
+        Action::ServerOptions => serve_server_options(shard, client, &mut s.out, &plan, keep_alive, &mut session).await,
         Action::Mock(api) => {
             session.api = Some(*api);
             serve_mock(shard, client, &mut s.out, &plan, *api, keep_alive, &mut session).await
@@ -246,8 +249,22 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         plan.action = Action::Reject(Error::downstream(Kind::Forbidden));
         return plan;
     }
+    if head.path == b"*" {
+        // `OPTIONS *` asks about the server, not a resource: answered here, never forwarded
+        plan.action = Action::ServerOptions;
+        return plan;
+    }
+    // the path routing sees is the path the upstream gets: dot segments removed first
+    let normal = match normalize_path(head.path, snapshot.http.path_rules) {
+        Ok(n) => n,
+        Err(e) => {
+            plan.action = Action::Reject(e.into());
+            return plan;
+        }
+    };
+    let path = normal.as_deref().unwrap_or(head.path);
     let (api_id, base_len, prefix_len) =
-        match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, head.path) {
+        match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, path) {
             RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
             RouteMatch::NotFound => return plan,
             RouteMatch::MethodNotAllowed(allow) => {
@@ -299,6 +316,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
             };
             let trusted_peer = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.addr));
             let cx = RequestContext {
+                path,
                 client_ip: &peer.ip,
                 forwarded_for: if trusted_peer { xff } else { None },
                 upgrade: plan.upgrade.as_deref(),
@@ -380,18 +398,47 @@ async fn serve_mock(
     let Target::Mock(mock) = &shard.snapshot.apis[api].target else {
         return Next::Close;
     };
-    let keep_alive = keep_alive && plan.body == BodyKind::None;
     out.clear();
     out.extend_from_slice(&mock.head);
+    send_local(shard, client, out, plan, keep_alive, (mock.status, &mock.body), session).await
+}
+
+/// `OPTIONS * HTTP/1.1`: 200 with the methods the gateway proxies, no body (RFC 9110 §9.3.7).
+async fn serve_server_options(
+    shard: &Shard,
+    client: &mut Conn,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    keep_alive: bool,
+    session: &mut Session,
+) -> Next {
+    out.clear();
+    crate::http::push_status_line(out, 200);
+    out.extend_from_slice(b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\ncontent-length: 0\r\n");
+    send_local(shard, client, out, plan, keep_alive, (200, &[]), session).await
+}
+
+/// Finishes a response the gateway makes itself (`out` holds its status line and fields) and
+/// sends it. A request body is never read: such a connection closes after a lingering read.
+async fn send_local(
+    shard: &Shard,
+    client: &mut Conn,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    keep_alive: bool,
+    (status, body): (u16, &[u8]),
+    session: &mut Session,
+) -> Next {
+    let keep_alive = keep_alive && plan.body == BodyKind::None;
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(&plan.id);
     out.extend_from_slice(b"\r\n");
     push_connection(out, keep_alive, plan.version);
     out.extend_from_slice(b"\r\n");
     if !plan.head_request {
-        out.extend_from_slice(&mock.body);
+        out.extend_from_slice(body);
     }
-    (session.status, session.bytes_out) = (mock.status, out.len() as u64);
+    (session.status, session.bytes_out) = (status, out.len() as u64);
     match write_out(&mut client.stream, out, shard.snapshot.http.send_timeout).await {
         Ok(()) if keep_alive => Next::KeepAlive,
         Ok(()) if plan.body != BodyKind::None => Next::LingerClose,

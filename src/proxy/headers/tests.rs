@@ -7,6 +7,7 @@ fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Opti
     let mut h = crate::http::header_buf();
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
     let cx = RequestContext {
+        path: head.path,
         client_ip: b"10.1.2.3",
         forwarded_for: None,
         upgrade: None,
