@@ -215,3 +215,77 @@ fn transfer_coded_chunked_body_keeps_its_coding() {
     let r = request(gw.addr, "GET / HTTP/1.0\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 502);
 }
+
+/// An origin that accepts connections but never reads (a stuck backend); keeps its sockets.
+fn stuck_origin() -> (SocketAddr, std::sync::mpsc::Receiver<std::net::TcpStream>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            if tx.send(s).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// Starts a 50 MB upload on a thread that gives up once a write stalls for 300 ms; the returned
+/// stream reads the response.
+fn start_upload(gw: SocketAddr) -> std::net::TcpStream {
+    start_upload_joined(gw).0
+}
+
+fn start_upload_joined(gw: SocketAddr) -> (std::net::TcpStream, std::thread::JoinHandle<()>) {
+    let s = std::net::TcpStream::connect(gw).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = w.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 52428800\r\n\r\n");
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..800 {
+            if w.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    (s, writer)
+}
+
+#[test]
+fn stuck_upstream_during_upload_is_504_at_timeout_ms() {
+    let (addr, _conns) = stuck_origin();
+    let toml = catch_all("o", &[addr])
+        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 500\nmax_body_bytes = 0\n")
+        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
+    let gw = TestGateway::start(&toml);
+    let t0 = Instant::now();
+    let mut c = Client::from_stream(start_upload(gw.addr));
+    let r = c.response(false);
+    assert_eq!(r.status, 504, "timeout_ms bounds the exchange while the body is being sent");
+    // 0.5 s, not the upstream's 60 s read timeout (a coarse bound, far from both)
+    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+}
+
+#[test]
+fn client_leaving_mid_upload_aborts_the_exchange() {
+    let (addr, conns) = stuck_origin();
+    let toml = catch_all("o", &[addr])
+        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 60000\nmax_body_bytes = 0\n")
+        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
+    let gw = TestGateway::start(&toml);
+    let (client, writer) = start_upload_joined(gw.addr);
+    let origin_side = conns.recv_timeout(Duration::from_secs(5)).expect("the gateway dials the origin");
+    // the upload stalls (buffers full), the client gives up: with its upload unsent, a FIN would
+    // wait behind it, so leaving shows as a reset (close with SO_LINGER 0)
+    writer.join().unwrap();
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    use std::os::fd::AsRawFd;
+    assert!(
+        eventually(Duration::from_secs(5), || ringway::upstream::peer_gone(origin_side.as_raw_fd())),
+        "the gateway closes the upstream connection once the client has gone (not at a 60 s timeout)"
+    );
+}

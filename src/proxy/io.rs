@@ -178,6 +178,10 @@ pub enum PumpError {
     SourceFraming(ParseError),
     /// Writing to the destination failed or timed out.
     Sink(#[allow(dead_code)] io::Error),
+    /// The exchange's deadline passed before the request was sent.
+    Deadline,
+    /// The client went away while the request was being sent.
+    ClientGone,
 }
 
 /// Per-direction knobs of [`pump`].

@@ -472,6 +472,8 @@ async fn proxy(
     let body_done_before = plan.body == BodyKind::None;
     let mut attempt = 0;
     let (mut fresh, mut avoid) = (false, None);
+    // timeout_ms bounds the whole exchange up to the response head, over every try
+    let deadline = session.started + api.timeout;
     let state = &shard.upstreams[uid];
     state.count_request();
     // in flight on the chosen endpoint until this function returns (least_request)
@@ -495,7 +497,7 @@ async fn proxy(
         s.out.extend_from_slice(&s.up_head);
         let opts = PumpOpts {
             read_timeout: snapshot.http.body_timeout,
-            write_timeout: up.read_timeout,
+            write_timeout: up.read_timeout.min(api.timeout),
             chunked_out: plan.body == BodyKind::Chunked,
             limit: api.max_body_bytes,
             max_trailer_bytes: snapshot.http.max_header_bytes,
@@ -506,7 +508,11 @@ async fn proxy(
         };
         upc.requests += 1;
         shard.metrics.borrow_mut().upstreams[uid].requests += 1;
-        let sent = pump(client, &mut upc.conn.stream, plan.body, &mut s.out, opts).await;
+        let sent = match plan.body {
+            // a head alone fits the socket buffer of a fresh or idle connection: no watch needed
+            BodyKind::None => pump(client, &mut upc.conn.stream, plan.body, &mut s.out, opts).await,
+            _ => send_body(client, &mut upc.conn.stream, plan.body, &mut s.out, opts, deadline).await,
+        };
         let sent_at = Instant::now();
         if let Ok(n) = sent {
             session.bytes_in = n;
@@ -529,6 +535,10 @@ async fn proxy(
         }
         if let Err(e) = sent {
             let err = match e {
+                PumpError::Deadline => {
+                    Error::upstream(Kind::ReadTimeout, format!("{} did not take the request in time", upc.key.endpoint))
+                }
+                PumpError::ClientGone => Error::downstream(Kind::DownstreamClosed),
                 PumpError::SourceTimeout => Error::downstream(Kind::ClientTimeout),
                 PumpError::SourceFraming(p) => Error::downstream(Kind::Parse(p)),
                 PumpError::SourceClosed | PumpError::SourceIo(_) => Error::downstream(Kind::DownstreamClosed),
@@ -552,10 +562,10 @@ async fn proxy(
             }
             return Err((err, false));
         }
-        // phase 9b: response head
-        let head =
-            read_response_head(shard, &mut upc, plan, api.per_try_timeout, &mut s.out, keep_alive, &client.stream)
-                .await;
+        // phase 9b: response head, within this try's timeout and what is left of the exchange's
+        let left = deadline.saturating_duration_since(Instant::now());
+        let try_timeout = api.per_try_timeout.min(left).max(Duration::from_millis(1));
+        let head = read_response_head(shard, &mut upc, plan, try_timeout, &mut s.out, keep_alive, &client.stream).await;
         match &head {
             Ok((_, _, status)) => shard.report(uid, upc.ep, *status >= 500),
             Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent => {
@@ -569,6 +579,7 @@ async fn proxy(
         let upstream_failed = matches!(&head, Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent);
         if (gateway_status || upstream_failed)
             && attempt <= api.retries
+            && Instant::now() < deadline
             && plan.idempotent
             && body_done_before
             && state.try_retry(up.retry_budget_percent, Instant::now())
@@ -627,6 +638,42 @@ async fn proxy(
         shard.pool_checkin(key, idle, head_at);
     }
     Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// How often a stalled upload checks whether its client is still there.
+const CLIENT_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Sends the request head and body upstream within the exchange `deadline` (a stuck upstream that
+/// stops reading gets a 504 then, not after its read timeout), and gives up as soon as the client
+/// has gone (its unread upload may still sit in our receive buffer, so its TCP state is checked).
+async fn send_body(
+    client: &mut Conn,
+    upstream: &mut monoio::net::TcpStream,
+    body: BodyKind,
+    out: &mut Vec<u8>,
+    opts: PumpOpts,
+    deadline: Instant,
+) -> Result<u64, PumpError> {
+    use std::os::fd::AsRawFd;
+    let fd = client.stream.as_raw_fd();
+    let client_gone = async {
+        loop {
+            monoio::time::sleep(CLIENT_CHECK_EVERY).await;
+            if crate::upstream::peer_gone(fd) {
+                return;
+            }
+        }
+    };
+    // a cut-short pump loses its buffers: both connections are closed after either error
+    let sent = monoio::select! {
+        r = pump(client, &mut *upstream, body, out, opts) => r,
+        _ = monoio::time::sleep(deadline.saturating_duration_since(Instant::now())) => Err(PumpError::Deadline),
+        _ = client_gone => Err(PumpError::ClientGone),
+    };
+    if matches!(sent, Err(PumpError::Deadline | PumpError::ClientGone)) {
+        crate::upstream::reset_on_close(upstream);
+    }
+    sent
 }
 
 /// Pump settings for a response body (upstream → client).

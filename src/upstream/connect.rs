@@ -72,6 +72,35 @@ pub fn peer_state(stream: &TcpStream) -> PeerState {
     })
 }
 
+/// Whether the peer of the socket `fd` has closed or reset it (TCP state past ESTABLISHED), without
+/// reading anything: a client that leaves while its unread upload still sits in our receive buffer
+/// is seen too. One `getsockopt` call; used only while an exchange is stalled.
+pub fn peer_gone(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: the caller owns a live socket with this fd for the duration of the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: info points to a tcp_info of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    if rc != 0 {
+        return true;
+    }
+    // SAFETY: zero-initialised and filled by the kernel.
+    let state = unsafe { info.assume_init() }.tcpi_state;
+    state != TCP_ESTABLISHED
+}
+
+/// `TCP_ESTABLISHED` from linux/tcp_states.h (libc does not export the enum).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// Makes closing `stream` send a reset instead of a FIN: an aborted upload's unsent bytes would
+/// otherwise hold the FIN back for as long as the peer's window stays closed.
+pub fn reset_on_close(stream: &TcpStream) {
+    let _ = with_sock(stream, |sock| sock.set_linger(Some(Duration::ZERO)));
+}
+
 /// Runs `f` with socket2's view of the stream's fd (for options monoio does not expose).
 pub(crate) fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(SockRef<'_>) -> R) -> R {
     // SAFETY: the fd is owned by `stream`, which is borrowed for the whole call.
