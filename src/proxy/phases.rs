@@ -190,9 +190,10 @@ async fn read_head(
                 return Ok(Some(plan));
             }
             started.get_or_insert_with(Instant::now);
-        } else if shard.draining.get() {
-            return Ok(None);
         }
+        // while draining, an idle keep-alive connection still waits: a request its client has
+        // just written is served (with `Connection: close`); the worker ends the wait after its
+        // idle grace
         let timeout = match started {
             Some(t0) => http.header_timeout.saturating_sub(t0.elapsed()),
             None if served == 0 => http.header_timeout,
@@ -622,6 +623,18 @@ async fn proxy(
             });
             if !matches!(e, PumpError::Sink(_)) {
                 shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+            }
+            // the head leaves with the first body bytes: a body that fails before any of them
+            // (bad first chunk, close or timeout right after the head) still gets a clean 502/504
+            let head_unsent = s.out.starts_with(b"HTTP/1.");
+            if head_unsent && !matches!(e, PumpError::Sink(_)) {
+                let kind = match e {
+                    PumpError::SourceTimeout => Kind::ReadTimeout,
+                    PumpError::SourceFraming(p) => Kind::BadUpstreamResponse(p),
+                    _ => Kind::UpstreamClosed,
+                };
+                s.out.clear();
+                return Err((Error::upstream(kind, format!("{}: response body", upc.key.endpoint)), true));
             }
             return Ok(Next::Close);
         }
