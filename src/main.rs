@@ -1,11 +1,13 @@
-//! `ringway [-c FILE] [--check]`: load and compile the config, start the workers, wait for
-//! SIGTERM/SIGINT, drain, exit 0.
+//! `ringway [-c FILE] [--check]`: load and compile the config, start the workers, then follow
+//! signals: SIGTERM/SIGINT/SIGQUIT drain and exit 0 (a second one exits at once with 3), SIGUSR1
+//! reopens the access log, SIGHUP and SIGUSR2 are logged. Exit codes: 0 drained, 1 could not
+//! start, 2 bad arguments or config, 3 stopped by a second signal during the drain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,11 +41,12 @@ fn main() -> ExitCode {
         let (l, s, a) = (snapshot.listeners.len(), snapshot.services.len(), snapshot.apis.len());
         return done(&format!("{}: ok ({l} listeners, {s} services, {a} APIs)", config.display()));
     }
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]);
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]);
     let mut signals = match signals {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
+    let drain_delay = snapshot.instance.drain_delay;
     let running = match ringway::runtime::start(Arc::new(snapshot)) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
@@ -51,17 +54,47 @@ fn main() -> ExitCode {
     for addr in &running.addrs {
         tracing::info!(%addr, workers = running.drivers.len(), drivers = ?running.drivers, "Listening");
     }
+    // until the first stop signal: reopen logs, note the others
     for sig in signals.forever() {
-        if sig == SIGHUP {
-            tracing::warn!("SIGHUP received; live reload is not implemented yet, keeping the running config");
-            continue;
+        match sig {
+            SIGUSR1 => running.reopen_logs(),
+            SIGHUP => tracing::warn!("SIGHUP: live reload is not implemented yet; keeping the running config"),
+            SIGUSR2 => tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; ignored"),
+            _ => {
+                tracing::info!(signal = sig, drain_delay_ms = drain_delay.as_millis() as u64, "Stopping: draining");
+                break;
+            }
         }
-        tracing::info!(signal = sig, "Shutting down: draining in-flight requests");
-        break;
     }
-    running.shutdown();
-    running.join();
-    ExitCode::SUCCESS
+    // drain delay (health check failing, traffic still served), then stop accepting and drain;
+    // a second stop signal at any point ends the process at once
+    running.begin_drain();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done = tx.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(drain_delay);
+        running.shutdown();
+        running.join();
+        let _ = done.send(None);
+    });
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if matches!(sig, SIGTERM | SIGINT | SIGQUIT) {
+                let _ = tx.send(Some(sig));
+                return;
+            }
+        }
+    });
+    match rx.recv() {
+        Ok(Some(sig)) => {
+            tracing::warn!(signal = sig, "Second stop signal during the drain: exiting now");
+            ExitCode::from(3)
+        }
+        _ => {
+            tracing::info!("Stopped");
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn init_logging() {

@@ -165,3 +165,36 @@ fn access_log_writes_one_json_line_per_request() {
     assert!(bad.contains("\"error\":\"bad_request\""), "{bad}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn idle_admin_connections_never_delay_healthz() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    let admin = gw.admin.unwrap();
+    // 100 connections that never send a byte (a stuck scraper, a port scanner)
+    let idle: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(admin).unwrap()).collect();
+    let t0 = std::time::Instant::now();
+    let r = admin_get(&gw, "/healthz");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200);
+    // the old one-at-a-time server took ~2 s per idle connection ahead; a coarse bound
+    assert!(took < Duration::from_secs(2), "/healthz took {took:?} behind 100 idle connections");
+    println!("/healthz behind 100 idle admin connections: {took:?}");
+    // and a scrape works alongside them
+    assert_eq!(admin_get(&gw, "/metrics").status, 200);
+    drop(idle);
+}
+
+#[test]
+fn head_works_where_get_does() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    for path in ["/healthz", "/metrics", "/stats/latency", "/config", "/"] {
+        let r = Client::connect(gw.admin.unwrap())
+            .send(format!("HEAD {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .response(true);
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.header("content-length").is_some_and(|l| l != "0"), "HEAD {path} announces the GET length");
+        assert!(r.body.is_empty());
+    }
+}

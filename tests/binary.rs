@@ -3,66 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
+use common::bin::*;
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringway");
-
-fn write_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringway-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ringway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Starts the binary and waits for its "Listening" log line; returns the process and address.
-fn spawn(name: &str, body: &str) -> (Child, SocketAddr) {
-    let text = format!(
-        "[instance]\nworkers = 2\nio_driver = \"{}\"\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
-        driver()
-    );
-    let path = write_config(name, &text);
-    let mut child = Command::new(BIN)
-        .args(["-c", path.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringway");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("ringway exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let clean: String = rest.chars().filter(|c| !c.is_control()).collect();
-            let token =
-                clean.split_whitespace().next().unwrap().trim_end_matches("[0m").replace("[2m", "").replace("[0m", "");
-            break token.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}: {line}"));
-        }
-    };
-    std::thread::spawn(move || for _ in lines {}); // keep draining the log
-    (child, addr)
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < limit {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -1,18 +1,29 @@
-//! A tiny blocking HTTP/1.1 server on its own thread: one connection at a time, short timeouts,
-//! `Connection: close` on every response. Admin traffic is rare; simplicity wins here.
+//! The admin HTTP/1.1 server: an accept thread hands each connection to its own short-lived
+//! thread, so a slow scraper or idle connections never delay a load balancer's `/healthz`.
+//!
+//! Per connection: one request, a deadline for the whole head ([`HEAD_DEADLINE`]), a write
+//! timeout, `Connection: close`. At most [`MAX_CONNECTIONS`] are served at once; past that a
+//! connection gets 503 from the accept thread and is closed. `/healthz` takes no lock; the other
+//! endpoints share the admin state behind one mutex (a scrape is the slow part, and scrapes are
+//! serialised on purpose: two concurrent scrapes would only ask the workers twice).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::handlers::{handle, AdminState, Reply};
 
 /// Largest admin request head accepted.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for a whole request head to arrive.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Time allowed for writing a response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// The running admin thread.
 pub struct AdminHandle {
@@ -22,7 +33,7 @@ pub struct AdminHandle {
 }
 
 impl AdminHandle {
-    /// Stops accepting and joins the thread.
+    /// Stops accepting and joins the accept thread (connection threads end by their deadlines).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr); // wake the blocking accept
@@ -32,35 +43,66 @@ impl AdminHandle {
     }
 }
 
-/// Binds `addr` and serves admin requests on a new thread.
-pub fn start(addr: SocketAddr, state: AdminState) -> io::Result<AdminHandle> {
+/// What every connection thread shares.
+struct Shared {
+    state: Mutex<AdminState>,
+    active: AtomicUsize,
+    draining: Arc<AtomicBool>,
+}
+
+/// Binds `addr` and serves admin requests from new threads. `draining` turns `/healthz` into
+/// 503 `draining` (set during the drain delay on shutdown).
+pub fn start(addr: SocketAddr, state: AdminState, draining: Arc<AtomicBool>) -> io::Result<AdminHandle> {
     let listener = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("admin bind {addr}: {e}")))?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let shared = Arc::new(Shared { state: Mutex::new(state), active: AtomicUsize::new(0), draining });
     let thread = std::thread::Builder::new().name("ringway-admin".into()).spawn(move || {
-        let mut state = state;
         for conn in listener.incoming() {
             if flag.load(Ordering::SeqCst) {
                 break;
             }
-            if let Ok(stream) = conn {
-                if let Err(e) = serve(stream, &mut state) {
+            let Ok(mut stream) = conn else { continue };
+            if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ = write_reply(&mut stream, &Reply::text(503, "too many admin connections\n"), false);
+                continue;
+            }
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new().name("ringway-admin-conn".into()).spawn(move || {
+                if let Err(e) = serve(stream, &shared) {
                     tracing::debug!(error = %e, "Admin request failed");
                 }
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "Could not start an admin connection thread");
             }
         }
     })?;
     Ok(AdminHandle { addr, stop, thread: Some(thread) })
 }
 
-fn serve(mut stream: TcpStream, state: &mut AdminState) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let deadline = Instant::now() + HEAD_DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
     let (method, target) = loop {
-        let n = stream.read(&mut tmp)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return write_reply(&mut stream, &Reply::text(408, "request head timeout\n"), false);
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut tmp) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return write_reply(&mut stream, &Reply::text(408, "request head timeout\n"), false)
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -72,14 +114,27 @@ fn serve(mut stream: TcpStream, state: &mut AdminState) -> io::Result<()> {
                 break (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => continue,
-            _ => return write_reply(&mut stream, &Reply::text(400, "bad request\n")),
+            _ => return write_reply(&mut stream, &Reply::text(400, "bad request\n"), false),
         }
     };
-    let reply = handle(state, &method, &target);
-    write_reply(&mut stream, &reply)
+    // HEAD is answered like GET, without the body
+    let head_only = method == "HEAD";
+    let method = if head_only { "GET" } else { method.as_str() };
+    let path = target.split('?').next().unwrap_or_default();
+    let reply = if method == "GET" && path == "/healthz" {
+        // a load balancer's probe: never behind a scrape, never behind the state lock
+        match shared.draining.load(Ordering::SeqCst) {
+            true => Reply::text(503, "draining\n"),
+            false => Reply::text(200, "ok\n"),
+        }
+    } else {
+        let mut state = shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        handle(&mut state, method, &target)
+    };
+    write_reply(&mut stream, &reply, head_only)
 }
 
-fn write_reply(stream: &mut TcpStream, r: &Reply) -> io::Result<()> {
+fn write_reply(stream: &mut TcpStream, r: &Reply, head_only: bool) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
         r.status,
@@ -88,6 +143,8 @@ fn write_reply(stream: &mut TcpStream, r: &Reply) -> io::Result<()> {
         r.body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(&r.body)?;
+    if !head_only {
+        stream.write_all(&r.body)?;
+    }
     stream.flush()
 }

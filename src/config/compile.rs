@@ -147,7 +147,18 @@ impl Compiler<'_> {
             deny: self.cidrs("instance.ip_deny", &f.ip_deny)?,
         };
         let trusted_proxies = self.cidrs("instance.trusted_proxies", &f.trusted_proxies)?;
-        Ok(Instance { workers, io_driver, egress_ips, drain_timeout, uring_entries, limit, ip_filter, trusted_proxies })
+        let drain_delay = ms(f.drain_delay_ms, 0);
+        Ok(Instance {
+            workers,
+            io_driver,
+            egress_ips,
+            drain_timeout,
+            drain_delay,
+            uring_entries,
+            limit,
+            ip_filter,
+            trusted_proxies,
+        })
     }
 
     fn http(&self, f: &FileHttp) -> Result<HttpLimits, ConfigError> {

@@ -47,6 +47,8 @@ pub struct FileInstance {
     pub egress_ip: Option<Spanned<OneOrMany>>,
     /// Graceful-drain deadline on SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
+    /// Time between the first SIGTERM and closing the listeners, with `/healthz` failing.
+    pub drain_delay_ms: Option<u64>,
     /// io_uring submission-queue entries per worker.
     pub uring_entries: Option<Spanned<u32>>,
     pub max_qps: Option<Spanned<u64>>,

@@ -63,6 +63,8 @@ pub struct Instance {
     /// chooses).
     pub egress_ips: Vec<IpAddr>,
     pub drain_timeout: Duration,
+    /// On SIGTERM: keep serving this long with `/healthz` at 503 before closing the listeners.
+    pub drain_delay: Duration,
     pub uring_entries: u32,
     /// Instance-wide QPS cap.
     pub limit: Option<Arc<RateRule>>,

@@ -100,10 +100,17 @@ impl AccessLog {
 /// The running writer thread.
 pub struct LogWriter {
     stop: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl LogWriter {
+    /// Asks the writer to reopen its file (logrotate moved it away; SIGUSR1). Takes effect before
+    /// the next block is written.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::SeqCst);
+    }
+
     /// Writes what is queued, then ends the thread. Call after the workers have flushed.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -113,15 +120,22 @@ impl LogWriter {
 
 /// Starts the writer thread; returns the sender workers hand their blocks to.
 pub fn spawn_writer(target: LogTarget) -> std::io::Result<(Sender<String>, LogWriter)> {
-    let mut out: Box<dyn Write + Send> = match &target {
-        LogTarget::Stdout => Box::new(std::io::stdout()),
-        LogTarget::Stderr => Box::new(std::io::stderr()),
-        LogTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
-    };
+    let mut out = open_target(&target)?;
     let (tx, rx): (Sender<String>, Receiver<String>) = crossbeam_channel::bounded(QUEUE_BLOCKS);
     let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
+    let reopen = Arc::new(AtomicBool::new(false));
+    let (stopping, reopening) = (stop.clone(), reopen.clone());
     let thread = std::thread::Builder::new().name("ringway-log".into()).spawn(move || loop {
+        if reopening.swap(false, Ordering::SeqCst) {
+            let _ = out.flush();
+            match open_target(&target) {
+                Ok(fresh) => {
+                    out = fresh;
+                    tracing::info!(target = ?target, "Access log reopened");
+                }
+                Err(e) => tracing::warn!(target = ?target, error = %e, "Could not reopen the access log; writing to the old file"),
+            }
+        }
         match rx.recv_timeout(WRITER_POLL) {
             Ok(block) => {
                 let _ = out.write_all(block.as_bytes());
@@ -138,7 +152,21 @@ pub fn spawn_writer(target: LogTarget) -> std::io::Result<(Sender<String>, LogWr
             Err(RecvTimeoutError::Timeout) => {}
         }
     })?;
-    Ok((tx, LogWriter { stop, thread }))
+    Ok((tx, LogWriter { stop, reopen, thread }))
+}
+
+fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        LogTarget::Stdout => Box::new(std::io::stdout()),
+        LogTarget::Stderr => Box::new(std::io::stderr()),
+        LogTarget::File(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", p.display())))?,
+        ),
+    })
 }
 
 fn json_line(b: &mut String, e: &Entry<'_>) {

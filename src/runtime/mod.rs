@@ -43,6 +43,8 @@ pub struct Running {
     admin: Option<crate::admin::AdminHandle>,
     supervisor: Option<endpoints::Supervisor>,
     log_writer: Option<crate::metrics::LogWriter>,
+    /// Set when the drain delay starts: `/healthz` answers 503 `draining`.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the workers for `snapshot`.
@@ -94,6 +96,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
         admin: None,
         supervisor: None,
         log_writer,
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let mut cpus_used = vec![None; workers];
     for _ in 0..workers {
@@ -125,8 +128,9 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             endpoint_status: status,
             window_start: std::time::Instant::now(),
         };
-        match crate::admin::start(addr, state) {
+        match crate::admin::start(addr, state, running.draining.clone()) {
             Ok(handle) => {
+                tracing::info!(admin = %handle.addr, "Admin listening");
                 running.admin_addr = Some(handle.addr);
                 running.admin = Some(handle);
             }
@@ -141,6 +145,19 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
 }
 
 impl Running {
+    /// Starts the drain delay: `/healthz` answers 503 `draining` so load balancers stop sending
+    /// new traffic, while every listener keeps serving.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Reopens the access-log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(w) = &self.log_writer {
+            w.reopen();
+        }
+    }
+
     /// Asks every worker to stop accepting and drain in-flight requests.
     pub fn shutdown(&self) {
         for o in &self.outboxes {

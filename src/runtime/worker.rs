@@ -165,8 +165,15 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     }
     shard.draining.set(true);
     slots.iter().for_each(|s| s.stop());
-    let deadline = Instant::now() + shard.snapshot.instance.drain_timeout;
-    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+    let started = Instant::now();
+    let deadline = started + shard.snapshot.instance.drain_timeout;
+    // in-flight requests finish (their responses say `Connection: close`); keep-alive clients
+    // that send their next request within the grace get it served with `Connection: close` too,
+    // so a busy connection is never closed under a request the client has just written
+    let grace = started + IDLE_GRACE.min(shard.snapshot.instance.drain_timeout);
+    while (shard.in_flight.get() > 0 || (shard.connections.get() > 0 && Instant::now() < grace))
+        && Instant::now() < deadline
+    {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     let unfinished = shard.in_flight.get();
@@ -186,6 +193,9 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     shard.pool.borrow_mut().clear();
     tracing::info!(worker = id, unfinished, "Worker stopped");
 }
+
+/// During a drain, how long idle keep-alive connections may still bring one last request.
+const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// How long a stopping worker waits for shut-down connections to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);

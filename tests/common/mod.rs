@@ -4,6 +4,8 @@
 //! No fixed ports (everything binds port 0), no sleeps to wait for state.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,0 +1,84 @@
+//! The real `ringway` binary as a child process: config files, start-up, signals, exit.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringway");
+
+/// Writes `text` as `ringway.toml` in a fresh per-test directory; returns its path.
+pub fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringway-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running binary: its first listener and, when configured, its admin address.
+pub struct Spawned {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Starts the binary with `[instance]` extras and `body`, and waits for its start-up lines.
+pub fn spawn_with(name: &str, instance_extra: &str, body: &str) -> Spawned {
+    let text = format!(
+        "[instance]\nworkers = 2\nio_driver = \"{}\"\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
+        super::driver()
+    );
+    let path = write_config(name, &text);
+    let mut child = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringway");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let wants_admin = body.contains("[admin]");
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || (wants_admin && admin.is_none()) {
+        let line = lines.next().expect("ringway exited before listening").unwrap();
+        let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+        let clean = clean.replace("[2m", "").replace("[0m", "").replace("[3m", "");
+        for (key, slot) in [("admin=", &mut admin), ("addr=", &mut addr)] {
+            if let Some(rest) = clean.split(key).nth(1) {
+                let token = rest.split_whitespace().next().unwrap();
+                *slot = Some(token.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}: {line}")));
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {}); // keep draining the log
+    Spawned { child, addr: addr.unwrap(), admin }
+}
+
+/// Starts the binary with `body` (no `[instance]` extras); returns the process and address.
+pub fn spawn(name: &str, body: &str) -> (Child, SocketAddr) {
+    let s = spawn_with(name, "", body);
+    (s.child, s.addr)
+}
+
+/// Sends `signal` (a `kill` name: TERM, USR1, ...) to the process.
+pub fn signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{signal}");
+}
+
+pub fn sigterm(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// Waits up to `limit` for the process to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
