@@ -51,6 +51,14 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.display(),
+        workers = running.drivers.len(),
+        driver = running.drivers.first().copied().unwrap_or(""),
+        admin = %running.admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        "ringway started"
+    );
     for addr in &running.addrs {
         tracing::info!(%addr, workers = running.drivers.len(), drivers = ?running.drivers, "Listening");
     }
@@ -97,9 +105,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` takes tracing's filter syntax (`warn`, `ringway=debug`, `info,ringway::proxy=trace`);
+/// a filter that does not parse is reported and `info` is used. Colour only on a terminal.
 fn init_logging() {
-    let level = std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_max_level(level).with_target(false).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) => match EnvFilter::try_new(&v) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new("info"), Some(format!("RUST_LOG={v:?} is not a valid filter ({e}); using info"))),
+        },
+        Err(_) => (EnvFilter::new("info"), None),
+    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    if let Some(msg) = bad {
+        tracing::warn!("{msg}");
+    }
 }
 
 fn done(msg: &str) -> ExitCode {

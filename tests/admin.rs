@@ -145,19 +145,26 @@ fn access_log_writes_one_json_line_per_request() {
     let up = MockUpstream::echo();
     let path = std::env::temp_dir().join(format!("ringway-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let gw = gateway(&up, &format!("[access_log]\npath = \"{}\"\nformat = \"json\"\n", path.display()));
-    let ok = get(gw.addr, "shop.test", "/a/b?secret=1");
+    let gw = gateway(
+        &up,
+        &format!("[access_log]\npath = \"{}\"\nformat = \"json\"\nredact_query = [\"secret\"]\n", path.display()),
+    );
+    let ok = get(gw.addr, "shop.test", "/a/b?secret=1&page=2");
     let bad = request(gw.addr, "GET /x HTTP/1.1\r\n\r\n");
     assert_eq!(bad.status, 400);
+    assert!(bad.header("date").is_some_and(|d| d.ends_with(" GMT")), "gateway-made responses carry Date");
     assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) >= 2));
     let text = std::fs::read_to_string(&path).unwrap();
     let line = text.lines().find(|l| l.contains("\"status\":200")).unwrap();
     let id = up.requests()[0].header("x-request-id").unwrap().to_string();
     assert!(line.contains(&format!("\"request_id\":\"{id}\"")), "the id the origin saw: {line}");
     assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-request-id"), Some(id.as_str()), "the proxied response names the request id");
     assert!(
-        line.contains("\"method\":\"GET\",\"path\":\"/a/b\",\"host\":\"shop.test\""),
-        "query strings stay out of the log: {line}"
+        line.contains(
+            "\"method\":\"GET\",\"path\":\"/a/b\",\"query\":\"secret=REDACTED&page=2\",\"host\":\"shop.test\""
+        ),
+        "the query is logged with named parameters redacted: {line}"
     );
     assert!(line.contains(&format!("\"service\":\"all\",\"api\":\"all\",\"endpoint\":\"{}\"", up.addr)), "{line}");
     assert!(line.contains("\"error\":null"), "{line}");
@@ -197,4 +204,28 @@ fn head_works_where_get_does() {
         assert!(r.header("content-length").is_some_and(|l| l != "0"), "HEAD {path} announces the GET length");
         assert!(r.body.is_empty());
     }
+}
+
+#[test]
+fn latency_reset_never_lowers_prometheus_series() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr, "a", "/x").status, 200);
+    }
+    let count = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ringway_request_duration_seconds_count{service=\"all\",api=\"all\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(count(&admin_get(&gw, "/metrics").text()).as_deref(), Some("3"));
+    admin_get(&gw, "/stats/latency?reset=1");
+    let window = admin_get(&gw, "/stats/latency").text();
+    assert!(window.contains("\"all/all\":{\"total\":{\"count\":0,"), "the JSON window restarted: {window}");
+    assert_eq!(count(&admin_get(&gw, "/metrics").text()).as_deref(), Some("3"), "the Prometheus series kept its count");
+    assert_eq!(get(gw.addr, "a", "/x").status, 200);
+    let window = admin_get(&gw, "/stats/latency").text();
+    assert!(window.contains("\"all/all\":{\"total\":{\"count\":1,"), "{window}");
+    // buckets small enough for a gateway whose p50 is tens of microseconds
+    assert!(admin_get(&gw, "/metrics").text().contains("le=\"0.000025\""));
 }

@@ -42,7 +42,11 @@ fn check_rejects_unknown_keys() {
     let out = Command::new(BIN).args(["--check", "-c", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listener[0]: unknown field `listen_port`") && err.contains("(line 3)"), "{err}");
+    assert!(
+        err.contains("listener[0]: unknown key `listen_port`; expected one of `name`, `listen`")
+            && err.contains("(line 3)"),
+        "{err}"
+    );
 }
 
 #[test]

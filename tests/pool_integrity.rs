@@ -182,6 +182,6 @@ fn expired_idle_connections_are_reaped_without_traffic() {
 /// Idle pooled connections over all workers, read from the in-process gateway's stats.
 fn ringway_pool_idle(gw: &TestGateway) -> Option<usize> {
     let running = gw.running.as_ref()?;
-    let stats = running.stats(false);
+    let stats = running.stats();
     Some(stats.iter().map(|s| s.pool_idle).sum())
 }

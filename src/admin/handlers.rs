@@ -20,6 +20,8 @@ pub struct AdminState {
     pub endpoint_status: crate::runtime::endpoints::StatusTable,
     /// Start of the current latency window (process start or last `?reset=1`).
     pub window_start: Instant,
+    /// The merged histograms at the last `?reset=1`: `/stats/latency` shows what came since.
+    pub window_base: Option<crate::metrics::LatencySet>,
 }
 
 /// A complete admin response.
@@ -48,7 +50,7 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
         ("GET", "/healthz") => Reply::text(200, "ok\n"),
         ("GET", "/stats/latency") => latency(state, format_text, flag("reset")),
         ("GET", "/metrics") => {
-            let (snaps, _) = scrape(state, false);
+            let (snaps, _) = scrape(state);
             match metrics::merge(&snaps) {
                 Some(m) => Reply {
                     status: 200,
@@ -74,11 +76,11 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
 }
 
 /// Asks every worker for its metrics; returns the answers and the workers that missed the deadline.
-fn scrape(state: &AdminState, reset: bool) -> (Vec<MetricsSnapshot>, Vec<usize>) {
+fn scrape(state: &AdminState) -> (Vec<MetricsSnapshot>, Vec<usize>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut asked = Vec::new();
     for (i, o) in state.outboxes.iter().enumerate() {
-        if o.send(ControlMsg::Stats { reset, reply: tx.clone() }) {
+        if o.send(ControlMsg::Stats { reply: tx.clone() }) {
             asked.push(i);
         }
     }
@@ -97,23 +99,29 @@ fn scrape(state: &AdminState, reset: bool) -> (Vec<MetricsSnapshot>, Vec<usize>)
 }
 
 fn latency(state: &mut AdminState, text: bool, reset: bool) -> Reply {
-    let (snaps, missing) = scrape(state, reset);
+    let (snaps, missing) = scrape(state);
     let window = state.window_start.elapsed().as_secs_f64();
-    if reset {
-        state.window_start = Instant::now();
-    }
     let Some(m) = metrics::merge(&snaps) else {
         return Reply::text(503, "no worker answered\n");
     };
+    // workers only add; the window is the difference from the copy taken at the last reset
+    let shown = match &state.window_base {
+        Some(base) => m.latency.since(base),
+        None => m.latency.clone(),
+    };
+    if reset {
+        state.window_start = Instant::now();
+        state.window_base = Some(m.latency);
+    }
     if text {
-        Reply::text(200, &metrics::latency_text(&state.snapshot, &m, window, &missing))
+        Reply::text(200, &metrics::latency_text(&state.snapshot, &shown, window, &missing))
     } else {
-        Reply::json(metrics::latency_json(&state.snapshot, &m, window, &missing))
+        Reply::json(metrics::latency_json(&state.snapshot, &shown, window, &missing))
     }
 }
 
 fn upstreams(state: &AdminState) -> Reply {
-    let (snaps, missing) = scrape(state, false);
+    let (snaps, missing) = scrape(state);
     let s = &state.snapshot;
     let mut out = format!("{{\"workers_missing\":{missing:?},\"upstreams\":[");
     for (i, u) in s.upstreams.iter().enumerate() {
@@ -236,6 +244,7 @@ mod tests {
                         in_flight: 0,
                         pool_idle: 0,
                         evicted_keys: 0,
+                        log_dropped_blocks: 0,
                         metrics: m,
                     };
                     let _ = reply.send(snap);
@@ -251,6 +260,7 @@ mod tests {
             listener_addrs: vec!["127.0.0.1:1".parse().unwrap()],
             endpoint_status: Default::default(),
             window_start: Instant::now(),
+            window_base: None,
         };
         let t0 = Instant::now();
         let reply = handle(&mut state, "GET", "/stats/latency");

@@ -210,6 +210,7 @@ impl Compiler<'_> {
                 },
                 merge_slashes: f.merge_slashes.unwrap_or(false),
             },
+            response_request_id: f.response_request_id.unwrap_or(true),
         })
     }
 
@@ -269,7 +270,7 @@ impl Compiler<'_> {
             Some("stderr") => LogTarget::Stderr,
             Some(p) => LogTarget::File(p.into()),
         };
-        Ok(Some(AccessLogConfig { target, format }))
+        Ok(Some(AccessLogConfig { target, format, redact_query: f.redact_query.clone().unwrap_or_default() }))
     }
 
     fn service(&self, name: &str, f: &FileService, instance: &Instance) -> Result<Service, ConfigError> {

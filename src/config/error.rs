@@ -57,13 +57,38 @@ impl<'a> Source<'a> {
             // found by fuzzing: some syntax errors (e.g. `key = ` at end of file) carry no message
             message = "invalid TOML syntax (a value or closing bracket is missing)".to_string();
         }
+        // toml's messages can span lines (a caret diagram); one line is what a terminal wants
+        message = message.lines().next().unwrap_or_default().trim().to_string();
         match err.span() {
             Some(span) => {
                 let table = self.table_at(span.start);
-                ConfigError::new(table, Some(self.line(span.start)), message)
+                let key = self.key_at(span.start);
+                let message = explain(&message, key.as_deref(), self.is_header_at(span.start));
+                let path = match (&key, table.is_empty()) {
+                    (Some(k), true) => k.clone(),
+                    (Some(k), false) => format!("{table}.{k}"),
+                    (None, _) => table,
+                };
+                ConfigError::new(path, Some(self.line(span.start)), message)
             }
             None => ConfigError::new("", None, message),
         }
+    }
+
+    /// Whether the line holding `offset` is a `[table]` or `[[array]]` header.
+    fn is_header_at(&self, offset: usize) -> bool {
+        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        self.text[start..].trim_start().starts_with('[')
+    }
+
+    /// The key assigned on the line holding `offset` (`key = value`), if the offset is in a value.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next().unwrap_or_default();
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        (plain && offset > start + key.len()).then(|| key.to_string())
     }
 
     /// The `[table]` / `[[array]]` header in force at `offset` (empty for the root table).
@@ -86,9 +111,93 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Rewrites serde's wording into a user's: the unit a key expects, and a close match for an
+/// unknown name.
+fn explain(message: &str, key: Option<&str>, header: bool) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        // "string \"5s\", expected u64"
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            let unit = match key {
+                Some(k) if k.ends_with("_ms") => " of milliseconds",
+                Some(k) if k.ends_with("_bytes") => " of bytes",
+                _ => "",
+            };
+            let what = match expected.trim() {
+                "u8" | "u16" | "u32" | "u64" | "usize" | "i64" => format!("an integer{unit}"),
+                "a boolean" | "bool" => "true or false".to_string(),
+                other => other.to_string(),
+            };
+            let found = found.strip_prefix("string ").unwrap_or(found);
+            return format!("expected {what}, found {found}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // "unknown field `listeners`, expected one of `instance`, `http`, ..."
+        if let Some((name, expected)) = rest.split_once('`') {
+            let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let kind = if header { "table" } else { "key" };
+            return match closest(name, &options) {
+                Some(best) => format!("unknown {kind} `{name}`, did you mean `{best}`?"),
+                None => {
+                    let list: Vec<String> = options.iter().map(|o| format!("`{o}`")).collect();
+                    format!("unknown {kind} `{name}`; expected one of {}", list.join(", "))
+                }
+            };
+        }
+    }
+    message.to_string()
+}
+
+/// The option nearest to `name` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(name: &str, options: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    options
+        .iter()
+        .map(|o| (distance(name, o), *o))
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_name_the_key_and_its_unit() {
+        let e = crate::config::compile("[instance]\ndrain_timeout_ms = \"5s\"\n", 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "instance.drain_timeout_ms: expected an integer of milliseconds, found \"5s\" (line 2)"
+        );
+    }
+
+    #[test]
+    fn unknown_names_suggest_the_close_one() {
+        let e = crate::config::compile("[[listeners]]\nlisten = \"127.0.0.1:0\"\n", 1).unwrap_err();
+        assert!(e.to_string().contains("unknown table `listeners`, did you mean `listener`?"), "{e}");
+        let e = crate::config::compile("[instance]\nworker = 2\n", 1).unwrap_err();
+        assert!(e.to_string().contains("did you mean `workers`?"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_tables_are_one_line() {
+        let e = crate::config::compile("[instance]\nworkers = 1\n[instance]\nworkers = 2\n", 1).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains('\n') && text.contains("instance"), "{text}");
+        assert_eq!(e.line, Some(3), "{text}");
+    }
 
     #[test]
     fn display_has_path_message_and_line() {

@@ -104,6 +104,8 @@ pub struct FileHttp {
     /// "keep" | "reject": `%2F` / `%5C` in request paths.
     pub escaped_slashes: Option<Spanned<String>>,
     pub merge_slashes: Option<bool>,
+    /// Add the request's `X-Request-Id` to proxied responses that carry none.
+    pub response_request_id: Option<bool>,
 }
 
 /// `[admin]`: the admin HTTP endpoint.
@@ -122,6 +124,8 @@ pub struct FileAccessLog {
     pub path: Option<String>,
     /// "json" | "logfmt".
     pub format: Option<Spanned<String>>,
+    /// Query parameters whose values are logged as REDACTED.
+    pub redact_query: Option<Vec<String>>,
 }
 
 /// `[[listener]]`.

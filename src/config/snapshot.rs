@@ -95,6 +95,8 @@ pub struct HttpLimits {
     pub max_connections_per_worker: usize,
     /// How request paths are normalised before routing.
     pub path_rules: crate::http::PathRules,
+    /// Proxied responses carry the request's `X-Request-Id` (unless the upstream set one).
+    pub response_request_id: bool,
 }
 
 /// `[access_log]`, compiled.
@@ -102,6 +104,8 @@ pub struct HttpLimits {
 pub struct AccessLogConfig {
     pub target: crate::metrics::LogTarget,
     pub format: crate::metrics::LogFormat,
+    /// Query parameters whose values are masked in the log.
+    pub redact_query: Vec<String>,
 }
 
 /// `[[listener]]`, compiled.

@@ -9,6 +9,7 @@
 //! - a message is framed exactly one way (`BodyKind`); ambiguous framing is an error, not a guess.
 
 mod body;
+pub mod date;
 mod encode;
 mod error;
 mod parse;

@@ -45,6 +45,8 @@ pub struct Entry<'a> {
     pub client: &'a [u8],
     pub method: &'a [u8],
     pub path: &'a [u8],
+    /// The query string without its `?`, with redacted parameters already masked; may be empty.
+    pub query: &'a [u8],
     pub host: &'a [u8],
     pub service: &'a str,
     pub api: &'a str,
@@ -56,6 +58,23 @@ pub struct Entry<'a> {
     pub connect_us: Option<u64>,
     pub first_byte_us: Option<u64>,
     pub error: Option<&'static str>,
+}
+
+/// `query` (without `?`) with the values of the parameters named in `redact` (case-insensitive)
+/// replaced by `REDACTED`, appended to `out`.
+pub fn redact_query(query: &[u8], redact: &[String], out: &mut Vec<u8>) {
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        if pair.contains(&b'=') && redact.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b"=REDACTED");
+        } else {
+            out.extend_from_slice(pair);
+        }
+    }
 }
 
 /// The per-core side of the access log.
@@ -180,6 +199,8 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
     json_str(b, e.method);
     b.push_str(",\"path\":");
     json_str(b, e.path);
+    b.push_str(",\"query\":");
+    json_str(b, e.query);
     b.push_str(",\"host\":");
     json_str(b, e.host);
     let _ = write!(b, ",\"service\":\"{}\",\"api\":\"{}\",\"endpoint\":", e.service, e.api);
@@ -208,9 +229,14 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
 fn logfmt_line(b: &mut String, e: &Entry<'_>) {
     b.push_str("time=");
     push_time(b);
-    for (k, v) in
-        [("request_id", e.request_id), ("client", e.client), ("method", e.method), ("path", e.path), ("host", e.host)]
-    {
+    for (k, v) in [
+        ("request_id", e.request_id),
+        ("client", e.client),
+        ("method", e.method),
+        ("path", e.path),
+        ("query", e.query),
+        ("host", e.host),
+    ] {
         let _ = write!(b, " {k}=");
         json_str(b, v);
     }
@@ -267,7 +293,7 @@ fn push_time(b: &mut String) {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, dd) = civil_from_days(days as i64);
+    let (y, m, dd) = crate::http::date::civil_from_days(days as i64);
     let _ = write!(
         b,
         "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -276,19 +302,6 @@ fn push_time(b: &mut String) {
         rem % 60,
         d.subsec_millis()
     );
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -301,6 +314,7 @@ mod tests {
             client: b"127.0.0.1",
             method: b"GET",
             path: b"/a\"b",
+            query: b"q=1",
             host: b"h",
             service: "shop",
             api: "orders",
@@ -316,13 +330,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-
-    #[test]
     fn json_line_is_one_escaped_object() {
         let mut b = String::new();
         json_line(&mut b, &entry());
@@ -330,6 +337,13 @@ mod tests {
         assert!(b.contains("\"path\":\"/a\\\"b\""));
         assert!(b.contains("\"endpoint\":\"127.0.0.1:9001\",\"status\":200"));
         assert!(b.contains("\"connect_us\":null,\"first_byte_us\":300,\"error\":null"));
+    }
+
+    #[test]
+    fn named_query_parameters_are_redacted() {
+        let mut out = Vec::new();
+        redact_query(b"a=1&Token=s3cret&b&token2=x", &["token".into()], &mut out);
+        assert_eq!(out, b"a=1&Token=REDACTED&b&token2=x");
     }
 
     #[test]

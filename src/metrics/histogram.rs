@@ -1,13 +1,12 @@
 //! Latency histograms per listener, service, API and upstream, for the total request time and
-//! the upstream phases (connect, time to first byte). Microseconds, 3 significant digits.
+//! the upstream phases (connect, time to first byte). Microseconds, within 3.1% ([`LogHist`]).
+//! Workers only ever add to them; a measurement window is the difference between two copies
+//! (taken by the admin thread), so Prometheus series never go down.
 
-use hdrhistogram::Histogram;
-
+use super::loghist::LogHist;
 use crate::config::Snapshot;
 
-/// Longest latency tracked exactly (1 hour in µs); larger values are clamped to it.
-const MAX_TRACKABLE_US: u64 = 3_600_000_000;
-const SIGFIG: u8 = 3;
+type Histogram = LogHist;
 
 /// Which part of a request a value measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,19 +22,19 @@ pub enum Phase {
 /// A histogram per (scope, phase). Scopes: listeners, services, APIs, upstreams.
 #[derive(Debug, Clone)]
 pub struct LatencySet {
-    pub listeners: Vec<Histogram<u64>>,
-    pub services: Vec<Histogram<u64>>,
+    pub listeners: Vec<Histogram>,
+    pub services: Vec<Histogram>,
     /// Per API: [total, connect, first byte].
-    pub apis: Vec<[Histogram<u64>; 3]>,
+    pub apis: Vec<[Histogram; 3]>,
     /// Per upstream: [total, connect, first byte].
-    pub upstreams: Vec<[Histogram<u64>; 3]>,
+    pub upstreams: Vec<[Histogram; 3]>,
 }
 
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGFIG).expect("static histogram bounds are valid")
+fn hist() -> Histogram {
+    Histogram::default()
 }
 
-fn triple() -> [Histogram<u64>; 3] {
+fn triple() -> [Histogram; 3] {
     [hist(), hist(), hist()]
 }
 
@@ -58,16 +57,15 @@ impl LatencySet {
         upstream: Option<usize>,
         us: u64,
     ) {
-        let us = us.clamp(1, MAX_TRACKABLE_US);
-        self.listeners[listener].saturating_record(us);
+        self.listeners[listener].record(us);
         if let Some(s) = service {
-            self.services[s].saturating_record(us);
+            self.services[s].record(us);
         }
         if let Some(a) = api {
-            self.apis[a][0].saturating_record(us);
+            self.apis[a][0].record(us);
         }
         if let Some(u) = upstream {
-            self.upstreams[u][0].saturating_record(us);
+            self.upstreams[u][0].record(us);
         }
     }
 
@@ -78,29 +76,38 @@ impl LatencySet {
             Phase::Connect => 1,
             Phase::FirstByte => 2,
         };
-        let us = us.clamp(1, MAX_TRACKABLE_US);
-        self.apis[api][i].saturating_record(us);
-        self.upstreams[upstream][i].saturating_record(us);
+        self.apis[api][i].record(us);
+        self.upstreams[upstream][i].record(us);
     }
 
     /// Adds `other` (same config) into `self`.
     pub fn add(&mut self, other: &LatencySet) {
-        let add = |a: &mut Histogram<u64>, b: &Histogram<u64>| {
-            let _ = a.add(b);
-        };
-        self.listeners.iter_mut().zip(&other.listeners).for_each(|(a, b)| add(a, b));
-        self.services.iter_mut().zip(&other.services).for_each(|(a, b)| add(a, b));
+        self.listeners.iter_mut().zip(&other.listeners).for_each(|(a, b)| a.add(b));
+        self.services.iter_mut().zip(&other.services).for_each(|(a, b)| a.add(b));
         for (a, b) in self.apis.iter_mut().zip(&other.apis).chain(self.upstreams.iter_mut().zip(&other.upstreams)) {
-            a.iter_mut().zip(b).for_each(|(x, y)| add(x, y));
+            a.iter_mut().zip(b).for_each(|(x, y)| x.add(y));
         }
     }
 
-    /// Empties every histogram (a new measurement window).
-    pub fn reset(&mut self) {
-        self.listeners.iter_mut().chain(self.services.iter_mut()).for_each(Histogram::reset);
-        for t in self.apis.iter_mut().chain(self.upstreams.iter_mut()) {
-            t.iter_mut().for_each(Histogram::reset);
+    /// What was recorded since `earlier` (an older copy of the same set): a measurement window.
+    pub fn since(&self, earlier: &LatencySet) -> LatencySet {
+        let pairs = |a: &[Histogram], b: &[Histogram]| a.iter().zip(b).map(|(x, y)| x.since(y)).collect();
+        let triples = |a: &[[Histogram; 3]], b: &[[Histogram; 3]]| {
+            a.iter().zip(b).map(|(x, y)| [x[0].since(&y[0]), x[1].since(&y[1]), x[2].since(&y[2])]).collect()
+        };
+        LatencySet {
+            listeners: pairs(&self.listeners, &earlier.listeners),
+            services: pairs(&self.services, &earlier.services),
+            apis: triples(&self.apis, &earlier.apis),
+            upstreams: triples(&self.upstreams, &earlier.upstreams),
         }
+    }
+
+    /// Bytes held by every histogram of the set.
+    pub fn bytes(&self) -> usize {
+        let singles = self.listeners.iter().chain(&self.services).map(Histogram::bytes).sum::<usize>();
+        let triples = self.apis.iter().chain(&self.upstreams).flatten().map(Histogram::bytes).sum::<usize>();
+        singles + triples
     }
 }
 
@@ -123,13 +130,13 @@ mod tests {
         for v in 901..=1000 {
             b.record_total(0, Some(0), Some(0), Some(0), v * 10);
         }
+        let before = a.clone();
         a.add(&b);
         let h = &a.apis[0][0];
-        assert_eq!(h.len(), 1000);
-        assert!((895..=905).contains(&h.value_at_quantile(0.9)), "{}", h.value_at_quantile(0.9));
+        assert_eq!(h.count(), 1000);
+        assert!((872..=928).contains(&h.value_at_quantile(0.9)), "{}", h.value_at_quantile(0.9));
         assert!(h.value_at_quantile(0.99) > 9000);
-        a.reset();
-        assert_eq!(a.apis[0][0].len(), 0);
+        assert_eq!(a.since(&before).apis[0][0].count(), 100, "the window holds what came after the copy");
     }
 
     #[test]
@@ -138,7 +145,7 @@ mod tests {
         let mut l = LatencySet::new(&s);
         l.record_phase(Phase::Connect, 0, 0, 120);
         l.record_phase(Phase::FirstByte, 0, 0, 3000);
-        assert_eq!((l.apis[0][1].len(), l.upstreams[0][2].len()), (1, 1));
-        assert_eq!(l.apis[0][0].len(), 0);
+        assert_eq!((l.apis[0][1].count(), l.upstreams[0][2].count()), (1, 1));
+        assert_eq!(l.apis[0][0].count(), 0);
     }
 }

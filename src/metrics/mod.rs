@@ -9,10 +9,12 @@
 
 mod access_log;
 mod histogram;
+mod loghist;
 mod render;
 
-pub use access_log::{spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
+pub use access_log::{redact_query, spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
 pub use histogram::{LatencySet, Phase};
+pub use loghist::LogHist;
 pub use render::{latency_json, latency_text, prometheus};
 
 use crate::config::Snapshot;
@@ -102,6 +104,8 @@ pub struct MetricsSnapshot {
     pub pool_idle: usize,
     /// Keys evicted from this worker's per-key rate tables.
     pub evicted_keys: u64,
+    /// Access-log blocks dropped because the writer fell behind (cumulative).
+    pub log_dropped_blocks: u64,
     pub metrics: ShardMetrics,
 }
 

@@ -3,13 +3,14 @@
 
 use std::fmt::Write;
 
-use hdrhistogram::Histogram;
-
-use super::{MetricsSnapshot, ShardMetrics, STATUS_CLASSES};
+use super::{LatencySet, LogHist, MetricsSnapshot, ShardMetrics, STATUS_CLASSES};
 use crate::config::Snapshot;
 
-/// Prometheus latency buckets, in seconds.
-const BUCKETS_S: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Prometheus latency buckets, in seconds: from 25 µs (a gateway's p50 is tens of µs) to 10 s.
+const BUCKETS_S: [f64; 18] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
 const PHASES: [&str; 3] = ["total", "connect", "first_byte"];
 
 /// One row of latency output.
@@ -17,23 +18,23 @@ struct Row<'a> {
     scope: &'static str,
     name: String,
     phase: &'static str,
-    h: &'a Histogram<u64>,
+    h: &'a LogHist,
 }
 
-fn rows<'a>(s: &Snapshot, m: &'a ShardMetrics) -> Vec<Row<'a>> {
+fn rows<'a>(s: &Snapshot, latency: &'a LatencySet) -> Vec<Row<'a>> {
     let mut out = Vec::new();
-    for (l, h) in s.listeners.iter().zip(&m.latency.listeners) {
+    for (l, h) in s.listeners.iter().zip(&latency.listeners) {
         out.push(Row { scope: "listener", name: l.name.clone(), phase: "total", h });
     }
-    for (sv, h) in s.services.iter().zip(&m.latency.services) {
+    for (sv, h) in s.services.iter().zip(&latency.services) {
         out.push(Row { scope: "service", name: sv.name.clone(), phase: "total", h });
     }
-    for (i, hs) in m.latency.apis.iter().enumerate() {
+    for (i, hs) in latency.apis.iter().enumerate() {
         for (p, h) in PHASES.iter().zip(hs) {
             out.push(Row { scope: "api", name: s.api_label(i), phase: p, h });
         }
     }
-    for (u, hs) in s.upstreams.iter().zip(&m.latency.upstreams) {
+    for (u, hs) in s.upstreams.iter().zip(&latency.upstreams) {
         for (p, h) in PHASES.iter().zip(hs) {
             out.push(Row { scope: "upstream", name: u.name.clone(), phase: p, h });
         }
@@ -41,8 +42,8 @@ fn rows<'a>(s: &Snapshot, m: &'a ShardMetrics) -> Vec<Row<'a>> {
     out
 }
 
-fn stats(h: &Histogram<u64>) -> [u64; 7] {
-    if h.is_empty() {
+fn stats(h: &LogHist) -> [u64; 7] {
+    if h.count() == 0 {
         return [0; 7];
     }
     [
@@ -57,11 +58,11 @@ fn stats(h: &Histogram<u64>) -> [u64; 7] {
 }
 
 /// `GET /stats/latency` as JSON: `{scope: {name: {phase: {count, min, p50, .., mean}}}}`, µs.
-pub fn latency_json(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[usize]) -> String {
+pub fn latency_json(s: &Snapshot, latency: &LatencySet, window_s: f64, missing: &[usize]) -> String {
     let mut out = format!("{{\"unit\":\"us\",\"window_s\":{window_s:.3},\"workers_missing\":{missing:?}");
     let mut current_scope = "";
     let mut current_name = String::new();
-    for r in rows(s, m) {
+    for r in rows(s, latency) {
         if r.scope != current_scope {
             if !current_scope.is_empty() {
                 out.push_str("}}");
@@ -85,7 +86,7 @@ pub fn latency_json(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[us
             out,
             "\"{}\":{{\"count\":{},\"min\":{min},\"p50\":{p50},\"p90\":{p90},\"p99\":{p99},\"p999\":{p999},\"max\":{max},\"mean\":{mean}}}",
             r.phase,
-            r.h.len()
+            r.h.count()
         );
     }
     if !current_scope.is_empty() {
@@ -96,7 +97,7 @@ pub fn latency_json(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[us
 }
 
 /// `GET /stats/latency?format=text`: an aligned table for a terminal.
-pub fn latency_text(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[usize]) -> String {
+pub fn latency_text(s: &Snapshot, latency: &LatencySet, window_s: f64, missing: &[usize]) -> String {
     let mut out = format!("latency in microseconds over the last {window_s:.1} s");
     if !missing.is_empty() {
         let _ = write!(out, " (workers {missing:?} did not answer in time)");
@@ -107,7 +108,7 @@ pub fn latency_text(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[us
         "{:<9} {:<28} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "scope", "name", "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"
     );
-    for r in rows(s, m) {
+    for r in rows(s, latency) {
         let [min, p50, p90, p99, p999, max, mean] = stats(r.h);
         let _ = writeln!(
             out,
@@ -115,7 +116,7 @@ pub fn latency_text(s: &Snapshot, m: &ShardMetrics, window_s: f64, missing: &[us
             r.scope,
             r.name,
             r.phase,
-            r.h.len(),
+            r.h.count(),
             min,
             p50,
             p90,
@@ -228,6 +229,14 @@ fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &
     );
     let evicted: u64 = workers.iter().map(|w| w.evicted_keys).sum();
     let _ = writeln!(o, "ringway_rate_limit_keys_evicted_total {evicted}");
+    header(
+        o,
+        "ringway_access_log_dropped_blocks_total",
+        "counter",
+        "Access-log blocks (up to 32 KiB of lines each) dropped because the writer fell behind.",
+    );
+    let dropped: u64 = workers.iter().map(|w| w.log_dropped_blocks).sum();
+    let _ = writeln!(o, "ringway_access_log_dropped_blocks_total {dropped}");
 }
 
 fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
@@ -288,15 +297,16 @@ fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+/// Cumulative `le` buckets; a histogram bucket counts under `le` when all of it is at most `le`
+/// (so a count may lag by the values within 3% below a bound).
+fn histogram(o: &mut String, name: &str, labels: &str, h: &LogHist) {
     for le in BUCKETS_S {
-        let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+        let n = if h.count() == 0 { 0 } else { h.count_at_most((le * 1e6).round() as u64) };
         let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
     }
-    let sum_us: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
-    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us / 1e6);
-    let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.len());
+    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", h.sum() as f64 / 1e6);
+    let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count());
 }
 
 /// Prometheus label-value escaping.

@@ -209,6 +209,7 @@ pub fn write_response_head(
     head: &ResponseHead<'_, '_>,
     framing: ResponseFraming,
     client_keep_alive: Option<bool>,
+    request_id: Option<&[u8]>,
 ) {
     if head.reason.is_empty() || head.reason == crate::http::reason(head.status).as_bytes() {
         push_status_line(out, head.status);
@@ -229,6 +230,12 @@ pub fn write_response_head(
             continue;
         }
         push_header(out, name, h.value);
+    }
+    // the id the upstream saw, unless the upstream answered with its own
+    if let Some(id) =
+        request_id.filter(|_| !head.headers.iter().any(|h| eq_ignore_case(h.name.as_bytes(), b"x-request-id")))
+    {
+        push_header(out, b"x-request-id", id);
     }
     match framing {
         ResponseFraming::Length(n) => push_content_length(out, n),

@@ -237,9 +237,20 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         service: None,
         api: None,
         log: shard.access_log.as_ref().map(|_| {
+            let mut query = smallvec::SmallVec::<[u8; 64]>::new();
+            let redact = snapshot.access_log.as_ref().map_or(&[][..], |c| &c.redact_query[..]);
+            let q = head.query.strip_prefix(b"?").unwrap_or(head.query);
+            if redact.is_empty() {
+                query.extend_from_slice(q);
+            } else {
+                let mut v = Vec::with_capacity(q.len());
+                crate::metrics::redact_query(q, redact, &mut v);
+                query.extend_from_slice(&v);
+            }
             Box::new(LogFields {
                 method: SmallVec::from_slice(head.method),
                 path: SmallVec::from_slice(head.path),
+                query,
                 host: SmallVec::from_slice(head.authority.unwrap_or_default()),
             })
         }),
@@ -431,7 +442,9 @@ async fn send_local(
     session: &mut Session,
 ) -> Next {
     let keep_alive = keep_alive && plan.body == BodyKind::None;
-    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(&crate::http::date::now());
+    out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(&plan.id);
     out.extend_from_slice(b"\r\n");
     push_connection(out, keep_alive, plan.version);

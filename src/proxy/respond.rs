@@ -38,6 +38,7 @@ pub fn must_close(err: &Error) -> bool {
 /// Appends a complete gateway response for `status` to `out`.
 pub fn write_error(out: &mut Vec<u8>, err: &Error, status: u16, head_only: bool, close: bool, request_id: &[u8]) {
     push_status_line(out, status);
+    push_header(out, b"date", &crate::http::date::now());
     let body_len = 4 + reason(status).len() + 1; // "404 Not Found\n"
     push_header(out, b"content-type", b"text/plain; charset=utf-8");
     out.extend_from_slice(b"content-length: ");

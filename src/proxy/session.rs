@@ -36,6 +36,8 @@ pub struct Session {
 pub struct LogFields {
     pub method: SmallVec<[u8; 8]>,
     pub path: SmallVec<[u8; 64]>,
+    /// Query without `?`, redacted per `[access_log] redact_query`.
+    pub query: SmallVec<[u8; 64]>,
     pub host: SmallVec<[u8; 32]>,
 }
 
@@ -97,11 +99,13 @@ pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
             client: &peer.ip,
             method: fields.map_or(&[][..], |f| &f.method),
             path: fields.map_or(&[][..], |f| &f.path),
+            query: fields.map_or(&[][..], |f| &f.query),
             host: fields.map_or(&[][..], |f| &f.host),
             service: session.service.map_or("", |s| &snapshot.services[s].name),
             api: session.api.map_or("", |a| &snapshot.apis[a].name),
             endpoint: session.endpoint,
-            status: session.status,
+            // nginx's convention: 499 when the client went away before any response
+            status: if session.status == 0 && session.error == Some("client_closed") { 499 } else { session.status },
             bytes_in: session.bytes_in,
             bytes_out: session.bytes_out,
             duration_us: total_us,

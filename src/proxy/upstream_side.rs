@@ -104,7 +104,8 @@ pub(super) async fn read_response_head(
                     (true, Version::Http11) => None,
                 };
                 out.clear();
-                write_response_head(out, &head, framing_out, conn_header);
+                let id = shard.snapshot.http.response_request_id.then_some(&plan.id[..]);
+                write_response_head(out, &head, framing_out, conn_header, id);
                 let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive, head.status);
                 upc.consume(head_len);
                 return Ok(result);

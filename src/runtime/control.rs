@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 pub enum ControlMsg {
     /// Stop accepting, let in-flight requests finish (up to the drain deadline), then exit.
     Shutdown,
-    /// Send a copy of the worker's metrics; `reset` then starts a new latency window.
-    Stats { reset: bool, reply: Sender<crate::metrics::MetricsSnapshot> },
+    /// Send a copy of the worker's metrics (cumulative; windows are computed by the admin).
+    Stats { reply: Sender<crate::metrics::MetricsSnapshot> },
     /// An endpoint enters or leaves rotation (health checks, outlier ejection).
     Endpoint { upstream: usize, endpoint: usize, available: bool },
 }

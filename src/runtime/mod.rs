@@ -127,6 +127,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             listener_addrs: running.addrs.clone(),
             endpoint_status: status,
             window_start: std::time::Instant::now(),
+            window_base: None,
         };
         match crate::admin::start(addr, state, running.draining.clone()) {
             Ok(handle) => {
@@ -167,10 +168,10 @@ impl Running {
 
     /// Waits for every worker thread to exit, then stops the admin endpoint and the log writer.
     /// Every worker's metrics (workers that do not answer within a second are left out).
-    pub fn stats(&self, reset: bool) -> Vec<crate::metrics::MetricsSnapshot> {
+    pub fn stats(&self) -> Vec<crate::metrics::MetricsSnapshot> {
         let (tx, rx) = crossbeam_channel::unbounded();
         for o in &self.outboxes {
-            o.send(ControlMsg::Stats { reset, reply: tx.clone() });
+            o.send(ControlMsg::Stats { reply: tx.clone() });
         }
         drop(tx);
         let deadline = std::time::Instant::now() + Duration::from_secs(1);

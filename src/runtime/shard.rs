@@ -85,40 +85,30 @@ impl Shard {
         }
     }
 
-    /// A copy of this worker's metrics for the admin thread; `reset` starts a new latency window.
-    pub fn metrics_snapshot(&self, reset: bool) -> MetricsSnapshot {
-        let mut m = self.metrics.borrow_mut();
-        let snap = MetricsSnapshot {
+    /// A copy of this worker's metrics for the admin thread.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
             worker: self.worker,
             driver: self.driver,
             generation: self.snapshot.generation,
             connections_active: self.connections.get(),
             in_flight: self.in_flight.get(),
             pool_idle: self.pool.borrow().total_idle(),
-            metrics: m.clone(),
+            metrics: self.metrics.borrow().clone(),
             evicted_keys: self.limiter.borrow().evicted_keys(),
-        };
-        if reset {
-            m.latency.reset();
+            log_dropped_blocks: self.access_log.as_ref().map_or(0, |l| l.dropped_blocks.get()),
         }
-        snap
     }
 
-    /// Puts a connection back in the pool, watched while idle. A connection with unread bytes
-    /// (the watch fires at once) is closed instead.
+    /// Puts a connection back in the pool (the janitor starts watching it after a tick).
     pub fn pool_checkin(&self, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
         let up = &self.snapshot.upstreams[key.egress_policy];
-        let waker = self.pool_waker.borrow();
-        match IdleConn::watch(key.egress_policy, conn, &waker) {
-            Some(idle) => {
-                self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint)
-            }
-            None => self.metrics.borrow_mut().upstreams[key.egress_policy].pool_dirty += 1,
-        }
+        let idle = IdleConn::new(key.egress_policy, conn);
+        self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint);
     }
 
-    /// The most recently pooled connection for `key` that is still quiet (nothing arrived on it
-    /// while idle), with how long it was idle; dirty ones are closed on the way.
+    /// The most recently pooled connection for `key` with nothing waiting on it, with how long it
+    /// was idle; dirty ones are closed on the way.
     pub fn pool_checkout(&self, key: &PoolKey, now: std::time::Instant) -> Option<(UpstreamConn, std::time::Duration)> {
         let waker = self.pool_waker.borrow();
         let mut pool = self.pool.borrow_mut();
@@ -131,20 +121,27 @@ impl Shard {
         None
     }
 
-    /// The pool janitor's pass: closes expired connections and, when a watch woke it, every
-    /// connection whose watch fired.
+    /// The pool janitor's pass: closes expired connections, starts watching the ones checked in
+    /// since the last tick, and, when a watch woke it, closes every connection whose watch fired.
     pub fn sweep_pool(&self, woken: bool, now: std::time::Instant) {
         let waker = self.pool_waker.borrow();
         let mut pool = self.pool.borrow_mut();
         pool.expire(now);
+        let mut m = self.metrics.borrow_mut();
+        let mut dirty = |idle: &IdleConn, clean: bool| {
+            if !clean {
+                m.upstreams[idle.upstream].pool_dirty += 1;
+            }
+            clean
+        };
+        pool.retain_newest(IdleConn::is_fresh, |idle| {
+            let clean = idle.arm(&waker);
+            dirty(idle, clean)
+        });
         if woken {
-            let mut m = self.metrics.borrow_mut();
             pool.retain(|idle| {
-                let quiet = idle.quiet(&waker);
-                if !quiet {
-                    m.upstreams[idle.upstream].pool_dirty += 1;
-                }
-                quiet
+                let clean = idle.quiet(&waker);
+                dirty(idle, clean)
             });
         }
     }

@@ -152,8 +152,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     // `None` (supervisor gone) stops the worker like Shutdown
     while let Some(msg) = inbox.recv().await {
         match msg {
-            ControlMsg::Stats { reset, reply } => {
-                let _ = reply.send(shard.metrics_snapshot(reset));
+            ControlMsg::Stats { reply } => {
+                let _ = reply.send(shard.metrics_snapshot());
             }
             ControlMsg::Endpoint { upstream, endpoint, available } => {
                 if let Some(flag) = shard.upstreams.get(upstream).and_then(|u| u.available.get(endpoint)) {
@@ -253,11 +253,11 @@ async fn pool_janitor(shard: Rc<Shard>, stop: Rc<StopSlot>) {
     }
 }
 
-/// A quarter of the shortest pool idle timeout, between 10 ms and 1 s: connections are closed
-/// at most that late after they expire.
+/// A quarter of the shortest pool idle timeout, between 10 ms and 50 ms: connections are closed
+/// at most that late after they expire, and pooled connections are watched after that long.
 fn janitor_period(snapshot: &Snapshot) -> Duration {
     let shortest = snapshot.upstreams.iter().map(|u| u.pool_idle_timeout).min().unwrap_or(Duration::from_secs(4));
-    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 /// Access-log lines reach the writer at most this late.

@@ -11,7 +11,7 @@ pub mod outlier;
 mod pool;
 
 pub use balance::{p2c, ring_hash, Ring, SmoothWeighted};
-pub use connect::{connect, peer_gone, peer_state, reset_on_close, PeerState};
+pub use connect::{connect, peer_gone, peer_quiet, peer_state, reset_on_close, PeerState};
 pub use idle::{IdleConn, WokenAgain};
 pub use pool::{Pool, PoolKey};
 

@@ -86,6 +86,27 @@ impl<C> Pool<C> {
         closed
     }
 
+    /// Visits, per key, the newest connections for which `newest` holds (they sit at the back:
+    /// checkouts take from there, check-ins push there) and closes those `keep` rejects.
+    pub fn retain_newest(&mut self, newest: impl Fn(&C) -> bool, mut keep: impl FnMut(&mut C) -> bool) -> usize {
+        let mut closed = 0;
+        for list in self.idle.values_mut() {
+            let fresh = list.iter().rev().take_while(|e| newest(&e.conn)).count();
+            let start = list.len() - fresh;
+            let mut i = start;
+            while i < list.len() {
+                if keep(&mut list[i].conn) {
+                    i += 1;
+                } else {
+                    list.remove(i);
+                    closed += 1;
+                }
+            }
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+        closed
+    }
+
     /// Closes every idle connection.
     pub fn clear(&mut self) {
         self.idle.clear();
@@ -157,6 +178,25 @@ mod tests {
         assert_eq!(pool.retain(|c| *c != "dead"), 1);
         assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok2"));
         assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok"));
+    }
+
+    #[test]
+    fn retain_newest_visits_only_the_newest_run() {
+        let clock = ManualClock::default();
+        let mut pool = Pool::default();
+        for c in ["old1", "old2", "new1", "new2"] {
+            pool.checkin(key(1), c, clock.now(), IDLE, 8);
+        }
+        let mut seen = Vec::new();
+        let closed = pool.retain_newest(
+            |c| c.starts_with("new"),
+            |c| {
+                seen.push(*c);
+                *c != "new1"
+            },
+        );
+        assert_eq!((closed, seen), (1, vec!["new1", "new2"]));
+        assert_eq!(pool.idle_count(&key(1)), 3);
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub fn spawn_with(name: &str, instance_extra: &str, body: &str) -> Spawned {
         let clean = clean.replace("[2m", "").replace("[0m", "").replace("[3m", "");
         for (key, slot) in [("admin=", &mut admin), ("addr=", &mut addr)] {
             if let Some(rest) = clean.split(key).nth(1) {
-                let token = rest.split_whitespace().next().unwrap();
-                *slot = Some(token.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}: {line}")));
+                if let Some(a) = rest.split_whitespace().next().and_then(|t| t.parse::<SocketAddr>().ok()) {
+                    *slot = Some(a);
+                }
             }
         }
     }

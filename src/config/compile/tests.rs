@@ -66,7 +66,7 @@ fn unknown_upstream_names_key_and_line() {
 fn unknown_key_names_table_and_line() {
     let text = OK.replace("timeout_ms = 3000", "timeout_ms = 3000\ntimeout = 5");
     let e = err(&text);
-    assert!(e.starts_with("service.shop.api[0]: unknown field `timeout`"), "{e}");
+    assert!(e.starts_with("service.shop.api[0]: unknown key `timeout`, did you mean `timeout_ms`?"), "{e}");
     assert!(e.ends_with("(line 22)"), "{e}");
 }
 

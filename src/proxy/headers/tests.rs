@@ -95,7 +95,7 @@ fn response_head_gets_fresh_framing() {
     let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
     let mut out = Vec::new();
-    write_response_head(&mut out, &head, ResponseFraming::Chunked, Some(false));
+    write_response_head(&mut out, &head, ResponseFraming::Chunked, Some(false), None);
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text, "HTTP/1.1 200 Fine\r\nX-Keep: 2\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
 }
@@ -106,6 +106,22 @@ fn head_response_keeps_upstream_content_length() {
     let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_response_head(&mut out, &head, ResponseFraming::NoBody, None);
+    write_response_head(&mut out, &head, ResponseFraming::NoBody, None, Some(b"rid"));
     assert!(String::from_utf8(out).unwrap().contains("Content-Length: 1234\r\n"));
+}
+
+#[test]
+fn response_request_id_is_added_unless_the_upstream_set_one() {
+    for (raw, want) in [
+        (&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..], "x-request-id: rid\r\n"),
+        (b"HTTP/1.1 200 OK\r\nX-Request-Id: theirs\r\nContent-Length: 0\r\n\r\n", "X-Request-Id: theirs\r\n"),
+    ] {
+        let mut h = crate::http::header_buf();
+        let head = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, ResponseFraming::Length(0), None, Some(b"rid"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(want), "{text}");
+        assert_eq!(text.to_ascii_lowercase().matches("x-request-id").count(), 1, "{text}");
+    }
 }
