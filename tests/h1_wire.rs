@@ -1,5 +1,5 @@
 //! Raw bytes in, status and connection state out, through the real gateway to a counting origin:
-//! one row per case of HTTP-EDGE-CASES.md tables A–G (ids in the names). Where a smuggled request
+//! one row per case of docs/HTTP-EDGE-CASES.md tables A–G (ids in the names). Where a smuggled request
 //! could hide, the origin must see exactly the requests the client meant.
 
 mod common;

@@ -1,5 +1,5 @@
 //! Upstream faults on loopback: each becomes the right status, and a connection with any framing
-//! doubt is never reused (HTTP-EDGE-CASES.md "Upstream faults").
+//! doubt is never reused (docs/HTTP-EDGE-CASES.md "Upstream faults").
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Body framing (`BodyKind`) and the incremental, strict chunked decoder (HTTP-EDGE-CASES table B).
+//! Body framing (`BodyKind`) and the incremental, strict chunked decoder (docs/HTTP-EDGE-CASES.md table B).
 //!
 //! The decoder is pure: it consumes what it can from the caller's buffer, hands out data slices,
 //! and leaves an incomplete line unconsumed for the next call, so it works at any split point.

@@ -1,5 +1,5 @@
 //! Request and response head parsing: httparse for the grammar, our own checks for everything a
-//! proxy must refuse (HTTP-EDGE-CASES.md tables A, C, D, E, F).
+//! proxy must refuse (docs/HTTP-EDGE-CASES.md tables A, C, D, E, F).
 //!
 //! Both parsers borrow the caller's buffer and header array and return `Ok(None)` while the head is
 //! incomplete. Size limits are enforced on partial input too, so a slow or endless head is refused
@@ -15,7 +15,7 @@ use super::error::ParseError;
 
 /// The most header fields a head may carry (the parse array's size).
 pub const MAX_HEADERS_CAP: usize = 128;
-/// Methods longer than this get 501 (HTTP-EDGE-CASES D2).
+/// Methods longer than this get 501 (docs/HTTP-EDGE-CASES.md D2).
 const MAX_METHOD_BYTES: usize = 32;
 
 /// Uninitialised header storage for one parse (no 4 KiB memset per message).

@@ -1,5 +1,5 @@
 //! THE request path: one request on one client connection, phases in a fixed order
-//! (DESIGN.md §4). Long on purpose; read it top to bottom.
+//! (docs/DESIGN.md §4). Long on purpose; read it top to bottom.
 //!
 //! | phase | here | fails as |
 //! |---|---|---|

@@ -1,4 +1,4 @@
-//! Chunked decoder cases (HTTP-EDGE-CASES.md table B), each also fed at every split point and
+//! Chunked decoder cases (docs/HTTP-EDGE-CASES.md table B), each also fed at every split point and
 //! one byte at a time.
 
 use super::*;

@@ -1,4 +1,4 @@
-//! Request/response head cases written as input → expected outcome (HTTP-EDGE-CASES.md ids).
+//! Request/response head cases written as input → expected outcome (docs/HTTP-EDGE-CASES.md ids).
 
 use super::*;
 
