@@ -37,9 +37,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let warnings = match ringway::runtime::preflight(&snapshot) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ringway: {}: {e}", config.display());
+            return ExitCode::from(2);
+        }
+    };
     if check {
+        for w in &warnings {
+            eprintln!("ringway: {}: warning: {w}", config.display());
+        }
         let (l, s, a) = (snapshot.listeners.len(), snapshot.services.len(), snapshot.apis.len());
         return done(&format!("{}: ok ({l} listeners, {s} services, {a} APIs)", config.display()));
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]);
     let mut signals = match signals {

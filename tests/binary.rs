@@ -100,3 +100,29 @@ fn one_gib_each_way_streams_in_bounded_memory() {
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     assert!(grown_mib < 16, "peak RSS grew by {grown_mib} MiB while moving 2 GiB");
 }
+
+#[test]
+fn check_catches_host_mistakes_and_prints_warnings() {
+    let run = |name: &str, text: &str| {
+        let path = write_config(name, text);
+        Command::new(BIN).args(["--check", "-c", path.to_str().unwrap()]).output().unwrap()
+    };
+    let base = "[[listener]]\nlisten = \"127.0.0.1:0\"\n[upstream.u]\nendpoints = [{ addr = \"127.0.0.1:9\" }]\n[service.s]\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"u\"\n";
+    // 192.0.2.1 (TEST-NET-1) is never an address of this host
+    let out = run("egress", &format!("[instance]\negress_ip = \"192.0.2.1\"\n{base}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("instance.egress_ip: 192.0.2.1 is not an address of this host"), "{err}");
+    let out = run("logdir", &format!("[access_log]\npath = \"/nonexistent-dir-ringway/a.log\"\n{base}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("access_log.path: directory /nonexistent-dir-ringway does not exist"), "{err}");
+    let out = run(
+        "warn",
+        &format!("[instance]\nworkers = 1024\n{base}[upstream.spare]\nendpoints = [{{ addr = \"127.0.0.1:10\" }}]\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: upstream.spare: no API uses this upstream"), "{err}");
+    assert!(err.contains("warning: instance.workers: 1024 workers on"), "{err}");
+}

@@ -51,6 +51,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default burst: a tenth of a second's worth of the rate (at least 1).
 pub const DEFAULT_BURST_DIVISOR: u64 = 10;
 pub const DEFAULT_KEY_TABLE_SIZE: usize = 10_000;
+/// Method names a lowercase spelling of which is certainly a mistake.
+const STANDARD_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
 /// Header limits above this are refused: the read buffer grows up to it.
 const MAX_HEADER_BYTES_CAP: usize = 64 * 1024;
 
@@ -81,6 +83,12 @@ impl Compiler<'_> {
             })?),
             None => None,
         };
+        if let (Some(addr), Some(f)) = (admin, &file.admin) {
+            if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
+                let msg = format!("{addr} is also a listener address; the admin endpoint needs its own");
+                return Err(self.err("admin.listen", f.listen.span(), msg));
+            }
+        }
         let access_log = self.access_log(file.access_log.as_ref())?;
         let mut upstream_ids = BTreeMap::new();
         let mut upstreams = Vec::new();
@@ -94,12 +102,43 @@ impl Compiler<'_> {
         for (name, svc) in &file.service {
             let sid = services.len();
             let service = self.service(name, svc, &instance)?;
+            let shares_hosts =
+                |a: &[String], b: &[String]| a.is_empty() && b.is_empty() || a.iter().any(|h| b.contains(h));
+            if let Some(other) = services
+                .iter()
+                .find(|o: &&Service| o.base_path == service.base_path && shares_hosts(&o.hosts, &service.hosts))
+            {
+                let msg = format!(
+                    "service \"{}\" already has the same hosts and base path: this service would never be reached",
+                    other.name
+                );
+                let span = svc.base_path.as_ref().map_or(0..0, |b| b.span());
+                return Err(ConfigError::new(
+                    format!("service.{name}"),
+                    svc.base_path.as_ref().map(|_| self.src.line(span.start)),
+                    msg,
+                ));
+            }
             routes.add_service(sid, &service.hosts, &service.base_path);
             for (i, api) in svc.api.iter().enumerate() {
                 let path = format!("service.{name}.api[{i}]");
                 if svc.api[..i].iter().any(|a| a.name.get_ref() == api.name.get_ref()) {
                     let msg = format!("duplicate API name \"{}\" in service \"{name}\"", api.name.get_ref());
                     return Err(self.err(format!("{path}.name"), api.name.span(), msg));
+                }
+                let methods_of =
+                    |a: &FileApi| -> Vec<String> { a.methods.iter().map(|m| m.get_ref().clone()).collect() };
+                let overlap =
+                    |a: &[String], b: &[String]| a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m));
+                if let Some(j) = (0..i).find(|&j| {
+                    svc.api[j].path.get_ref() == api.path.get_ref()
+                        && overlap(&methods_of(&svc.api[j]), &methods_of(api))
+                }) {
+                    let msg = format!(
+                        "same path and method as service.{name}.api[{j}] (\"{}\"): this API would never be reached",
+                        svc.api[j].name.get_ref()
+                    );
+                    return Err(self.err(format!("{path}.path"), api.path.span(), msg));
                 }
                 let (compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids, &instance, &service)?;
                 routes.add_api(sid, apis.len(), &pattern, methods);
@@ -108,7 +147,25 @@ impl Compiler<'_> {
             services.push(service);
         }
         routes.finish();
-        Ok(Snapshot { generation, instance, http, listeners, admin, access_log, upstreams, services, apis, routes })
+        let mut warnings = Vec::new();
+        for (id, u) in upstreams.iter().enumerate() {
+            if !apis.iter().any(|a: &Api| matches!(a.target, Target::Upstream(u) if u == id)) {
+                warnings.push(format!("upstream.{}: no API uses this upstream", u.name));
+            }
+        }
+        Ok(Snapshot {
+            generation,
+            instance,
+            http,
+            listeners,
+            admin,
+            access_log,
+            upstreams,
+            services,
+            apis,
+            routes,
+            warnings,
+        })
     }
 
     fn instance(&self, f: &FileInstance) -> Result<Instance, ConfigError> {
@@ -328,6 +385,17 @@ impl Compiler<'_> {
                     format!("\"{}\" is not a method token", m.get_ref()),
                 ));
             }
+            let upper = m.get_ref().to_ascii_uppercase();
+            if upper != *m.get_ref() && STANDARD_METHODS.contains(&upper.as_str()) {
+                return Err(self.err(
+                    format!("{path}.methods[{i}]"),
+                    m.span(),
+                    format!(
+                        "methods are case-sensitive: \"{}\" would never match; did you mean \"{upper}\"?",
+                        m.get_ref()
+                    ),
+                ));
+            }
             methods.insert(m.get_ref());
         }
         let target = match (&f.upstream, &f.mock) {
@@ -387,7 +455,13 @@ impl Compiler<'_> {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
-        let timeout = ms(f.timeout_ms, DEFAULT_API_TIMEOUT_MS);
+        for (key, v) in [("timeout_ms", &f.timeout_ms), ("per_try_timeout_ms", &f.per_try_timeout_ms)] {
+            if let Some(v) = v.as_ref().filter(|v| *v.get_ref() == 0) {
+                let msg = "must be above 0 (every request would time out at once)";
+                return Err(self.err(format!("{path}.{key}"), v.span(), msg));
+            }
+        }
+        let timeout = ms(f.timeout_ms.as_ref().map(|v| *v.get_ref()), DEFAULT_API_TIMEOUT_MS);
         let retries = match &f.retries {
             Some(r) if *r.get_ref() > 5 => {
                 return Err(self.err(format!("{path}.retries"), r.span(), "must be from 0 to 5"))
@@ -397,14 +471,14 @@ impl Compiler<'_> {
         };
         let api = Api {
             retries,
-            per_try_timeout: f.per_try_timeout_ms.map_or(timeout, Duration::from_millis),
+            per_try_timeout: f.per_try_timeout_ms.as_ref().map_or(timeout, |v| Duration::from_millis(*v.get_ref())),
             limit,
             key_limit,
             max_in_flight,
             name: f.name.get_ref().clone(),
             service,
             target,
-            timeout: ms(f.timeout_ms, DEFAULT_API_TIMEOUT_MS),
+            timeout,
             rewrite,
             max_body_bytes: f.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };

@@ -219,14 +219,14 @@ pub struct FileApi {
     pub path: Spanned<String>,
     pub upstream: Option<Spanned<String>>,
     pub mock: Option<Spanned<FileMock>>,
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<Spanned<u64>>,
     pub upstream_path: Option<Spanned<String>>,
     #[serde(default)]
     pub strip_base_path: bool,
     pub max_body_bytes: Option<u64>,
     pub max_in_flight: Option<Spanned<u32>>,
     pub retries: Option<Spanned<u32>>,
-    pub per_try_timeout_ms: Option<u64>,
+    pub per_try_timeout_ms: Option<Spanned<u64>>,
     pub max_qps: Option<Spanned<u64>>,
     pub burst: Option<Spanned<u64>>,
     /// "client_ip" | "header:NAME".

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub apis: Vec<Api>,
     pub routes: RouteTable,
+    /// Things that are valid but probably not meant (printed by `--check` and at start-up).
+    pub warnings: Vec<String>,
 }
 
 /// How many workers to run.

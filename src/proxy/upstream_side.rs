@@ -248,6 +248,10 @@ async fn dial_or_reuse(
             })
         }
         Err(e) => {
+            if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                // not the endpoint's fault: this host cannot use the egress address (or ran out of ports)
+                tracing::warn!(endpoint = %key.endpoint, source_ip = ?source_ip, error = %e, "Cannot connect from the egress address");
+            }
             let kind =
                 if e.kind() == std::io::ErrorKind::TimedOut { Kind::ConnectTimeout } else { Kind::ConnectRefused };
             let context = match source_ip {

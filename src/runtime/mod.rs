@@ -9,11 +9,13 @@ mod affinity;
 mod control;
 pub mod endpoints;
 mod listener;
+mod preflight;
 mod shard;
 mod worker;
 
 pub use affinity::allowed_cpus;
 pub use control::{channel, ControlMsg, Inbox, Outbox, WorkerReport};
+pub use preflight::preflight;
 pub use shard::Shard;
 
 use std::io;

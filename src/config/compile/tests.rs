@@ -206,3 +206,30 @@ fn upstream_ha_keys_compile_and_validate() {
     let bad = OK.replace("endpoints = [{", "balance = \"hash(cookie)\"\nendpoints = [{");
     assert!(err(&bad).starts_with("upstream.orders.balance:"));
 }
+
+#[test]
+fn mistakes_that_would_only_show_in_traffic_are_caught() {
+    let e = err(&OK.replace("methods = [\"POST\"]", "methods = [\"post\"]"));
+    assert!(e.contains("service.shop.api[0].methods[0]: methods are case-sensitive") && e.contains("\"POST\""), "{e}");
+    let e = err(&OK.replace("timeout_ms = 3000", "timeout_ms = 0"));
+    assert!(e.starts_with("service.shop.api[0].timeout_ms: must be above 0") && e.ends_with("(line 21)"), "{e}");
+    let dup = OK.to_string() + "\n[[service.shop.api]]\nname = \"again\"\nmethods = [\"POST\", \"PUT\"]\npath = \"/orders\"\nupstream = \"orders\"\n";
+    let e = err(&dup);
+    assert!(e.starts_with("service.shop.api[2].path: same path and method as service.shop.api[0]"), "{e}");
+    let twin = OK.to_string() + "\n[service.twin]\nhosts = [\"shop.example.com\"]\nbase_path = \"/shop\"\n";
+    let e = err(&twin);
+    assert!(e.starts_with("service.twin: service \"shop\" already has the same hosts and base path"), "{e}");
+    let e = err(&OK
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"")
+        .replace("[[listener]]", "[admin]\nlisten = \"127.0.0.1:8080\"\n\n[[listener]]"));
+    assert!(e.starts_with("admin.listen: 127.0.0.1:8080 is also a listener address"), "{e}");
+    let e = err(&OK.replace("127.0.0.1:9002", "backend.internal:9002"));
+    assert!(e.contains("is a host name: DNS names are not supported yet"), "{e}");
+}
+
+#[test]
+fn unused_upstreams_are_warnings() {
+    let text = OK.to_string() + "\n[upstream.spare]\nendpoints = [{ addr = \"127.0.0.1:9003\" }]\n";
+    let s = compile(&text, 1).unwrap();
+    assert_eq!(s.warnings, vec!["upstream.spare: no API uses this upstream".to_string()]);
+}

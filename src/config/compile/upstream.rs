@@ -53,11 +53,16 @@ impl Compiler<'_> {
         for (i, e) in list.iter().enumerate() {
             let path = format!("{base}.endpoints[{i}]");
             let addr: SocketAddr = e.addr.get_ref().parse().map_err(|_| {
-                self.err(
-                    format!("{path}.addr"),
-                    e.addr.span(),
-                    format!("\"{}\" is not an IP:port address", e.addr.get_ref()),
-                )
+                let text = e.addr.get_ref();
+                let named = text.rsplit_once(':').is_some_and(|(host, port)| {
+                    port.parse::<u16>().is_ok() && host.chars().any(|c| c.is_ascii_alphabetic()) && !host.contains('[')
+                });
+                let msg = if named {
+                    format!("\"{text}\" is a host name: DNS names are not supported yet; give an IP:port")
+                } else {
+                    format!("\"{text}\" is not an IP:port address")
+                };
+                self.err(format!("{path}.addr"), e.addr.span(), msg)
             })?;
             if let Some(ip) = egress_ips.first() {
                 if ip.is_ipv4() != addr.is_ipv4() {
