@@ -103,21 +103,37 @@ fn keepalive_requests_caps_requests_per_connection() {
 }
 
 #[test]
-fn connection_cap_pauses_accept_instead_of_failing() {
+fn connection_cap_closes_the_oldest_idle_connection_to_make_room() {
     let up = MockUpstream::echo();
     let body = format!("[http]\nmax_connections_per_worker = 2\n{}", catch_all("o", &[up.addr]));
     let gw = TestGateway::start_with_workers(&body, "", 1);
-    let mut a = Client::connect(gw.addr);
-    let b = Client::connect(gw.addr);
-    assert_eq!(a.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 200);
-    let mut third = Client::connect(gw.addr); // completes in the kernel backlog
-    third.send(b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert!(
-        !eventually(Duration::from_millis(300), || up.requests().iter().any(|r| r.target == "/third")),
-        "served above the cap"
-    );
-    drop(b);
-    assert_eq!(third.response(false).status, 200, "served once a slot freed");
+    let mut old = Client::connect(gw.addr);
+    assert_eq!(old.send(b"GET /old HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 200);
+    let mut newer = Client::connect(gw.addr);
+    assert_eq!(newer.send(b"GET /newer HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 200);
+    // both idle keep-alive: a third client gets served, and the oldest idle one is closed
+    let mut third = Client::connect(gw.addr);
+    assert_eq!(third.send(b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 200);
+    assert!(old.is_closed(Duration::from_secs(2)), "the oldest idle connection made room");
+    assert_eq!(newer.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n").response(false).status, 200);
+}
+
+#[test]
+fn connection_cap_answers_503_when_no_connection_is_idle() {
+    // the origin holds every request for a while: connections at the cap are busy, not idle
+    let up = MockUpstream::start(|_| Reply::Delay(Duration::from_millis(800), Box::new(Reply::ok("slow"))));
+    let gw = TestGateway::start_with_workers(&catch_all("o", &[up.addr]), "max_connections = 2", 1);
+    let mut busy: Vec<Client> = (0..2).map(|_| Client::connect(gw.addr)).collect();
+    for c in busy.iter_mut() {
+        c.send(b"GET /busy HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    assert!(eventually(Duration::from_secs(2), || up.request_count() == 2), "both requests in flight");
+    let refused = Client::connect(gw.addr).send(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+    assert_eq!(refused.status, 503, "answered at once, never left in the backlog");
+    assert_eq!(refused.header("connection"), Some("close"));
+    for mut c in busy {
+        assert_eq!(c.response(false).status, 200, "the busy ones finish");
+    }
 }
 
 #[test]

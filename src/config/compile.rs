@@ -205,12 +205,20 @@ impl Compiler<'_> {
         };
         let trusted_proxies = self.cidrs("instance.trusted_proxies", &f.trusted_proxies)?;
         let drain_delay = ms(f.drain_delay_ms, 0);
+        let max_connections = match &f.max_connections {
+            Some(m) if *m.get_ref() == 0 => {
+                return Err(self.err("instance.max_connections", m.span(), "must be at least 1"));
+            }
+            Some(m) => Some(*m.get_ref()),
+            None => None,
+        };
         Ok(Instance {
             workers,
             io_driver,
             egress_ips,
             drain_timeout,
             drain_delay,
+            max_connections,
             uring_entries,
             limit,
             ip_filter,

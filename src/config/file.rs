@@ -49,6 +49,8 @@ pub struct FileInstance {
     pub drain_timeout_ms: Option<u64>,
     /// Time between the first SIGTERM and closing the listeners, with `/healthz` failing.
     pub drain_delay_ms: Option<u64>,
+    /// Open client connections for the whole instance (split over workers).
+    pub max_connections: Option<Spanned<usize>>,
     /// io_uring submission-queue entries per worker.
     pub uring_entries: Option<Spanned<u32>>,
     pub max_qps: Option<Spanned<u64>>,

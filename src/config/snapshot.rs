@@ -67,6 +67,8 @@ pub struct Instance {
     pub drain_timeout: Duration,
     /// On SIGTERM: keep serving this long with `/healthz` at 503 before closing the listeners.
     pub drain_delay: Duration,
+    /// Open client connections for the instance, split evenly over workers.
+    pub max_connections: Option<usize>,
     pub uring_entries: u32,
     /// Instance-wide QPS cap.
     pub limit: Option<Arc<RateRule>>,

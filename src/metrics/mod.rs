@@ -51,6 +51,10 @@ pub struct ShardMetrics {
     pub unrouted: ApiCounters,
     pub upstreams: Vec<UpstreamCounters>,
     pub connections_total: u64,
+    /// Connections answered 503 at the connection cap (no idle keep-alive one to close).
+    pub connections_refused: u64,
+    /// Idle keep-alive connections closed to make room at the connection cap.
+    pub connections_evicted: u64,
     /// Rate-limit refusals per API, by level (instance, service, API, service key, API key).
     pub limited: Vec<[u64; 5]>,
     /// Requests refused by an API's `max_in_flight`.
@@ -69,6 +73,8 @@ impl ShardMetrics {
             unrouted: ApiCounters::default(),
             upstreams: vec![UpstreamCounters::default(); snapshot.upstreams.len()],
             connections_total: 0,
+            connections_refused: 0,
+            connections_evicted: 0,
             limited: vec![[0; 5]; snapshot.apis.len()],
             overloaded: vec![0; snapshot.apis.len()],
             denied: vec![0; snapshot.services.len()],
@@ -129,6 +135,8 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
             t.retries += u.retries;
         }
         total.connections_total += m.connections_total;
+        total.connections_refused += m.connections_refused;
+        total.connections_evicted += m.connections_evicted;
         for (t, l) in total.limited.iter_mut().zip(&m.limited) {
             t.iter_mut().zip(l).for_each(|(a, b)| *a += b);
         }

@@ -273,6 +273,32 @@ fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
     for w in workers {
         let _ = writeln!(o, "ringway_connections_total{{worker=\"{}\"}} {}", w.worker, w.metrics.connections_total);
     }
+    header(
+        o,
+        "ringway_connections_evicted_total",
+        "counter",
+        "Idle keep-alive connections closed to make room at the connection cap, per worker.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            o,
+            "ringway_connections_evicted_total{{worker=\"{}\"}} {}",
+            w.worker, w.metrics.connections_evicted
+        );
+    }
+    header(
+        o,
+        "ringway_connections_refused_total",
+        "counter",
+        "Connections answered 503 at the connection cap because none was idle, per worker.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            o,
+            "ringway_connections_refused_total{{worker=\"{}\"}} {}",
+            w.worker, w.metrics.connections_refused
+        );
+    }
     header(o, "ringway_requests_in_flight", "gauge", "Requests being served per worker.");
     for w in workers {
         let _ = writeln!(o, "ringway_requests_in_flight{{worker=\"{}\"}} {}", w.worker, w.in_flight);

@@ -49,12 +49,18 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
 }
 
 /// Serves requests on one accepted client connection until it closes.
-pub async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr, listener: usize) {
+pub async fn serve_connection(
+    shard: &Shard,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    idle: std::rc::Rc<std::cell::Cell<bool>>,
+) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
     let mut served = 0u32;
-    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener };
+    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener, idle };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,

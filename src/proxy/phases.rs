@@ -199,7 +199,10 @@ async fn read_head(
             None if served == 0 => http.header_timeout,
             None => http.keepalive_timeout,
         };
-        match client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await {
+        peer.idle.set(started.is_none() && served > 0);
+        let filled = client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await;
+        peer.idle.set(false);
+        match filled {
             Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started.is_some() => {

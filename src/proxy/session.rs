@@ -74,6 +74,9 @@ pub struct Peer {
     pub ip: Vec<u8>,
     /// Index of the listener that accepted the connection.
     pub listener: usize,
+    /// Set while the connection waits for its next request with nothing buffered: a worker at
+    /// its connection cap may close it.
+    pub idle: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.

@@ -16,7 +16,7 @@ mod worker;
 pub use affinity::allowed_cpus;
 pub use control::{channel, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use preflight::preflight;
-pub use shard::Shard;
+pub use shard::{OpenConn, Shard};
 
 use std::io;
 use std::net::SocketAddr;

@@ -11,6 +11,13 @@ use crate::limit::ShardLimiter;
 use crate::metrics::{AccessLog, MetricsSnapshot, ShardMetrics};
 use crate::upstream::{IdleConn, Pool, PoolKey, UpstreamConn, UpstreamState};
 
+/// A registered client connection.
+pub struct OpenConn {
+    pub fd: std::os::fd::RawFd,
+    /// Waiting for its next request with nothing buffered (safe to close at the cap).
+    pub idle: std::rc::Rc<Cell<bool>>,
+}
+
 /// One worker's state.
 pub struct Shard {
     pub worker: usize,
@@ -39,8 +46,9 @@ pub struct Shard {
     pub in_flight: Cell<usize>,
     /// Set on shutdown: finish the current request, then close.
     pub draining: Cell<bool>,
-    /// Open client sockets by connection id, so a stopping worker can end idle reads.
-    pub open_fds: RefCell<ahash::AHashMap<u64, std::os::fd::RawFd>>,
+    /// Open client sockets by connection id (ids grow with age), so a stopping worker can end
+    /// idle reads and a worker at its connection cap can close the oldest idle one.
+    pub open_fds: RefCell<ahash::AHashMap<u64, OpenConn>>,
     pub next_conn_id: Cell<u64>,
     request_seq: Cell<u64>,
     id_prefix: u64,
@@ -158,6 +166,22 @@ impl Shard {
             flag.set(failure);
             // a full queue drops the report: ejection is a statistical signal, never a blocker
             let _ = tx.try_send(super::control::ControlEvent::Outcome { upstream, endpoint, failure });
+        }
+    }
+
+    /// Closes the oldest idle keep-alive connection (shutdown; its task then ends). False when
+    /// no connection is idle.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let open = self.open_fds.borrow();
+        let oldest = open.iter().filter(|(_, c)| c.idle.get()).min_by_key(|(id, _)| **id);
+        match oldest {
+            Some((_, c)) => {
+                c.idle.set(false);
+                super::listener::shutdown_fd(c.fd);
+                self.metrics.borrow_mut().connections_evicted += 1;
+                true
+            }
+            None => false,
         }
     }
 

@@ -178,8 +178,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     }
     let unfinished = shard.in_flight.get();
     // what is left is idle keep-alive (or past the deadline): end the reads so the tasks close
-    for fd in shard.open_fds.borrow().values() {
-        super::listener::shutdown_fd(*fd);
+    for c in shard.open_fds.borrow().values() {
+        super::listener::shutdown_fd(c.fd);
     }
     let close_deadline = Instant::now() + CLOSE_WAIT;
     while shard.connections.get() > 0 && Instant::now() < close_deadline {
@@ -205,6 +205,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 struct ConnGuard {
     shard: Rc<Shard>,
     id: u64,
+    idle: Rc<Cell<bool>>,
 }
 
 impl ConnGuard {
@@ -212,8 +213,9 @@ impl ConnGuard {
         let id = shard.next_conn_id.get();
         shard.next_conn_id.set(id + 1);
         shard.connections.set(shard.connections.get() + 1);
-        shard.open_fds.borrow_mut().insert(id, fd);
-        Self { shard, id }
+        let idle = Rc::new(Cell::new(false));
+        shard.open_fds.borrow_mut().insert(id, super::OpenConn { fd, idle: idle.clone() });
+        Self { shard, id, idle }
     }
 }
 
@@ -263,13 +265,39 @@ fn janitor_period(snapshot: &Snapshot) -> Duration {
 /// Access-log lines reach the writer at most this late.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop: Rc<StopSlot>) {
-    let cap = shard.snapshot.http.max_connections_per_worker;
-    loop {
-        // at the cap, leave new connections in the kernel backlog instead of failing them
-        while shard.connections.get() >= cap && !stop.stopped.get() {
-            monoio::time::sleep(Duration::from_millis(1)).await;
+/// Open client connections allowed on this worker: the per-worker cap, and this worker's share
+/// of the instance cap.
+fn connection_cap(shard: &Shard) -> usize {
+    let per_worker = shard.snapshot.http.max_connections_per_worker;
+    match shard.snapshot.instance.max_connections {
+        Some(total) => per_worker.min(total.div_ceil(shard.workers).max(1)),
+        None => per_worker,
+    }
+}
+
+/// The answer for a connection over the cap when no idle one could make room.
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\n503 Service Unavailable\n";
+
+/// Answers 503 and closes after a short lingering read (so the answer is not lost to a reset).
+async fn refuse(mut stream: monoio::net::TcpStream) {
+    use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+    if monoio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_CAP)).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut buf = Vec::with_capacity(4096);
+    for _ in 0..16 {
+        match monoio::time::timeout(Duration::from_millis(500), stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            _ => return,
         }
+        buf.clear();
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop: Rc<StopSlot>) {
+    let cap = connection_cap(&shard);
+    loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
             _ = stop.wait() => None,
@@ -277,10 +305,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
                 shard.metrics.borrow_mut().connections_total += 1;
+                // at the cap: make room by closing the oldest idle keep-alive connection (as
+                // nginx does), else answer 503 at once; never leave a client in the backlog
+                if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
+                    shard.metrics.borrow_mut().connections_refused += 1;
+                    monoio::spawn(refuse(stream));
+                    continue;
+                }
+                let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
                 monoio::spawn(async move {
-                    crate::proxy::serve_connection(&guard.shard, stream, peer, index).await;
+                    crate::proxy::serve_connection(&guard.shard, stream, peer, index, guard.idle.clone()).await;
                     drop(guard);
                 });
             }
