@@ -90,3 +90,29 @@ fn max_connections_answers_503_instead_of_queueing() {
     assert_eq!(first.response(false).status, 200);
     assert_eq!(get(gw.addr, "a", "/c").status, 200, "the pooled connection is reused");
 }
+
+#[test]
+fn a_reset_before_any_response_byte_is_retried_elsewhere_by_default() {
+    // one endpoint accepts, reads the request and closes without a byte; the other answers
+    let broken = MockUpstream::start(|_| Reply::Close);
+    let good = MockUpstream::echo();
+    let gw = TestGateway::start_with_workers(&config(&[broken.addr, good.addr], "", ""), "", 1);
+    // (round robin: every other request meets the broken endpoint; 4 requests need 2 retries,
+    // which the upstream's retry budget of 20% of at least 10 requests allows)
+    for _ in 0..4 {
+        assert_eq!(get(gw.addr, "a", "/").status, 200, "GET is retried on the other endpoint");
+    }
+    assert!(broken.request_count() > 0, "the broken endpoint was tried");
+    // a POST may have had effects: never retried
+    let statuses: Vec<u16> =
+        (0..6).map(|_| request(gw.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").status).collect();
+    assert!(statuses.contains(&502), "POSTs that hit the broken endpoint fail: {statuses:?}");
+    // and the default can be turned off
+    let off = TestGateway::start_with_workers(
+        &config(&[broken.addr, good.addr], "", "retry_on_connection_error = false"),
+        "",
+        1,
+    );
+    let statuses: Vec<u16> = (0..6).map(|_| get(off.addr, "a", "/").status).collect();
+    assert!(statuses.contains(&502), "without the default a reset is a 502: {statuses:?}");
+}

@@ -479,6 +479,7 @@ impl Compiler<'_> {
         };
         let api = Api {
             retries,
+            retry_on_connection_error: f.retry_on_connection_error.unwrap_or(true),
             per_try_timeout: f.per_try_timeout_ms.as_ref().map_or(timeout, |v| Duration::from_millis(*v.get_ref())),
             limit,
             key_limit,

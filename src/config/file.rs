@@ -228,6 +228,7 @@ pub struct FileApi {
     pub max_body_bytes: Option<u64>,
     pub max_in_flight: Option<Spanned<u32>>,
     pub retries: Option<Spanned<u32>>,
+    pub retry_on_connection_error: Option<bool>,
     pub per_try_timeout_ms: Option<Spanned<u64>>,
     pub max_qps: Option<Spanned<u64>>,
     pub burst: Option<Spanned<u64>>,

@@ -237,6 +237,10 @@ pub struct Api {
     /// Extra tries on another endpoint after a 502/503/504 or an upstream failure (idempotent
     /// requests without a body only; connect failures are always retried once).
     pub retries: u32,
+    /// One retry on another endpoint, even with `retries = 0`, when a connection closed or reset
+    /// before any response byte (idempotent requests without a body; nginx's and HAProxy's
+    /// default too).
+    pub retry_on_connection_error: bool,
     /// Response-head timeout of each try.
     pub per_try_timeout: Duration,
 }

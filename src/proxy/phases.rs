@@ -594,8 +594,16 @@ async fn proxy(
         // retries: another endpoint, idempotent requests without a body, within the budget
         let gateway_status = matches!(head, Ok((_, _, 502..=504)));
         let upstream_failed = matches!(&head, Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent);
+        // a connection that closed or reset before any response byte is retried once elsewhere
+        // by default (nginx's `proxy_next_upstream error`, HAProxy's `retry-on conn-failure`)
+        let reset_before_response = matches!(&head, Err(e) if e.side == Side::Upstream
+            && matches!(e.kind, Kind::UpstreamClosed) && e.retry != Retry::IfIdempotent);
+        let allowed = match reset_before_response && api.retry_on_connection_error && up.endpoints.len() > 1 {
+            true => api.retries.max(1),
+            false => api.retries,
+        };
         if (gateway_status || upstream_failed)
-            && attempt <= api.retries
+            && attempt <= allowed
             && Instant::now() < deadline
             && plan.idempotent
             && body_done_before

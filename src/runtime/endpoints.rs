@@ -56,6 +56,8 @@ struct UpstreamTrack {
     outlier: Option<Outlier>,
     available: Vec<bool>,
     times_ejected: Vec<u32>,
+    /// Routing to ejected endpoints because ejection left none in rotation.
+    panic: bool,
 }
 
 /// Starts the supervisor thread and one prober per upstream with `health`.
@@ -113,6 +115,7 @@ pub fn start(
             outlier: u.outlier.map(|c| Outlier::new(c, u.endpoints.len())),
             available: vec![true; u.endpoints.len()],
             times_ejected: vec![0; u.endpoints.len()],
+            panic: false,
         })
         .collect();
     let (st, flag, snap) = (status.clone(), stop.clone(), snapshot);
@@ -177,9 +180,23 @@ fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, e
 /// Recomputes availability (healthy and not ejected), broadcasts changes, refreshes the table.
 fn publish(snap: &Snapshot, ui: usize, t: &mut UpstreamTrack, status: &StatusTable, outboxes: &[Outbox]) {
     let now = Instant::now();
+    // panic routing: when ejection (not health) has left no endpoint in rotation, the healthy
+    // ejected ones serve rather than every request failing fast
+    let ejected_of = |ei: usize| t.outlier.as_ref().and_then(|o| o.ejected_until(ei, now));
+    let in_rotation = (0..t.available.len()).any(|ei| t.health[ei].healthy && ejected_of(ei).is_none());
+    let panic = !in_rotation && (0..t.available.len()).any(|ei| t.health[ei].healthy);
+    if panic != t.panic {
+        t.panic = panic;
+        match panic {
+            true => {
+                tracing::warn!(upstream = %snap.upstreams[ui].name, "Every healthy endpoint is ejected: routing to them anyway (panic mode)")
+            }
+            false => tracing::info!(upstream = %snap.upstreams[ui].name, "Left panic mode: endpoints back in rotation"),
+        }
+    }
     for ei in 0..t.available.len() {
-        let ejected = t.outlier.as_ref().and_then(|o| o.ejected_until(ei, now));
-        let available = t.health[ei].healthy && ejected.is_none();
+        let ejected = ejected_of(ei);
+        let available = t.health[ei].healthy && (ejected.is_none() || panic);
         if available != t.available[ei] {
             t.available[ei] = available;
             for o in outboxes {

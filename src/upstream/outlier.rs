@@ -1,6 +1,8 @@
 //! Passive outlier ejection with Envoy's semantics, as a pure state machine over one upstream's
 //! endpoints: `consecutive_failures` in a row eject an endpoint for `base × times ejected`
-//! (capped at `max`), at most `max_ejected_percent` of endpoints at once (but at least one).
+//! (capped at `max`), at most `max_ejected_percent` of endpoints at once (but at least one), and
+//! never the last endpoint in rotation: passive ejection alone never empties an upstream (Envoy's
+//! panic routing; only active health checks can take every endpoint out).
 //!
 //! Fed by the control thread with failure/success reports from every worker, so a failing
 //! endpoint is ejected on every core, not just on the one that saw it. Time is passed in.
@@ -48,7 +50,8 @@ impl Outlier {
 
     /// Records one request outcome for `endpoint`; may eject it.
     pub fn observe(&mut self, endpoint: usize, failure: bool, now: Instant) -> Option<Verdict> {
-        let max_ejected = (self.endpoints.len() * self.cfg.max_ejected_percent as usize / 100).max(1);
+        let n = self.endpoints.len();
+        let max_ejected = (n * self.cfg.max_ejected_percent as usize / 100).max(1).min(n.saturating_sub(1));
         let ejected = self.ejected_now(now);
         let e = &mut self.endpoints[endpoint];
         if !failure {
@@ -151,7 +154,7 @@ mod tests {
     #[test]
     fn ejection_time_is_capped() {
         let clock = ManualClock::default();
-        let mut o = Outlier::new(cfg(), 1);
+        let mut o = Outlier::new(cfg(), 2);
         let mut last = Duration::ZERO;
         for _ in 0..15 {
             for _ in 0..5 {
@@ -184,6 +187,9 @@ mod tests {
             }
         }
         assert_eq!(n, 1, "at least one even when 10% rounds to zero");
+        let mut single = Outlier::new(OutlierConfig { max_ejected_percent: 100, ..cfg() }, 1);
+        let ejected = (0..20).filter(|_| single.observe(0, true, clock.now()).is_some()).count();
+        assert_eq!(ejected, 0, "the only endpoint of an upstream is never ejected");
     }
 
     #[test]
