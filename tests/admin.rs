@@ -229,3 +229,38 @@ fn latency_reset_never_lowers_prometheus_series() {
     // buckets small enough for a gateway whose p50 is tens of microseconds
     assert!(admin_get(&gw, "/metrics").text().contains("le=\"0.000025\""));
 }
+
+#[test]
+fn metrics_pass_promtool_and_carry_process_build_and_endpoint_series() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "");
+    assert_eq!(get(gw.addr, "a", "/x").status, 200);
+    let body = admin_get(&gw, "/metrics").text();
+    for series in [
+        "ringway_build_info{version=",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        &format!("ringway_upstream_endpoint_healthy{{upstream=\"o\",endpoint=\"{}\"}} 1", up.addr),
+        &format!("ringway_upstream_endpoint_ejected{{upstream=\"o\",endpoint=\"{}\"}} 0", up.addr),
+    ] {
+        assert!(body.contains(series), "missing {series}");
+    }
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            panic!("promtool is needed for this test (scripts/test.sh installs Debian's prometheus package): {e}")
+        }
+    };
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+}

@@ -52,11 +52,15 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
         ("GET", "/metrics") => {
             let (snaps, _) = scrape(state);
             match metrics::merge(&snaps) {
-                Some(m) => Reply {
-                    status: 200,
-                    content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body: metrics::prometheus(&state.snapshot, &m, &snaps).into_bytes(),
-                },
+                Some(m) => {
+                    let mut text = metrics::prometheus(&state.snapshot, &m, &snaps);
+                    super::process::append(&mut text, &state.snapshot, &state.endpoint_status);
+                    Reply {
+                        status: 200,
+                        content_type: "text/plain; version=0.0.4; charset=utf-8",
+                        body: text.into_bytes(),
+                    }
+                }
                 None => Reply::text(503, "no worker answered\n"),
             }
         }

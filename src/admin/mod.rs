@@ -17,6 +17,7 @@
 
 mod dashboard;
 mod handlers;
+mod process;
 mod server;
 
 pub use handlers::AdminState;
