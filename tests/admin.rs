@@ -264,3 +264,18 @@ fn metrics_pass_promtool_and_carry_process_build_and_endpoint_series() {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
 }
+
+#[test]
+fn refusals_stay_out_of_api_latency_curves() {
+    let up = MockUpstream::echo();
+    let body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_qps = 1\nburst = 1\n")
+    );
+    let gw = TestGateway::start(&body);
+    let statuses: Vec<u16> = (0..5).map(|_| get(gw.addr, "a", "/x").status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
+    let json = admin_get(&gw, "/stats/latency").text();
+    assert!(json.contains("\"all/all\":{\"total\":{\"count\":1,"), "only the served request: {json}");
+    assert!(json.contains("\"listeners\":{\"listener0\":{\"total\":{\"count\":5,"), "clients saw all five: {json}");
+}

@@ -84,7 +84,15 @@ pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
     let total_us = micros_since(session.started);
     let mut m = shard.metrics.borrow_mut();
     m.count(session.api, session.status, session.bytes_in, session.bytes_out);
-    m.latency.record_total(session.listener, session.service, session.api, session.upstream, total_us);
+    // API and upstream curves show served requests only: a refusal (429, 403, 503 at a cap) or a
+    // gateway error answers in microseconds and would drag an API's p50 down to that; the
+    // listener's curve keeps every request (what clients experienced)
+    let served = session.error.is_none() || session.first_byte_us.is_some();
+    let (service, api, upstream) = match served {
+        true => (session.service, session.api, session.upstream),
+        false => (None, None, None),
+    };
+    m.latency.record_total(session.listener, service, api, upstream, total_us);
     if let (Some(api), Some(up)) = (session.api, session.upstream) {
         if let Some(c) = session.connect_us {
             m.latency.record_phase(Phase::Connect, api, up, c);
