@@ -136,7 +136,7 @@ fn dashboard_is_a_self_contained_page() {
     let r = admin_get(&gw, "/");
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let page = r.text();
-    assert!(page.contains("fetch('/stats/latency'") && page.contains("<svg"));
+    assert!(page.contains("fetch('/metrics'") && page.contains("<svg") && page.contains("last 1 min"));
     assert!(!page.contains("http://") && !page.contains("https://"), "no external assets");
 }
 
