@@ -8,25 +8,22 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap() // dropped: nothing listens there any more
-}
-
 fn with_api_timeout(body: String, ms: u64) -> String {
     body.replace("upstream = \"o\"\n", &format!("upstream = \"o\"\ntimeout_ms = {ms}\n"))
 }
 
 #[test]
 fn refused_connection_is_502() {
-    let gw = TestGateway::start(&catch_all("o", &[closed_port()]));
+    let dead = DeadPort::new();
+    let gw = TestGateway::start(&catch_all("o", &[dead.addr]));
     assert_eq!(get(gw.addr, "a", "/").status, 502);
 }
 
 #[test]
 fn refused_endpoint_is_retried_on_another() {
     let up = MockUpstream::echo();
-    let gw = TestGateway::start(&catch_all("o", &[closed_port(), up.addr]));
+    let dead = DeadPort::new();
+    let gw = TestGateway::start(&catch_all("o", &[dead.addr, up.addr]));
     for _ in 0..6 {
         assert_eq!(get(gw.addr, "a", "/").status, 200, "connect failures retry once on the other endpoint");
     }
@@ -254,13 +251,18 @@ fn start_upload_joined(gw: SocketAddr) -> (std::net::TcpStream, std::thread::Joi
     (s, writer)
 }
 
+/// A gateway in front of `origin` with the API's `timeout_ms` and a 60 s upstream read timeout.
+fn upload_gateway(origin: SocketAddr, timeout_ms: u64) -> TestGateway {
+    let toml = catch_all("o", &[origin])
+        .replace("upstream = \"o\"\n", &format!("upstream = \"o\"\ntimeout_ms = {timeout_ms}\nmax_body_bytes = 0\n"))
+        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
+    TestGateway::start(&toml)
+}
+
 #[test]
 fn stuck_upstream_during_upload_is_504_at_timeout_ms() {
     let (addr, _conns) = stuck_origin();
-    let toml = catch_all("o", &[addr])
-        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 500\nmax_body_bytes = 0\n")
-        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
-    let gw = TestGateway::start(&toml);
+    let gw = upload_gateway(addr, 500);
     let t0 = Instant::now();
     let mut c = Client::from_stream(start_upload(gw.addr));
     let r = c.response(false);
@@ -272,10 +274,7 @@ fn stuck_upstream_during_upload_is_504_at_timeout_ms() {
 #[test]
 fn client_leaving_mid_upload_aborts_the_exchange() {
     let (addr, conns) = stuck_origin();
-    let toml = catch_all("o", &[addr])
-        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 60000\nmax_body_bytes = 0\n")
-        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
-    let gw = TestGateway::start(&toml);
+    let gw = upload_gateway(addr, 60000);
     let (client, writer) = start_upload_joined(gw.addr);
     let origin_side = conns.recv_timeout(Duration::from_secs(5)).expect("the gateway dials the origin");
     // the upload stalls (buffers full), the client gives up: with its upload unsent, a FIN would

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -56,9 +56,8 @@ fn failing_endpoint_is_ejected_on_every_core_and_errors_are_bounded() {
 #[test]
 fn health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     let good = MockUpstream::echo();
-    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = spare.local_addr().unwrap();
-    drop(spare); // nothing listens: probes fail
+    let spare = DeadPort::new(); // nothing listens: probes fail
+    let dead_addr = spare.addr;
     let extra = "health = { interval_ms = 50, timeout_ms = 200, unhealthy_after = 2, healthy_after = 2 }\n";
     let gw = TestGateway::start(&upstream(&[good.addr, dead_addr], extra));
     assert!(eventually(Duration::from_secs(5), || states(&gw) == ["healthy", "unhealthy"]), "{:?}", states(&gw));
@@ -66,6 +65,7 @@ fn health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     assert!(spread_gets(&gw, 20).iter().all(|&s| s == 200));
     assert_eq!(good.request_count() - before, 20, "the dead endpoint gets no traffic");
     // the endpoint recovers on the same address
+    drop(spare);
     let revived = MockUpstream::start_on(&dead_addr.to_string(), |r| Reply::ok(&format!("revived {}", r.target)));
     assert!(eventually(Duration::from_secs(5), || states(&gw) == ["healthy", "healthy"]), "{:?}", states(&gw));
     let texts: Vec<String> = (0..20).map(|i| get(gw.addr, "a", &format!("/{i}")).text()).collect();
@@ -75,9 +75,8 @@ fn health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
 
 #[test]
 fn all_endpoints_down_fails_fast_with_503_or_tries_anyway() {
-    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = spare.local_addr().unwrap();
-    drop(spare);
+    let spare = DeadPort::new();
+    let dead = spare.addr;
     let hc = "health = { interval_ms = 50, timeout_ms = 200, unhealthy_after = 1, healthy_after = 1 }\n";
     let gw = TestGateway::start(&upstream(&[dead], hc));
     assert!(eventually(Duration::from_secs(5), || states(&gw) == ["unhealthy"]));
@@ -107,9 +106,8 @@ fn ejections_respect_max_ejected_percent() {
 fn hanging_and_refusing_endpoints_are_ejected_too() {
     let good = MockUpstream::echo();
     let hanging = MockUpstream::start(|_| Reply::Delay(Duration::from_secs(5), Box::new(Reply::ok("late"))));
-    let spare = TcpListener::bind("127.0.0.1:0").unwrap();
-    let refusing = spare.local_addr().unwrap();
-    drop(spare);
+    let spare = DeadPort::new();
+    let refusing = spare.addr;
     let extra = "outlier = { consecutive_failures = 2, base_ejection_ms = 60000, max_ejected_percent = 100 }\n";
     let body = upstream(&[good.addr, hanging.addr, refusing], extra)
         .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 200\n");

@@ -221,22 +221,23 @@ fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &
     for (sv, n) in s.services.iter().zip(&m.denied) {
         let _ = writeln!(o, "ringway_ip_denied_total{{service=\"{}\"}} {n}", esc(&sv.name));
     }
-    header(
-        o,
-        "ringway_rate_limit_keys_evicted_total",
-        "counter",
-        "Per-key rate-limit entries evicted from the bounded key tables.",
-    );
-    let evicted: u64 = workers.iter().map(|w| w.evicted_keys).sum();
-    let _ = writeln!(o, "ringway_rate_limit_keys_evicted_total {evicted}");
-    header(
-        o,
-        "ringway_access_log_dropped_blocks_total",
-        "counter",
-        "Access-log blocks (up to 32 KiB of lines each) dropped because the writer fell behind.",
-    );
-    let dropped: u64 = workers.iter().map(|w| w.log_dropped_blocks).sum();
-    let _ = writeln!(o, "ringway_access_log_dropped_blocks_total {dropped}");
+    type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+    let instance_counters: [Counter; 2] = [
+        (
+            "ringway_rate_limit_keys_evicted_total",
+            "Per-key rate-limit entries evicted from the bounded key tables.",
+            |w| w.evicted_keys,
+        ),
+        (
+            "ringway_access_log_dropped_blocks_total",
+            "Access-log blocks (up to 32 KiB of lines each) dropped because the writer fell behind.",
+            |w| w.log_dropped_blocks,
+        ),
+    ];
+    for (name, help, get) in instance_counters {
+        header(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {}", workers.iter().map(get).sum::<u64>());
+    }
 }
 
 fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {

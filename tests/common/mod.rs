@@ -541,3 +541,26 @@ pub fn catch_all(name: &str, addrs: &[SocketAddr]) -> String {
         upstream_toml(name, addrs)
     )
 }
+
+/// A loopback port where nothing listens, reserved for as long as this value lives: the socket
+/// is bound but never listens, so connects are refused and no other test can take the port (a
+/// freed port can be handed to a parallel test's listener).
+pub struct DeadPort {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl DeadPort {
+    pub fn new() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        Self { addr, _socket: socket }
+    }
+}
+
+impl Default for DeadPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
