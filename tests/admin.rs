@@ -279,3 +279,23 @@ fn refusals_stay_out_of_api_latency_curves() {
     assert!(json.contains("\"all/all\":{\"total\":{\"count\":1,"), "only the served request: {json}");
     assert!(json.contains("\"listeners\":{\"listener0\":{\"total\":{\"count\":5,"), "clients saw all five: {json}");
 }
+
+#[test]
+fn access_log_says_499_when_the_client_left_before_any_response() {
+    let up = MockUpstream::start(|_| Reply::Delay(Duration::from_millis(400), Box::new(Reply::ok("late"))));
+    let path = std::env::temp_dir().join(format!("ringway-access499-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = gateway(&up, &format!("[access_log]\npath = \"{}\"\n", path.display()));
+    let mut c = Client::connect(gw.addr);
+    c.send(b"GET /gone HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c); // the client gives up while the upstream thinks
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&path).is_ok_and(|t| t.contains("/gone"))),
+        "the request is logged"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().find(|l| l.contains("/gone")).unwrap();
+    assert!(line.contains("\"status\":499") && line.contains("\"error\":\"client_closed\""), "{line}");
+    let _ = std::fs::remove_file(&path);
+}

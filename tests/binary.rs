@@ -126,3 +126,32 @@ fn check_catches_host_mistakes_and_prints_warnings() {
     assert!(err.contains("warning: upstream.spare: no API uses this upstream"), "{err}");
     assert!(err.contains("warning: instance.workers: 1024 workers on"), "{err}");
 }
+
+#[test]
+fn rust_log_takes_filters_and_reports_a_bad_one() {
+    let path = write_config("rustlog", "[[listener]]\nlisten = \"127.0.0.1:0\"\n[service.s]\n[[service.s.api]]\nname = \"a\"\npath = \"/\"\nmock = { body = \"x\" }\n");
+    let run = |filter: &str| {
+        let mut child = Command::new(BIN)
+            .args(["-c", path.to_str().unwrap()])
+            .env("RUST_LOG", filter)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        sigterm(&child);
+        let _ = wait_exit(&mut child, Duration::from_secs(10));
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        err
+    };
+    let err = run("warn");
+    assert!(!err.contains("INFO"), "a level filter hides info lines: {err}");
+    let err = run("warn,ringway=info");
+    assert!(
+        err.contains("ringway started") && err.contains("version="),
+        "a target directive turns them back on: {err}"
+    );
+    assert!(!err.contains("\u{1b}["), "no colour when stderr is not a terminal");
+    let err = run("ringway=loud");
+    assert!(err.contains("is not a valid filter"), "a bad filter is reported, not ignored: {err}");
+}
