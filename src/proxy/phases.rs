@@ -19,8 +19,8 @@ use smallvec::SmallVec;
 
 use super::headers::{write_request_head, RequestContext};
 use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
-use super::respond::{must_close, status_for, write_error};
-use super::session::{error_flag, finish, ApiFlight, InFlight, LogFields, Peer, Session};
+use super::respond::{answer, write_error};
+use super::session::{finish, ApiFlight, InFlight, LogFields, Peer, Session};
 use super::upstream_side::{read_response_head, upstream_conn, EndpointFlight, UpSide, EARLY_RESPONSE_WAIT};
 use crate::config::ServiceId;
 use crate::config::{ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
@@ -92,7 +92,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         Ok(None) => return Next::Close,
         Err(err) => {
             let mut session = Session::new(peer.listener, Instant::now());
-            session.error = Some(error_flag(&err));
+            session.error = Some(answer(&err).flag);
             let next = respond_error(shard, client, &mut s.out, &err, false, true, &[], &mut session).await;
             finish(shard, &session, peer, &[]);
             return next;
@@ -111,8 +111,8 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     let keep_alive = plan.keep_alive && !shard.draining.get() && served + 1 < http.keepalive_requests;
     let next = match &plan.action {
         Action::Reject(err) => {
-            session.error = Some(error_flag(err));
-            let close = !keep_alive || must_close(err) || plan.body != BodyKind::None;
+            session.error = Some(answer(err).flag);
+            let close = !keep_alive || answer(err).close || plan.body != BodyKind::None;
             respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id, &mut session).await
         }
         Action::ServerOptions => serve_server_options(shard, client, &mut s.out, &plan, keep_alive, &mut session).await,
@@ -126,8 +126,8 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
                 Ok(next) => next,
                 Err((err, body_done)) => {
                     tracing::debug!(error = %err, "Request failed");
-                    session.error = Some(error_flag(&err));
-                    let close = !keep_alive || must_close(&err) || !body_done;
+                    session.error = Some(answer(&err).flag);
+                    let close = !keep_alive || answer(&err).close || !body_done;
                     respond_error(shard, client, &mut s.out, &err, plan.head_request, close, &plan.id, &mut session)
                         .await
                 }
@@ -150,7 +150,7 @@ async fn respond_error(
     id: &[u8],
     session: &mut Session,
 ) -> Next {
-    let Some(status) = status_for(err) else {
+    let Some(status) = answer(err).status else {
         return Next::Close;
     };
     tracing::debug!(status, error = %err, "Gateway response");

@@ -6,33 +6,43 @@
 use crate::error::{Error, Kind, Side};
 use crate::http::{push_header, push_status_line, push_u64, reason};
 
-/// Status for `err`, or `None` when no response can or should be sent (the client is gone).
-pub fn status_for(err: &Error) -> Option<u16> {
-    Some(match &err.kind {
-        Kind::Parse(p) => p.status(),
-        Kind::NoRoute => 404,
-        Kind::MethodNotAllowed(_) => 405,
-        Kind::Forbidden => 403,
-        Kind::RateLimited(_) => 429,
-        Kind::Overloaded => 503,
-        Kind::ClientTimeout => 408,
-        Kind::DownstreamClosed => return None,
-        Kind::NoHealthyEndpoint => 503,
-        Kind::ConnectRefused => 502,
-        Kind::ConnectTimeout => 504,
-        Kind::ReadTimeout => 504,
-        Kind::UpstreamClosed => 502,
-        Kind::BadUpstreamResponse(_) => 502,
-        Kind::Internal if err.side == Side::Internal => 500,
-        Kind::Internal => 502,
-    })
+/// How one error is answered: its status (`None`: no response can or should be sent, the
+/// client is gone), whether the client connection must close whatever the state of the request
+/// body, and the stable name the access log gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: Option<u16>,
+    pub close: bool,
+    pub flag: &'static str,
 }
 
-/// Whether the client connection must close after this error's response, whatever the state of
-/// the request body: every client-side error except a routing miss.
-pub fn must_close(err: &Error) -> bool {
-    err.side == Side::Downstream
-        && !matches!(err.kind, Kind::NoRoute | Kind::MethodNotAllowed(_) | Kind::Forbidden | Kind::RateLimited(_))
+/// THE table: one row per error kind. Client-side errors close the connection except a routing
+/// miss or a refusal (their requests were read whole, so the connection stays usable).
+pub fn answer(err: &Error) -> Answer {
+    let (status, close, flag) = match &err.kind {
+        Kind::Parse(p) => (Some(p.status()), true, "bad_request"),
+        Kind::NoRoute => (Some(404), false, "no_route"),
+        Kind::MethodNotAllowed(_) => (Some(405), false, "method_not_allowed"),
+        Kind::Forbidden => (Some(403), false, "ip_denied"),
+        Kind::RateLimited(_) => (Some(429), false, "rate_limited"),
+        Kind::Overloaded => (Some(503), false, "overloaded"),
+        Kind::ClientTimeout => (Some(408), true, "client_timeout"),
+        Kind::DownstreamClosed => (None, true, "client_closed"),
+        Kind::NoHealthyEndpoint => (Some(503), false, "no_healthy_endpoint"),
+        Kind::ConnectRefused => (Some(502), false, "connect_failed"),
+        Kind::ConnectTimeout => (Some(504), false, "connect_timeout"),
+        Kind::ReadTimeout => (Some(504), false, "response_timeout"),
+        Kind::UpstreamClosed => (Some(502), false, "upstream_closed"),
+        Kind::BadUpstreamResponse(_) => (Some(502), false, "bad_upstream_response"),
+        Kind::Internal if err.side == Side::Internal => (Some(500), false, "internal"),
+        Kind::Internal => (Some(502), false, "internal"),
+    };
+    Answer { status, close, flag }
+}
+
+/// Status for `err` (see [`answer`]).
+pub fn status_for(err: &Error) -> Option<u16> {
+    answer(err).status
 }
 
 /// Appends a complete gateway response for `status` to `out`.
@@ -111,7 +121,7 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
         assert!(text.contains("retry-after: 2\r\nx-ratelimit-limit: 50\r\nx-ratelimit-remaining: 0\r\n"), "{text}");
         assert!(
-            !must_close(&Error::downstream(Kind::RateLimited(refusal()))),
+            !answer(&Error::downstream(Kind::RateLimited(refusal()))).close,
             "429 keeps the connection when no body is pending"
         );
     }
@@ -134,8 +144,8 @@ mod tests {
 
     #[test]
     fn parse_errors_close_routing_misses_do_not() {
-        assert!(must_close(&Error::downstream(Kind::Parse(ParseError::BadRequest("x")))));
-        assert!(!must_close(&Error::downstream(Kind::NoRoute)));
-        assert!(!must_close(&Error::upstream(Kind::ConnectRefused, "")), "decided by the body state");
+        assert!(answer(&Error::downstream(Kind::Parse(ParseError::BadRequest("x")))).close);
+        assert!(!answer(&Error::downstream(Kind::NoRoute)).close);
+        assert!(!answer(&Error::upstream(Kind::ConnectRefused, "")).close, "decided by the body state");
     }
 }

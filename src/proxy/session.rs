@@ -7,7 +7,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::config::{ApiId, ServiceId, UpstreamId};
-use crate::error::{Error, Kind};
+
 use crate::metrics::{Entry, Phase};
 use crate::runtime::Shard;
 
@@ -124,27 +124,6 @@ pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
             first_byte_us: session.first_byte_us,
             error: session.error,
         });
-    }
-}
-
-/// A short, stable name for the access log's `error` field.
-pub(super) fn error_flag(err: &Error) -> &'static str {
-    match &err.kind {
-        Kind::Parse(_) => "bad_request",
-        Kind::NoRoute => "no_route",
-        Kind::MethodNotAllowed(_) => "method_not_allowed",
-        Kind::ClientTimeout => "client_timeout",
-        Kind::DownstreamClosed => "client_closed",
-        Kind::NoHealthyEndpoint => "no_healthy_endpoint",
-        Kind::ConnectRefused => "connect_failed",
-        Kind::ConnectTimeout => "connect_timeout",
-        Kind::ReadTimeout => "response_timeout",
-        Kind::UpstreamClosed => "upstream_closed",
-        Kind::BadUpstreamResponse(_) => "bad_upstream_response",
-        Kind::Forbidden => "ip_denied",
-        Kind::RateLimited(_) => "rate_limited",
-        Kind::Overloaded => "overloaded",
-        Kind::Internal => "internal",
     }
 }
 
