@@ -246,3 +246,20 @@ fn many_connections_are_served_by_every_worker_on_one_port() {
     }
     assert_eq!(up.request_count(), 64);
 }
+
+#[test]
+fn one_request_id_for_upstream_log_and_response_whatever_its_length() {
+    let up = MockUpstream::echo();
+    let gw = TestGateway::start(&catch_all("o", &[up.addr]));
+    for id in ["short-id".to_string(), "x".repeat(100), "y".repeat(129)] {
+        let r = request(gw.addr, &format!("GET /id HTTP/1.1\r\nHost: a\r\nX-Request-Id: {id}\r\n\r\n"));
+        let seen = up.requests().pop().unwrap();
+        let sent = seen.header("x-request-id").unwrap().to_string();
+        assert_eq!(r.header("x-request-id"), Some(sent.as_str()), "the response names the id the origin saw");
+        if id.len() <= 128 {
+            assert_eq!(sent, id, "a usable client id is kept");
+        } else {
+            assert_eq!(sent.len(), 32, "an unusable one is replaced");
+        }
+    }
+}

@@ -69,14 +69,14 @@ pub struct RequestContext<'a> {
 }
 
 /// Serialises the upstream request head into `out`; `request_id` receives the id used.
-pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &RequestContext<'_>, new_id: &[u8]) {
+/// Serialises the upstream request head into `out`, carrying `request_id` as `X-Request-Id`.
+pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &RequestContext<'_>, request_id: &[u8]) {
     out.extend_from_slice(head.method);
     out.push(b' ');
     write_path(out, cx.path, cx);
     out.extend_from_slice(head.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_names(head.headers);
-    let mut has_id = false;
     let mut via: Option<&[u8]> = None;
     let mut host: Option<&[u8]> = None;
     for h in head.headers {
@@ -96,10 +96,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
             continue;
         }
         if eq_ignore_case(name, b"x-request-id") {
-            if !is_sane_id(h.value) {
-                continue;
-            }
-            has_id = true;
+            continue; // replaced by the request's id (the client's when usable): one id everywhere
         }
         push_header(out, name, h.value);
     }
@@ -132,9 +129,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
     if let Some(h) = head.authority {
         push_header(out, b"x-forwarded-host", h);
     }
-    if !has_id {
-        push_header(out, b"x-request-id", new_id);
-    }
+    push_header(out, b"x-request-id", request_id);
     match via {
         Some(v) => {
             out.extend_from_slice(b"via: ");
@@ -188,7 +183,9 @@ fn push_content_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn is_sane_id(v: &[u8]) -> bool {
+/// A client's `X-Request-Id` the gateway keeps (forwards, logs, returns): 1 to 128 visible
+/// ASCII bytes. Anything else is replaced by a generated id.
+pub fn usable_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES && v.iter().all(|&b| b.is_ascii_graphic())
 }
 

@@ -395,7 +395,7 @@ fn admit(shard: &Shard, head: &RequestHead<'_, '_>, client: IpAddr, api_id: ApiI
 fn request_id(shard: &Shard, head: &RequestHead<'_, '_>) -> RequestId {
     let given = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")).map(|h| h.value);
     match given {
-        Some(v) if !v.is_empty() && v.len() <= 48 && v.iter().all(|b| b.is_ascii_graphic()) => RequestId::from_slice(v),
+        Some(v) if super::headers::usable_request_id(v) => RequestId::from_slice(v),
         _ => RequestId::from_slice(&shard.next_request_id()),
     }
 }
