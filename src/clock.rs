@@ -1,7 +1,7 @@
-//! Time source for logic that must be testable without sleeping.
+//! Time for logic that must be testable without sleeping.
 //!
-//! Pure state machines (pool expiry, later limiters and outlier detection) take `now: Instant` as an
-//! argument; I/O shells read it from [`Clock`]. Tests drive [`ManualClock`].
+//! Pure state machines (pool expiry, limiters, outlier detection) take `now: Instant` as an
+//! argument; the I/O shells pass `Instant::now()`, unit tests drive a [`ManualClock`].
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 /// Something that tells the time.
 pub trait Clock {
     fn now(&self) -> Instant;
-}
-
-/// The monotonic system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MonoClock;
-
-impl Clock for MonoClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
 }
 
 /// A clock that moves only when told to.

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_logic;
 pub mod http;
 pub mod limit;

@@ -83,6 +83,26 @@ pub struct ResponseHead<'h, 'b> {
     pub head_len: usize,
 }
 
+impl<'b> RequestHead<'_, 'b> {
+    /// The first field named `name` (case-insensitive).
+    #[inline]
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        field(self.headers, name)
+    }
+}
+
+impl<'b> ResponseHead<'_, 'b> {
+    /// The first field named `name` (case-insensitive).
+    #[inline]
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        field(self.headers, name)
+    }
+}
+
+fn field<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
 /// Parses a request head from `buf`.
 pub fn parse_request<'h, 'b>(
     buf: &'b [u8],

@@ -31,6 +31,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The upstream head the gateway would send for `head` (fuzzing's round-trip check).
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
     let cx = headers::RequestContext {
@@ -60,7 +61,8 @@ pub async fn serve_connection(
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
     let mut served = 0u32;
-    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener, idle };
+    let trusted = shard.snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener, trusted, idle };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,

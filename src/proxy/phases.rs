@@ -219,13 +219,9 @@ async fn read_head(
 fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Vec<u8>) -> Plan {
     let snapshot = &shard.snapshot;
     let id = request_id(shard, head);
-    let trusted = &snapshot.instance.trusted_proxies;
-    // X-Forwarded-For only matters behind trusted proxies: no header scan otherwise
-    let xff = match trusted.is_empty() {
-        true => None,
-        false => head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.value),
-    };
-    let client = if trusted.is_empty() { peer.addr } else { client_ip(peer.addr, xff, trusted) };
+    // X-Forwarded-For only matters from a trusted proxy (decided once per connection)
+    let xff = if peer.trusted { head.header("x-forwarded-for") } else { None };
+    let client = if peer.trusted { client_ip(peer.addr, xff, &snapshot.instance.trusted_proxies) } else { peer.addr };
     let mut plan = Plan {
         id,
         head_request: head.method == b"HEAD",
@@ -323,17 +319,15 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
                 Balance::Hash(HashKey::ClientIp) if client == peer.addr => Some(ring_hash(&peer.ip)),
                 Balance::Hash(HashKey::ClientIp) => Some(ring_hash(client.to_string().as_bytes())),
                 Balance::Hash(HashKey::Header(name)) => {
-                    let v =
-                        head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&[][..], |h| h.value);
+                    let v = head.header(name).unwrap_or_default();
                     Some(ring_hash(v))
                 }
                 _ => None,
             };
-            let trusted_peer = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.addr));
             let cx = RequestContext {
                 path,
                 client_ip: &peer.ip,
-                forwarded_for: if trusted_peer { xff } else { None },
+                forwarded_for: xff,
                 upgrade: plan.upgrade.as_deref(),
                 rewrite: &api.rewrite,
                 base_len,
@@ -377,7 +371,7 @@ fn admit(shard: &Shard, head: &RequestHead<'_, '_>, client: IpAddr, api_id: ApiI
         match &rule.source {
             KeySource::ClientIp => shard.key_hasher.hash_one(client),
             KeySource::Header(name) => {
-                let v = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&[][..], |h| h.value);
+                let v = head.header(name).unwrap_or_default();
                 shard.key_hasher.hash_one(v)
             }
         }
@@ -393,7 +387,7 @@ fn admit(shard: &Shard, head: &RequestHead<'_, '_>, client: IpAddr, api_id: ApiI
 }
 
 fn request_id(shard: &Shard, head: &RequestHead<'_, '_>) -> RequestId {
-    let given = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")).map(|h| h.value);
+    let given = head.header("x-request-id");
     match given {
         Some(v) if super::headers::usable_request_id(v) => RequestId::from_slice(v),
         _ => RequestId::from_slice(&shard.next_request_id()),

@@ -74,6 +74,8 @@ pub struct Peer {
     pub ip: Vec<u8>,
     /// Index of the listener that accepted the connection.
     pub listener: usize,
+    /// The peer is one of `instance.trusted_proxies`: its X-Forwarded-For is believed.
+    pub trusted: bool,
     /// Set while the connection waits for its next request with nothing buffered: a worker at
     /// its connection cap may close it.
     pub idle: std::rc::Rc<std::cell::Cell<bool>>,

@@ -61,7 +61,7 @@ pub(super) async fn read_response_head(
             if let Some(head) = parsed {
                 let head_len = head.head_len;
                 if head.status == 101 {
-                    let chosen = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).map(|h| h.value);
+                    let chosen = head.header("upgrade");
                     return match (plan.upgrade.as_deref(), chosen) {
                         (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
                             out.clear();
