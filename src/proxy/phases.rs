@@ -21,7 +21,9 @@ use super::headers::{write_request_head, RequestContext};
 use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{answer, write_error};
 use super::session::{finish, ApiFlight, InFlight, LogFields, Peer, Session};
-use super::upstream_side::{read_response_head, upstream_conn, EndpointFlight, UpSide, EARLY_RESPONSE_WAIT};
+use super::upstream_side::{
+    read_response_head, upstream_conn, EndpointFlight, ResponseStart, UpSide, EARLY_RESPONSE_WAIT,
+};
 use crate::config::ServiceId;
 use crate::config::{ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
@@ -93,7 +95,8 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         Err(err) => {
             let mut session = Session::new(peer.listener, Instant::now());
             session.error = Some(answer(&err).flag);
-            let next = respond_error(shard, client, &mut s.out, &err, false, true, &[], &mut session).await;
+            let reply = ErrorReply { head_only: false, close: true, id: &[] };
+            let next = respond_error(shard, client, &mut s.out, &err, reply, &mut session).await;
             finish(shard, &session, peer, &[]);
             return next;
         }
@@ -113,7 +116,8 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         Action::Reject(err) => {
             session.error = Some(answer(err).flag);
             let close = !keep_alive || answer(err).close || plan.body != BodyKind::None;
-            respond_error(shard, client, &mut s.out, err, plan.head_request, close, &plan.id, &mut session).await
+            let reply = ErrorReply { head_only: plan.head_request, close, id: &plan.id };
+            respond_error(shard, client, &mut s.out, err, reply, &mut session).await
         }
         Action::ServerOptions => serve_server_options(shard, client, &mut s.out, &plan, keep_alive, &mut session).await,
         Action::Mock(api) => {
@@ -122,14 +126,14 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         }
         Action::Proxy { api, upstream } => {
             (session.api, session.upstream) = (Some(*api), Some(*upstream));
-            match proxy(shard, client, s, &plan, *api, *upstream, keep_alive, &mut session).await {
+            match proxy(shard, client, s, &plan, keep_alive, &mut session).await {
                 Ok(next) => next,
-                Err((err, body_done)) => {
-                    tracing::debug!(error = %err, "Request failed");
-                    session.error = Some(answer(&err).flag);
-                    let close = !keep_alive || answer(&err).close || !body_done;
-                    respond_error(shard, client, &mut s.out, &err, plan.head_request, close, &plan.id, &mut session)
-                        .await
+                Err(Failure { error, body_read }) => {
+                    tracing::debug!(error = %error, "Request failed");
+                    session.error = Some(answer(&error).flag);
+                    let close = !keep_alive || answer(&error).close || !body_read;
+                    let reply = ErrorReply { head_only: plan.head_request, close, id: &plan.id };
+                    respond_error(shard, client, &mut s.out, &error, reply, &mut session).await
                 }
             }
         }
@@ -139,15 +143,12 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
 }
 
 /// Sends the error's response (if any). Returns how the connection ends.
-#[allow(clippy::too_many_arguments)]
 async fn respond_error(
     shard: &Shard,
     client: &mut Conn,
     out: &mut Vec<u8>,
     err: &Error,
-    head_only: bool,
-    close: bool,
-    id: &[u8],
+    ErrorReply { head_only, close, id }: ErrorReply<'_>,
     session: &mut Session,
 ) -> Next {
     let Some(status) = answer(err).status else {
@@ -465,19 +466,39 @@ fn push_connection(out: &mut Vec<u8>, keep_alive: bool, version: Version) {
     }
 }
 
-/// Phases 7–10 for an upstream API. `Err((error, request_body_fully_read))` when no response head
+/// An exchange that failed before any response head went to the client: the error to answer
+/// with, and whether the request body was read whole (else the client connection must close).
+struct Failure {
+    error: Error,
+    body_read: bool,
+}
+
+impl Failure {
+    fn new(error: Error, body_read: bool) -> Self {
+        Self { error, body_read }
+    }
+}
+
+/// How a gateway-made error response is sent.
+struct ErrorReply<'a> {
+    head_only: bool,
+    close: bool,
+    id: &'a [u8],
+}
+
+/// Phases 7–10 for an upstream API. `Err(Failure)` when no response head
 /// was sent yet; after the head went out, failures truncate and return `Ok(Next::Close)`.
-#[allow(clippy::too_many_arguments)]
 async fn proxy(
     shard: &Shard,
     client: &mut Conn,
     s: &mut Scratch,
     plan: &Plan,
-    api_id: ApiId,
-    uid: UpstreamId,
     keep_alive: bool,
     session: &mut Session,
-) -> Result<Next, (Error, bool)> {
+) -> Result<Next, Failure> {
+    let Action::Proxy { api: api_id, upstream: uid } = plan.action else {
+        return Err(Failure::new(Error::new(Side::Internal, Kind::Internal, "not an upstream API"), false));
+    };
     let snapshot = &shard.snapshot;
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
     let body_done_before = plan.body == BodyKind::None;
@@ -489,19 +510,19 @@ async fn proxy(
     state.count_request();
     // in flight on the chosen endpoint until this function returns (least_request)
     let mut _flight: Option<EndpointFlight<'_>> = None;
-    let (mut upc, framing, up_keep_alive, head_at) = loop {
+    let (mut upc, start, head_at) = loop {
         attempt += 1;
         // phases 7 + 8: endpoint and connection (a stale pooled connection is retried fresh)
         let mut upc = upstream_conn(shard, uid, plan.hash_key, !fresh, avoid, session)
             .await
-            .map_err(|e| (e, body_done_before))?;
+            .map_err(|e| Failure::new(e, body_done_before))?;
         _flight = Some(EndpointFlight::enter(&shard.upstreams[uid], upc.ep)); // replaces a failed attempt's
         session.endpoint = Some(upc.key.endpoint);
         if plan.expect_continue && client.pending().is_empty() {
             s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             write_out(&mut client.stream, &mut s.out, snapshot.http.send_timeout)
                 .await
-                .map_err(|_| (Error::downstream(Kind::DownstreamClosed), false))?;
+                .map_err(|_| Failure::new(Error::downstream(Kind::DownstreamClosed), false))?;
         }
         // phase 9a: request head and body
         s.out.clear();
@@ -535,11 +556,11 @@ async fn proxy(
                 let early =
                     read_response_head(shard, &mut upc, plan, EARLY_RESPONSE_WAIT, &mut s.out, false, &client.stream)
                         .await;
-                if let Ok(((body_in, chunked_out, _), _, status)) = early {
-                    (session.status, session.bytes_out) = (status, s.out.len() as u64);
+                if let Ok(start) = early {
+                    (session.status, session.bytes_out) = (start.status, s.out.len() as u64);
                     session.error = Some("early_upstream_response");
-                    let down = response_opts(shard, uid, chunked_out);
-                    let _ = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, down).await;
+                    let down = response_opts(shard, uid, start.chunked_out);
+                    let _ = pump(&mut upc.conn, &mut client.stream, start.body, &mut s.out, down).await;
                     return Ok(Next::LingerClose);
                 }
             }
@@ -571,14 +592,14 @@ async fn proxy(
                 fresh = true; // the stale-pool race: once more on a new connection
                 continue;
             }
-            return Err((err, false));
+            return Err(Failure::new(err, false));
         }
         // phase 9b: response head, within this try's timeout and what is left of the exchange's
         let left = deadline.saturating_duration_since(Instant::now());
         let try_timeout = api.per_try_timeout.min(left).max(Duration::from_millis(1));
         let head = read_response_head(shard, &mut upc, plan, try_timeout, &mut s.out, keep_alive, &client.stream).await;
         match &head {
-            Ok((_, _, status)) => shard.report(uid, upc.ep, *status >= 500),
+            Ok(start) => shard.report(uid, upc.ep, start.status >= 500),
             Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent => {
                 shard.metrics.borrow_mut().upstreams[uid].failures += 1;
                 shard.report(uid, upc.ep, true);
@@ -586,7 +607,7 @@ async fn proxy(
             Err(_) => shard.metrics.borrow_mut().upstreams[uid].failures += 1,
         }
         // retries: another endpoint, idempotent requests without a body, within the budget
-        let gateway_status = matches!(head, Ok((_, _, 502..=504)));
+        let gateway_status = matches!(head, Ok(ResponseStart { status: 502..=504, .. }));
         let upstream_failed = matches!(&head, Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent);
         // a connection that closed or reset before any response byte is retried once elsewhere
         // by default (nginx's `proxy_next_upstream error`, HAProxy's `retry-on conn-failure`)
@@ -609,11 +630,11 @@ async fn proxy(
             continue;
         }
         match head {
-            Ok((framing, up_keep_alive, status)) => {
+            Ok(start) => {
                 let head_at = Instant::now();
                 session.first_byte_us = Some(head_at.saturating_duration_since(sent_at).as_micros() as u64);
-                (session.status, session.bytes_out) = (status, s.out.len() as u64);
-                break (upc, framing, up_keep_alive, head_at);
+                (session.status, session.bytes_out) = (start.status, s.out.len() as u64);
+                break (upc, start, head_at);
             }
             Err(err) if err.retry == Retry::IfIdempotent && !fresh && body_done_before && plan.idempotent => {
                 fresh = true;
@@ -621,14 +642,13 @@ async fn proxy(
             }
             Err(mut err) => {
                 err.context = format!("{}: {}", upc.key.endpoint, err.context);
-                return Err((err, true));
+                return Err(Failure::new(err, true));
             }
         }
     };
     // phase 9c: response body (the head is in s.out and goes out with the first body bytes)
-    let (body_in, chunked_out, client_keep_alive) = framing;
-    let opts = response_opts(shard, uid, chunked_out);
-    let result = pump(&mut upc.conn, &mut client.stream, body_in, &mut s.out, opts).await;
+    let opts = response_opts(shard, uid, start.chunked_out);
+    let result = pump(&mut upc.conn, &mut client.stream, start.body, &mut s.out, opts).await;
     // phase 10: finish
     match result {
         Ok(n) => session.bytes_out += n,
@@ -652,7 +672,7 @@ async fn proxy(
                     _ => Kind::UpstreamClosed,
                 };
                 s.out.clear();
-                return Err((Error::upstream(kind, format!("{}: response body", upc.key.endpoint)), true));
+                return Err(Failure::new(Error::upstream(kind, format!("{}: response body", upc.key.endpoint)), true));
             }
             return Ok(Next::Close);
         }
@@ -662,13 +682,14 @@ async fn proxy(
         return Ok(Next::Tunnel(Box::new(upc.conn)));
     }
     // extra bytes after the body (U12) or any framing doubt: never reuse
-    let reusable = up_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
+    let reusable =
+        start.upstream_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
     if reusable && !shard.draining.get() {
         let UpSide { conn, key, requests, slot, .. } = upc;
         let idle = UpstreamConn { slot, stream: conn.stream, buf: conn.buf, requests };
         shard.pool_checkin(key, idle, head_at);
     }
-    Ok(if client_keep_alive { Next::KeepAlive } else { Next::Close })
+    Ok(if start.client_keep_alive { Next::KeepAlive } else { Next::Close })
 }
 
 /// How often a stalled upload checks whether its client is still there.

@@ -33,11 +33,22 @@ pub(super) struct UpSide {
 /// After an upload fails, how long to look for a response the upstream sent early (U13).
 pub(super) const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
 
-/// (how the body arrives, re-chunk for the client, keep the client connection)
-pub(super) type Framing = (BodyKind, bool, bool);
+/// What a response head decides about the rest of the exchange.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResponseStart {
+    pub(super) status: u16,
+    /// How the body arrives from the upstream.
+    pub(super) body: BodyKind,
+    /// Re-frame the body as chunked for the client.
+    pub(super) chunked_out: bool,
+    /// The client connection stays open after this response.
+    pub(super) client_keep_alive: bool,
+    /// The upstream allows reusing its connection after the body.
+    pub(super) upstream_keep_alive: bool,
+}
 
 /// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
-/// the downstream head into `out`. Returns the framing and whether the upstream allows reuse.
+/// the downstream head into `out`.
 pub(super) async fn read_response_head(
     shard: &Shard,
     up: &mut UpSide,
@@ -46,7 +57,7 @@ pub(super) async fn read_response_head(
     out: &mut Vec<u8>,
     keep_alive: bool,
     client: &TcpStream,
-) -> Result<(Framing, bool, u16), Error> {
+) -> Result<ResponseStart, Error> {
     let mut deadline: Option<Instant> = None;
     let max = shard.snapshot.http.max_header_bytes;
     let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
@@ -67,7 +78,13 @@ pub(super) async fn read_response_head(
                             out.clear();
                             write_switching_head(out, &head);
                             upc.consume(head_len);
-                            Ok(((BodyKind::None, false, false), false, 101))
+                            Ok(ResponseStart {
+                                status: 101,
+                                body: BodyKind::None,
+                                chunked_out: false,
+                                client_keep_alive: false,
+                                upstream_keep_alive: false,
+                            })
                         }
                         _ => Err(Error::upstream(
                             Kind::BadUpstreamResponse(ParseError::BadRequest(
@@ -106,7 +123,13 @@ pub(super) async fn read_response_head(
                 out.clear();
                 let id = shard.snapshot.http.response_request_id.then_some(&plan.id[..]);
                 write_response_head(out, &head, framing_out, conn_header, id);
-                let result = ((head.body, chunked_out, client_keep_alive), head.keep_alive, head.status);
+                let result = ResponseStart {
+                    status: head.status,
+                    body: head.body,
+                    chunked_out,
+                    client_keep_alive,
+                    upstream_keep_alive: head.keep_alive,
+                };
                 upc.consume(head_len);
                 return Ok(result);
             }
