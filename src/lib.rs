@@ -6,9 +6,10 @@
 //! - Each worker is a pinned thread with its own monoio runtime (io_uring, epoll fallback) and a
 //!   [`runtime::Shard`]: route table, upstream pools, balancer state. Nothing on the request path is
 //!   shared between cores; cores talk only through typed control messages.
-//! - A connection is one local task running [`proxy::serve_connection`], whose request loop is the
-//!   fixed phase sequence in `proxy/phases.rs`: parse head → route → pick endpoint → upstream
-//!   connection → forward head and body → stream the response back → keep-alive decision.
+//! - A connection is one local task running the handler the runtime is given ([`proxy::handler`],
+//!   wired by [`start`]; the runtime knows nothing of HTTP), whose request loop is the fixed phase
+//!   sequence in `proxy/phases.rs`: parse head → route → pick endpoint → upstream connection →
+//!   forward head and body → stream the response back → keep-alive decision.
 //! - The HTTP/1.1 codec ([`http`]) is our own, strict, over `httparse`, and does no I/O.
 //!
 //! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`upstream`], [`limit`], [`metrics`],
@@ -28,3 +29,9 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod upstream;
+
+/// Starts a gateway for `snapshot`: the runtime (workers, endpoint supervisor, admin) with the
+/// proxy's request loop serving every accepted connection.
+pub fn start(snapshot: std::sync::Arc<config::Snapshot>) -> std::io::Result<runtime::Running> {
+    runtime::start(snapshot, proxy::handler)
+}

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
     let drain_delay = snapshot.instance.drain_delay;
-    let running = match ringway::runtime::start(Arc::new(snapshot)) {
+    let running = match ringway::start(Arc::new(snapshot)) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };

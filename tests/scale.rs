@@ -31,7 +31,7 @@ fn two_thousand_apis_fit_in_bounded_memory_and_scrape_with_all_workers() {
     let before = rss_kib();
     let snapshot = ringway::config::compile(&text, 1).unwrap_or_else(|e| panic!("generated config: {e}"));
     assert_eq!(snapshot.apis.len(), 2000);
-    let running = ringway::runtime::start(Arc::new(snapshot)).expect("starts");
+    let running = ringway::start(Arc::new(snapshot)).expect("starts");
     let (addr, admin) = (running.addrs[0], running.admin_addr.unwrap());
     // one request to each of 2000 APIs (40 per service, 50 services)
     let mut c = Client::connect(addr);

@@ -49,6 +49,17 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
     out
 }
 
+/// The runtime's connection handler: the request loop for one accepted connection.
+pub fn handler(
+    shard: std::rc::Rc<Shard>,
+    conn: crate::runtime::Accepted,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async move {
+        let crate::runtime::Accepted { stream, peer, listener, idle } = conn;
+        serve_connection(&shard, stream, peer, listener, idle).await;
+    })
+}
+
 /// Serves requests on one accepted client connection until it closes.
 pub async fn serve_connection(
     shard: &Shard,

@@ -50,7 +50,24 @@ pub struct Running {
 }
 
 /// Starts the workers for `snapshot`.
-pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
+/// An accepted client connection, as a worker hands it to its connection handler.
+pub struct Accepted {
+    pub stream: monoio::net::TcpStream,
+    pub peer: SocketAddr,
+    /// Index of the listener that accepted it.
+    pub listener: usize,
+    /// Set by the handler while the connection waits for its next request with nothing
+    /// buffered: a worker at its connection cap may close it.
+    pub idle: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+/// What serves accepted connections (the proxy's request loop): the runtime knows nothing of
+/// HTTP, so the caller hands it in (`ringway::start` wires the proxy).
+pub type ConnHandler = fn(std::rc::Rc<Shard>, Accepted) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// Starts the workers (one per allowed CPU or as configured), the endpoint supervisor and the
+/// admin endpoint; every accepted connection is served by `handler`.
+pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Running> {
     let cpus = allowed_cpus();
     let workers = match snapshot.instance.workers {
         Workers::Auto => cpus.len(),
@@ -81,6 +98,7 @@ pub fn start(snapshot: Arc<Snapshot>) -> io::Result<Running> {
             report: report_tx.clone(),
             log_tx: log_tx.clone(),
             events: event_tx.clone(),
+            handler,
         };
         let handle = std::thread::Builder::new().name(format!("ringway-w{id}")).spawn(move || worker::run(spec))?;
         outboxes.push(outbox);

@@ -37,6 +37,8 @@ pub struct WorkerSpec {
     pub log_tx: Option<Sender<String>>,
     /// Failure reports to the endpoint supervisor.
     pub events: Sender<super::control::ControlEvent>,
+    /// Serves one accepted client connection (the proxy's request loop).
+    pub handler: super::ConnHandler,
 }
 
 /// Thread body of a worker.
@@ -116,7 +118,7 @@ impl StopSlot {
 }
 
 async fn serve(spec: WorkerSpec, driver: &'static str) {
-    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx, events } = spec;
+    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx, events, handler } = spec;
     let log = match (&snapshot.access_log, log_tx) {
         (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
         _ => None,
@@ -141,7 +143,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         .enumerate()
         .map(|(i, l)| {
             let slot = Rc::new(StopSlot::default());
-            monoio::spawn(accept_loop(shard.clone(), l, i, slot.clone()));
+            monoio::spawn(accept_loop(shard.clone(), l, i, slot.clone(), handler));
             slot
         })
         .collect();
@@ -295,7 +297,13 @@ async fn refuse(mut stream: monoio::net::TcpStream) {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop: Rc<StopSlot>) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    index: usize,
+    stop: Rc<StopSlot>,
+    handler: super::ConnHandler,
+) {
     let cap = connection_cap(&shard);
     loop {
         let accepted = monoio::select! {
@@ -315,7 +323,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize, stop
                 }
                 let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
                 monoio::spawn(async move {
-                    crate::proxy::serve_connection(&guard.shard, stream, peer, index, guard.idle.clone()).await;
+                    let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone() };
+                    handler(guard.shard.clone(), conn).await;
                     drop(guard);
                 });
             }

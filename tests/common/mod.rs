@@ -44,7 +44,7 @@ impl TestGateway {
             driver()
         );
         let snapshot = ringway::config::compile(&text, 1).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
-        let running = ringway::runtime::start(Arc::new(snapshot)).expect("gateway starts");
+        let running = ringway::start(Arc::new(snapshot)).expect("gateway starts");
         let addr = running.addrs[0];
         Self { addr, admin: running.admin_addr, running: Some(running) }
     }
