@@ -1,7 +1,7 @@
 //! Configuration: TOML file → serde structs → validated, compiled [`Snapshot`].
 //!
-//! `load` runs on the main thread before workers start (and later on the control thread for
-//! reloads). Workers only ever see an `Arc<Snapshot>`. Errors are [`ConfigError`]s that name the
+//! `load` runs on the main thread before workers start (live reload is not built yet). Workers
+//! only ever see an `Arc<Snapshot>`. Errors are [`ConfigError`]s that name the
 //! TOML key path and line.
 
 mod compile;

@@ -25,6 +25,8 @@ use crate::runtime::Shard;
 
 /// Initial read buffer per client connection; grows up to the header limit or body stream size.
 const CLIENT_BUF_BYTES: usize = 8 * 1024;
+/// Initial capacity for the serialised upstream request head (grows for larger heads).
+const UPSTREAM_HEAD_BYTES: usize = 1024;
 /// Lingering close: read and discard at most this much ...
 const LINGER_BYTES: usize = 64 * 1024;
 /// ... for at most this long, so the error response is not destroyed by a TCP reset.
@@ -54,10 +56,15 @@ pub fn handler(
     shard: std::rc::Rc<Shard>,
     conn: crate::runtime::Accepted,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-    Box::pin(async move {
-        let crate::runtime::Accepted { stream, peer, listener, idle } = conn;
-        serve_connection(&shard, stream, peer, listener, idle).await;
-    })
+    use tracing::Instrument;
+    let span = tracing::debug_span!("conn", client = %conn.peer);
+    Box::pin(
+        async move {
+            let crate::runtime::Accepted { stream, peer, listener, idle } = conn;
+            serve_connection(&shard, stream, peer, listener, idle).await;
+        }
+        .instrument(span),
+    )
 }
 
 /// Serves requests on one accepted client connection until it closes.
@@ -70,7 +77,8 @@ pub async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
-    let mut scratch = phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(1024) };
+    let mut scratch =
+        phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(UPSTREAM_HEAD_BYTES) };
     let mut served = 0u32;
     let trusted = shard.snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
     let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener, trusted, idle };

@@ -129,7 +129,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
             match proxy(shard, client, s, &plan, keep_alive, &mut session).await {
                 Ok(next) => next,
                 Err(Failure { error, body_read }) => {
-                    tracing::debug!(error = %error, "Request failed");
+                    tracing::debug!(id = %String::from_utf8_lossy(&plan.id), error = %error, "Request failed");
                     session.error = Some(answer(&error).flag);
                     let close = !keep_alive || answer(&error).close || !body_read;
                     let reply = ErrorReply { head_only: plan.head_request, close, id: &plan.id };
@@ -154,7 +154,7 @@ async fn respond_error(
     let Some(status) = answer(err).status else {
         return Next::Close;
     };
-    tracing::debug!(status, error = %err, "Gateway response");
+    tracing::debug!(status, id = %String::from_utf8_lossy(id), error = %err, "Gateway response");
     out.clear();
     write_error(out, err, status, head_only, close, id);
     (session.status, session.bytes_out) = (status, out.len() as u64);

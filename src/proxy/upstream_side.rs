@@ -30,6 +30,9 @@ pub(super) struct UpSide {
     pub(super) reused: bool,
 }
 
+/// Initial read buffer of a new upstream connection (grows up to the stream buffer size).
+const UPSTREAM_BUF_BYTES: usize = 16 * 1024;
+
 /// After an upload fails, how long to look for a response the upstream sent early (U13).
 pub(super) const EARLY_RESPONSE_WAIT: Duration = Duration::from_millis(500);
 
@@ -262,7 +265,7 @@ async fn dial_or_reuse(
         Ok(stream) => {
             session.connect_us = Some(micros_since(t0));
             Ok(UpSide {
-                conn: Conn::new(stream, Vec::with_capacity(16 * 1024)),
+                conn: Conn::new(stream, Vec::with_capacity(UPSTREAM_BUF_BYTES)),
                 slot,
                 ep,
                 key,

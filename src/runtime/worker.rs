@@ -176,7 +176,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     while (shard.in_flight.get() > 0 || (shard.connections.get() > 0 && Instant::now() < grace))
         && Instant::now() < deadline
     {
-        monoio::time::sleep(Duration::from_millis(5)).await;
+        monoio::time::sleep(DRAIN_POLL).await;
     }
     let unfinished = shard.in_flight.get();
     // what is left is idle keep-alive (or past the deadline): end the reads so the tasks close
@@ -185,7 +185,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     }
     let close_deadline = Instant::now() + CLOSE_WAIT;
     while shard.connections.get() > 0 && Instant::now() < close_deadline {
-        monoio::time::sleep(Duration::from_millis(1)).await;
+        monoio::time::sleep(CLOSE_POLL).await;
     }
     if let Some(log) = &shard.access_log {
         log.flush();
@@ -196,6 +196,12 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     tracing::info!(worker = id, unfinished, "Worker stopped");
 }
 
+/// How often a draining worker checks its in-flight count and connections.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How often a stopping worker checks that shut-down connections have closed.
+const CLOSE_POLL: Duration = Duration::from_millis(1);
+/// Pause after a failed accept (EMFILE and friends) instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// During a drain, how long idle keep-alive connections may still bring one last request.
 const IDLE_GRACE: Duration = Duration::from_millis(500);
 
@@ -331,7 +337,7 @@ async fn accept_loop(
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "Accept failed");
                 // EMFILE and friends: back off instead of spinning
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }
     }

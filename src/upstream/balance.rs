@@ -1,5 +1,7 @@
-//! Smooth weighted round robin (nginx's algorithm): over a cycle of `sum(weights)` picks each
-//! endpoint is chosen exactly `weight` times, interleaved rather than in bursts.
+//! Balancers, pure and per core: smooth weighted round robin (nginx's algorithm: over a cycle of
+//! `sum(weights)` picks each endpoint is chosen exactly `weight` times, interleaved rather than
+//! in bursts), power-of-two-choices on in-flight counts (`least_request`), and a consistent-hash
+//! ring (`hash(..)`: adding an endpoint moves only its share of keys).
 //!
 //! Pure and per core: each shard has its own state, so cores spread independently.
 
