@@ -131,7 +131,7 @@ impl Shard {
 
     /// The pool janitor's pass: closes expired connections, starts watching the ones checked in
     /// since the last tick, and, when a watch woke it, closes every connection whose watch fired.
-    pub fn sweep_pool(&self, woken: bool, now: std::time::Instant) {
+    pub fn sweep_pool(&self, woken: bool, now: std::time::Instant, tick: std::time::Duration) {
         let waker = self.pool_waker.borrow();
         let mut pool = self.pool.borrow_mut();
         pool.expire(now);
@@ -142,7 +142,9 @@ impl Shard {
             }
             clean
         };
-        pool.retain_newest(IdleConn::is_fresh, |idle| {
+        // only connections idle for a whole tick: the hot ones under load are never armed
+        let idle_since = now.checked_sub(tick).unwrap_or(now);
+        pool.retain_newest(IdleConn::is_fresh, idle_since, |idle| {
             let clean = idle.arm(&waker);
             dirty(idle, clean)
         });

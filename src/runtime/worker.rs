@@ -259,7 +259,7 @@ async fn pool_janitor(shard: Rc<Shard>, stop: Rc<StopSlot>) {
             _ = monoio::time::sleep(every) => false,
             _ = crate::upstream::WokenAgain::default() => true,
         };
-        shard.sweep_pool(woken, Instant::now());
+        shard.sweep_pool(woken, Instant::now(), every);
     }
 }
 

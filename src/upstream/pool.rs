@@ -87,14 +87,21 @@ impl<C> Pool<C> {
     }
 
     /// Visits, per key, the newest connections for which `newest` holds (they sit at the back:
-    /// checkouts take from there, check-ins push there) and closes those `keep` rejects.
-    pub fn retain_newest(&mut self, newest: impl Fn(&C) -> bool, mut keep: impl FnMut(&mut C) -> bool) -> usize {
+    /// checkouts take from there, check-ins push there) that have been idle since `idle_since`
+    /// or earlier, and closes those `keep` rejects. Younger ones are left for a later visit.
+    pub fn retain_newest(
+        &mut self,
+        newest: impl Fn(&C) -> bool,
+        idle_since: Instant,
+        mut keep: impl FnMut(&mut C) -> bool,
+    ) -> usize {
         let mut closed = 0;
         for list in self.idle.values_mut() {
             let fresh = list.iter().rev().take_while(|e| newest(&e.conn)).count();
             let start = list.len() - fresh;
             let mut i = start;
-            while i < list.len() {
+            // the run is ordered oldest first: stop at the first one idle for less than asked
+            while i < list.len() && list[i].since <= idle_since {
                 if keep(&mut list[i].conn) {
                     i += 1;
                 } else {
@@ -190,6 +197,7 @@ mod tests {
         let mut seen = Vec::new();
         let closed = pool.retain_newest(
             |c| c.starts_with("new"),
+            clock.now(),
             |c| {
                 seen.push(*c);
                 *c != "new1"
@@ -197,6 +205,16 @@ mod tests {
         );
         assert_eq!((closed, seen), (1, vec!["new1", "new2"]));
         assert_eq!(pool.idle_count(&key(1)), 3);
+        // connections checked in after `idle_since` are not visited yet
+        let earlier = clock.now();
+        clock.advance(Duration::from_millis(10));
+        pool.checkin(key(1), "new3", clock.now(), IDLE, 8);
+        let mut seen = Vec::new();
+        pool.retain_newest(|c| c.starts_with("new"), earlier, |c| {
+            seen.push(*c);
+            true
+        });
+        assert_eq!(seen, vec!["new2"], "new3 has not been idle long enough");
     }
 
     #[test]
