@@ -2,7 +2,7 @@
 # anchors.sh EXTRA target: writes a ringway config proxying $LISTEN_ADDR → $BACKEND_ADDR into
 # $WORKDIR and runs the release binary in the foreground (workers = the CPUs it is pinned to).
 # Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path: enables the
-# JSON access log there).
+# JSON access log there), HTTP_EXTRA (lines added to [http], e.g. "response_request_id = false").
 set -euo pipefail
 BIN=${RINGWAY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ringway}
 CONF="$WORKDIR/ringway-${LISTEN_ADDR##*:}.toml"
@@ -27,6 +27,7 @@ pool_max_idle_per_endpoint = 4096
 [http]
 keepalive_timeout_ms = 300000
 keepalive_requests = 100000000
+${HTTP_EXTRA:-}
 
 [service.bench]
 [[service.bench.api]]
