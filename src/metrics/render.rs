@@ -266,47 +266,32 @@ fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
 }
 
 fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
-    header(o, "ringway_connections_active", "gauge", "Open client connections per worker.");
-    for w in workers {
-        let _ = writeln!(o, "ringway_connections_active{{worker=\"{}\"}} {}", w.worker, w.connections_active);
-    }
-    header(o, "ringway_connections_total", "counter", "Client connections accepted per worker.");
-    for w in workers {
-        let _ = writeln!(o, "ringway_connections_total{{worker=\"{}\"}} {}", w.worker, w.metrics.connections_total);
-    }
-    header(
-        o,
-        "ringway_connections_evicted_total",
-        "counter",
-        "Idle keep-alive connections closed to make room at the connection cap, per worker.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            o,
-            "ringway_connections_evicted_total{{worker=\"{}\"}} {}",
-            w.worker, w.metrics.connections_evicted
-        );
-    }
-    header(
-        o,
-        "ringway_connections_refused_total",
-        "counter",
-        "Connections answered 503 at the connection cap because none was idle, per worker.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            o,
-            "ringway_connections_refused_total{{worker=\"{}\"}} {}",
-            w.worker, w.metrics.connections_refused
-        );
-    }
-    header(o, "ringway_requests_in_flight", "gauge", "Requests being served per worker.");
-    for w in workers {
-        let _ = writeln!(o, "ringway_requests_in_flight{{worker=\"{}\"}} {}", w.worker, w.in_flight);
-    }
-    header(o, "ringway_upstream_pool_idle", "gauge", "Idle pooled upstream connections per worker.");
-    for w in workers {
-        let _ = writeln!(o, "ringway_upstream_pool_idle{{worker=\"{}\"}} {}", w.worker, w.pool_idle);
+    type Series = (&'static str, &'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+    let series: [Series; 6] = [
+        ("ringway_connections_active", "gauge", "Open client connections per worker.", |w| w.connections_active as u64),
+        ("ringway_connections_total", "counter", "Client connections accepted per worker.", |w| {
+            w.metrics.connections_total
+        }),
+        (
+            "ringway_connections_evicted_total",
+            "counter",
+            "Idle keep-alive connections closed to make room at the connection cap, per worker.",
+            |w| w.metrics.connections_evicted,
+        ),
+        (
+            "ringway_connections_refused_total",
+            "counter",
+            "Connections answered 503 at the connection cap because none was idle, per worker.",
+            |w| w.metrics.connections_refused,
+        ),
+        ("ringway_requests_in_flight", "gauge", "Requests being served per worker.", |w| w.in_flight as u64),
+        ("ringway_upstream_pool_idle", "gauge", "Idle pooled upstream connections per worker.", |w| w.pool_idle as u64),
+    ];
+    for (name, kind, help, get) in series {
+        header(o, name, kind, help);
+        for w in workers {
+            let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
+        }
     }
     header(o, "ringway_worker_info", "gauge", "One per worker, labelled with its I/O driver and config generation.");
     for w in workers {

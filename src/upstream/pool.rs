@@ -210,10 +210,14 @@ mod tests {
         clock.advance(Duration::from_millis(10));
         pool.checkin(key(1), "new3", clock.now(), IDLE, 8);
         let mut seen = Vec::new();
-        pool.retain_newest(|c| c.starts_with("new"), earlier, |c| {
-            seen.push(*c);
-            true
-        });
+        pool.retain_newest(
+            |c| c.starts_with("new"),
+            earlier,
+            |c| {
+                seen.push(*c);
+                true
+            },
+        );
         assert_eq!(seen, vec!["new2"], "new3 has not been idle long enough");
     }
 
