@@ -22,7 +22,7 @@ use super::io::{pump, write_out, Conn, MinRate, PumpError, PumpOpts};
 use super::respond::{answer, write_error};
 use super::session::{finish, ApiFlight, InFlight, LogFields, Peer, Session};
 use super::upstream_side::{
-    read_response_head, upstream_conn, EndpointFlight, ResponseStart, UpSide, EARLY_RESPONSE_WAIT,
+    read_response_head, upstream_conn, EndpointFlight, RequestFacts, ResponseStart, UpSide, EARLY_RESPONSE_WAIT,
 };
 use crate::config::ServiceId;
 use crate::config::{ApiId, Balance, HashKey, RouteMatch, Target, UpstreamId};
@@ -47,7 +47,7 @@ pub enum Next {
 type RequestId = SmallVec<[u8; 48]>;
 
 /// The owned outcome of the synchronous phases (parse, route); the head buffer is released.
-pub(super) struct Plan {
+struct Plan {
     pub(super) id: RequestId,
     pub(super) head_request: bool,
     pub(super) idempotent: bool,
@@ -501,6 +501,12 @@ async fn proxy(
     };
     let snapshot = &shard.snapshot;
     let (api, up) = (&snapshot.apis[api_id], &snapshot.upstreams[uid]);
+    let facts = RequestFacts {
+        head_request: plan.head_request,
+        version: plan.version,
+        upgrade: plan.upgrade.as_deref(),
+        id: &plan.id,
+    };
     let body_done_before = plan.body == BodyKind::None;
     let mut attempt = 0;
     let (mut fresh, mut avoid) = (false, None);
@@ -554,7 +560,7 @@ async fn proxy(
             // complete response is waiting, forward it and close the client (its body is unread)
             if plan.body != BodyKind::None {
                 let early =
-                    read_response_head(shard, &mut upc, plan, EARLY_RESPONSE_WAIT, &mut s.out, false, &client.stream)
+                    read_response_head(shard, &mut upc, &facts, EARLY_RESPONSE_WAIT, &mut s.out, false, &client.stream)
                         .await;
                 if let Ok(start) = early {
                     (session.status, session.bytes_out) = (start.status, s.out.len() as u64);
@@ -597,7 +603,8 @@ async fn proxy(
         // phase 9b: response head, within this try's timeout and what is left of the exchange's
         let left = deadline.saturating_duration_since(Instant::now());
         let try_timeout = api.per_try_timeout.min(left).max(Duration::from_millis(1));
-        let head = read_response_head(shard, &mut upc, plan, try_timeout, &mut s.out, keep_alive, &client.stream).await;
+        let head =
+            read_response_head(shard, &mut upc, &facts, try_timeout, &mut s.out, keep_alive, &client.stream).await;
         match &head {
             Ok(start) => shard.report(uid, upc.ep, start.status >= 500),
             Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent => {

@@ -10,7 +10,6 @@ use monoio::net::TcpStream;
 
 use super::headers::{write_response_head, write_switching_head, ResponseFraming};
 use super::io::Conn;
-use super::phases::Plan;
 use super::session::{micros_since, Session};
 use crate::config::{AllDown, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
@@ -50,12 +49,21 @@ pub(super) struct ResponseStart {
     pub(super) upstream_keep_alive: bool,
 }
 
+/// What the response side needs to know about the request it answers.
+pub(super) struct RequestFacts<'a> {
+    pub(super) head_request: bool,
+    pub(super) version: Version,
+    /// Protocols offered upstream in `Upgrade`, when the client asked to upgrade.
+    pub(super) upgrade: Option<&'a [u8]>,
+    pub(super) id: &'a [u8],
+}
+
 /// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
 /// the downstream head into `out`.
 pub(super) async fn read_response_head(
     shard: &Shard,
     up: &mut UpSide,
-    plan: &Plan,
+    plan: &RequestFacts<'_>,
     timeout: Duration,
     out: &mut Vec<u8>,
     keep_alive: bool,
@@ -76,7 +84,7 @@ pub(super) async fn read_response_head(
                 let head_len = head.head_len;
                 if head.status == 101 {
                     let chosen = head.header("upgrade");
-                    return match (plan.upgrade.as_deref(), chosen) {
+                    return match (plan.upgrade, chosen) {
                         (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
                             out.clear();
                             write_switching_head(out, &head);
@@ -124,7 +132,7 @@ pub(super) async fn read_response_head(
                     (true, Version::Http11) => None,
                 };
                 out.clear();
-                let id = shard.snapshot.http.response_request_id.then_some(&plan.id[..]);
+                let id = shard.snapshot.http.response_request_id.then_some(plan.id);
                 write_response_head(out, &head, framing_out, conn_header, id);
                 let result = ResponseStart {
                     status: head.status,
