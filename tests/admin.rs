@@ -270,7 +270,7 @@ fn refusals_stay_out_of_api_latency_curves() {
     let up = MockUpstream::echo();
     let body = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
-        catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_qps = 1\nburst = 1\n")
+        CatchAll::new(&[up.addr]).api("max_qps = 1\nburst = 1").build()
     );
     let gw = TestGateway::start(&body);
     let statuses: Vec<u16> = (0..5).map(|_| get(gw.addr, "a", "/x").status).collect();

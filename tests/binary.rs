@@ -67,7 +67,7 @@ fn one_gib_each_way_streams_in_bounded_memory() {
     const GIB: u64 = 1 << 30;
     let up =
         MockUpstream::start(|r| if r.method == "GET" { Reply::Large(GIB) } else { Reply::ok(&r.body_len.to_string()) });
-    let body = catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_body_bytes = 0\n");
+    let body = CatchAll::new(&[up.addr]).api("max_body_bytes = 0").build();
     let (mut child, addr) = spawn("large", &body);
     let baseline = vm_hwm_kib(child.id());
 

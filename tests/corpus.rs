@@ -257,9 +257,7 @@ fn replay_requests(cases: &[&Case]) -> Vec<(String, String)> {
         headers: vec![("x-origin".into(), "1".into())],
         body: format!("{} {} {}", r.method, r.target, r.body_len).into_bytes(),
     });
-    let gw = TestGateway::start(
-        &catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_body_bytes = 1000000\n"),
-    );
+    let gw = TestGateway::start(&CatchAll::new(&[up.addr]).api("max_body_bytes = 1000000").build());
     run_all(cases, |i, case| {
         let ip = source(i);
         let got = responses(&exchange(gw.addr, ip, &case.raw, b""));

@@ -40,8 +40,9 @@ fn unusable_egress_ip_is_a_502_naming_the_source() {
 fn egress_pool_spreads_new_connections_over_its_addresses() {
     let up = MockUpstream::echo();
     // no pooling, so every request dials and takes the next source address
-    let body = catch_all("o", &[up.addr])
-        .replace("endpoints", "egress_ip = [\"127.0.0.2\", \"127.0.0.3\"]\npool_max_idle_per_endpoint = 0\nendpoints");
+    let body = CatchAll::new(&[up.addr])
+        .upstream("egress_ip = [\"127.0.0.2\", \"127.0.0.3\"]\npool_max_idle_per_endpoint = 0")
+        .build();
     let gw = TestGateway::start(&body);
     for i in 0..6 {
         assert_eq!(get(gw.addr, "a", &format!("/{i}")).status, 200);

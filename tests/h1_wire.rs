@@ -56,9 +56,7 @@ fn statuses(mut buf: &[u8]) -> Vec<u16> {
 }
 
 fn gateway(up: &MockUpstream) -> TestGateway {
-    TestGateway::start(
-        &catch_all("o", &[up.addr]).replace("upstream = \"o\"\n", "upstream = \"o\"\nmax_body_bytes = 1000000\n"),
-    )
+    TestGateway::start(&CatchAll::new(&[up.addr]).api("max_body_bytes = 1000000").build())
 }
 
 /// Rows: (id, raw request, expected status, expect close).

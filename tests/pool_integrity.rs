@@ -162,7 +162,7 @@ fn origin_closed_idle_connections_are_closed_at_once() {
 #[test]
 fn expired_idle_connections_are_reaped_without_traffic() {
     let up = MockUpstream::echo();
-    let toml = catch_all("o", &[up.addr]).replace("endpoints", "pool_idle_timeout_ms = 100\nendpoints");
+    let toml = CatchAll::new(&[up.addr]).upstream("pool_idle_timeout_ms = 100").build();
     let gw = TestGateway::start(&toml);
     for _ in 0..10 {
         assert_eq!(get(gw.addr, "a", "/").status, 200);

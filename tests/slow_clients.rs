@@ -186,7 +186,7 @@ fn upstream_reset_before_response_is_502() {
 #[test]
 fn upstream_stalling_mid_body_truncates_after_the_read_timeout() {
     let up = MockUpstream::start(|_| Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec()));
-    let body = catch_all("o", &[up.addr]).replace("endpoints", "read_timeout_ms = 300\nendpoints");
+    let body = CatchAll::new(&[up.addr]).upstream("read_timeout_ms = 300").build();
     let gw = TestGateway::start(&body);
     let mut c = Client::connect(gw.addr);
     let r = c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").response(false);

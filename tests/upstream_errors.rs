@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn with_api_timeout(body: String, ms: u64) -> String {
-    body.replace("upstream = \"o\"\n", &format!("upstream = \"o\"\ntimeout_ms = {ms}\n"))
-}
-
 #[test]
 fn refused_connection_is_502() {
     let dead = DeadPort::new();
@@ -38,7 +34,7 @@ fn connect_timeout_is_504() {
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let _fill: Vec<_> =
         (0..2).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
-    let body = catch_all("o", &[addr]).replace("endpoints", "connect_timeout_ms = 300\nendpoints");
+    let body = CatchAll::new(&[addr]).upstream("connect_timeout_ms = 300").build();
     let gw = TestGateway::start(&body);
     let t0 = Instant::now();
     assert_eq!(get(gw.addr, "a", "/").status, 504);
@@ -81,7 +77,7 @@ fn oversized_response_head_is_502() {
 #[test]
 fn slow_response_head_is_504() {
     let up = MockUpstream::start(|_| Reply::Delay(Duration::from_secs(2), Box::new(Reply::ok("late"))));
-    let gw = TestGateway::start(&with_api_timeout(catch_all("o", &[up.addr]), 200));
+    let gw = TestGateway::start(&CatchAll::new(&[up.addr]).api("timeout_ms = 200").build());
     let t0 = Instant::now();
     assert_eq!(get(gw.addr, "a", "/").status, 504);
     assert!(t0.elapsed() < Duration::from_secs(2));
@@ -178,7 +174,7 @@ fn client_leaving_while_upstream_is_slow_closes_the_upstream_connection() {
         let ended = matches!(s.read(&mut buf), Ok(0) | Err(_)) && t0.elapsed() < Duration::from_secs(4);
         tx.send(ended).unwrap();
     });
-    let gw = TestGateway::start(&with_api_timeout(catch_all("o", &[addr]), 10_000));
+    let gw = TestGateway::start(&CatchAll::new(&[addr]).api("timeout_ms = 10000").build());
     let mut c = std::net::TcpStream::connect(gw.addr).unwrap();
     c.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100)); // let the request reach the origin
@@ -253,9 +249,10 @@ fn start_upload_joined(gw: SocketAddr) -> (std::net::TcpStream, std::thread::Joi
 
 /// A gateway in front of `origin` with the API's `timeout_ms` and a 60 s upstream read timeout.
 fn upload_gateway(origin: SocketAddr, timeout_ms: u64) -> TestGateway {
-    let toml = catch_all("o", &[origin])
-        .replace("upstream = \"o\"\n", &format!("upstream = \"o\"\ntimeout_ms = {timeout_ms}\nmax_body_bytes = 0\n"))
-        .replace("endpoints", "read_timeout_ms = 60000\nendpoints");
+    let toml = CatchAll::new(&[origin])
+        .api(&format!("timeout_ms = {timeout_ms}\nmax_body_bytes = 0"))
+        .upstream("read_timeout_ms = 60000")
+        .build();
     TestGateway::start(&toml)
 }
 

@@ -10,10 +10,12 @@ use std::time::Duration;
 use common::*;
 
 fn upstream(addrs: &[SocketAddr], extra: &str) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n{}{extra}\n[service.s]\n[[service.s.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"o\"\n",
-        upstream_toml("o", addrs)
-    )
+    upstream_with_api(addrs, extra, "")
+}
+
+/// The test upstream `o` with `extra` upstream keys and `api` keys on its catch-all API, plus admin.
+fn upstream_with_api(addrs: &[SocketAddr], extra: &str, api: &str) -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", CatchAll::new(addrs).upstream(extra).api(api).build())
 }
 
 fn states(gw: &TestGateway) -> Vec<String> {
@@ -109,8 +111,7 @@ fn hanging_and_refusing_endpoints_are_ejected_too() {
     let spare = DeadPort::new();
     let refusing = spare.addr;
     let extra = "outlier = { consecutive_failures = 2, base_ejection_ms = 60000, max_ejected_percent = 100 }\n";
-    let body = upstream(&[good.addr, hanging.addr, refusing], extra)
-        .replace("upstream = \"o\"\n", "upstream = \"o\"\ntimeout_ms = 200\n");
+    let body = upstream_with_api(&[good.addr, hanging.addr, refusing], extra, "timeout_ms = 200");
     let gw = TestGateway::start(&body);
     assert!(
         eventually(Duration::from_secs(10), || {

@@ -536,10 +536,56 @@ pub fn upstream_toml(name: &str, addrs: &[SocketAddr]) -> String {
 
 /// A catch-all service proxying every path to upstream `name`.
 pub fn catch_all(name: &str, addrs: &[SocketAddr]) -> String {
-    format!(
-        "{}\n[service.all]\n[[service.all.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"{name}\"\n",
-        upstream_toml(name, addrs)
-    )
+    CatchAll::named(name, addrs).build()
+}
+
+/// A catch-all config (service `all`, API `all` on `/*`, one upstream) built key by key rather
+/// than by editing TOML text: `CatchAll::new(&[addr]).api("timeout_ms = 500").build()`.
+pub struct CatchAll {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    upstream_keys: Vec<String>,
+    api_keys: Vec<String>,
+}
+
+impl CatchAll {
+    /// Upstream named `o`.
+    pub fn new(addrs: &[SocketAddr]) -> Self {
+        Self::named("o", addrs)
+    }
+
+    pub fn named(name: &str, addrs: &[SocketAddr]) -> Self {
+        Self { name: name.into(), addrs: addrs.to_vec(), upstream_keys: Vec::new(), api_keys: Vec::new() }
+    }
+
+    /// Adds `key = value` lines to the API.
+    pub fn api(mut self, lines: &str) -> Self {
+        self.api_keys.push(lines.trim_end().to_string());
+        self
+    }
+
+    /// Adds `key = value` lines to the upstream.
+    pub fn upstream(mut self, lines: &str) -> Self {
+        self.upstream_keys.push(lines.trim_end().to_string());
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut up = upstream_toml(&self.name, &self.addrs);
+        for k in &self.upstream_keys {
+            up.push_str(k);
+            up.push('\n');
+        }
+        let mut api = format!(
+            "[service.all]\n[[service.all.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"{}\"\n",
+            self.name
+        );
+        for k in &self.api_keys {
+            api.push_str(k);
+            api.push('\n');
+        }
+        format!("{up}\n{api}")
+    }
 }
 
 /// A loopback port where nothing listens, reserved for as long as this value lives: the socket
