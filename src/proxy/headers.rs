@@ -56,6 +56,8 @@ pub struct RequestContext<'a> {
     pub path: &'a [u8],
     /// The client's address as text (rendered once per connection).
     pub client_ip: &'a [u8],
+    /// The scheme the client spoke to the gateway (`X-Forwarded-Proto`): the connection knows it.
+    pub scheme: &'a str,
     /// The incoming `X-Forwarded-For` when the peer is a trusted proxy: the chain is extended
     /// instead of replaced.
     pub forwarded_for: Option<&'a [u8]>,
@@ -125,7 +127,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         }
         None => push_header(out, b"x-forwarded-for", cx.client_ip),
     }
-    push_header(out, b"x-forwarded-proto", b"http");
+    push_header(out, b"x-forwarded-proto", cx.scheme.as_bytes());
     if let Some(h) = head.authority {
         push_header(out, b"x-forwarded-host", h);
     }

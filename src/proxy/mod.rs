@@ -39,6 +39,7 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
     let cx = headers::RequestContext {
         path: head.path,
         client_ip: b"192.0.2.1",
+        scheme: "http",
         forwarded_for: None,
         upgrade: None,
         rewrite: &crate::config::Rewrite::None,
@@ -81,7 +82,8 @@ pub async fn serve_connection(
         phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(UPSTREAM_HEAD_BYTES) };
     let mut served = 0u32;
     let trusted = shard.snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
-    let peer = session::Peer { addr: peer.ip(), ip: peer.ip().to_string().into_bytes(), listener, trusted, idle };
+    let ip = peer.ip().to_string().into_bytes();
+    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme: "http", idle };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,

@@ -328,6 +328,7 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
             let cx = RequestContext {
                 path,
                 client_ip: &peer.ip,
+                scheme: peer.scheme,
                 forwarded_for: xff,
                 upgrade: plan.upgrade.as_deref(),
                 rewrite: &api.rewrite,

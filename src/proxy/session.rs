@@ -76,6 +76,8 @@ pub struct Peer {
     pub listener: usize,
     /// The peer is one of `instance.trusted_proxies`: its X-Forwarded-For is believed.
     pub trusted: bool,
+    /// The scheme the client speaks on this connection ("http" until TLS listeners land).
+    pub scheme: &'static str,
     /// Set while the connection waits for its next request with nothing buffered: a worker at
     /// its connection cap may close it.
     pub idle: std::rc::Rc<std::cell::Cell<bool>>,

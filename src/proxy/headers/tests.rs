@@ -9,6 +9,7 @@ fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Opti
     let cx = RequestContext {
         path: head.path,
         client_ip: b"10.1.2.3",
+        scheme: "http",
         forwarded_for: None,
         upgrade: None,
         rewrite: &rewrite,
