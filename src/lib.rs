@@ -26,6 +26,7 @@ pub mod fuzz_logic;
 pub mod http;
 pub mod limit;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod runtime;
 pub mod upstream;

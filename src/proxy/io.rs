@@ -8,9 +8,9 @@
 use std::io;
 use std::time::Duration;
 
+use crate::net::Stream;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
 
 use crate::http::{push_chunk_header, BodyKind, ChunkedDecoder, ParseError};
 
@@ -25,13 +25,13 @@ const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 
 /// A socket with its read buffer.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: Vec<u8>,
     pub pos: usize,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
+    pub fn new(stream: Stream, buf: Vec<u8>) -> Self {
         Self { stream, buf, pos: 0 }
     }
 
@@ -66,12 +66,7 @@ impl Conn {
     /// Like [`Conn::fill`], but also watches `client`: if the client closes while we wait, the
     /// read is cancelled (its buffer and any bytes it got are kept) and `ConnectionAborted` is
     /// returned. Pipelined client bytes are not an abort: watching stops and the read goes on.
-    pub async fn fill_watching(
-        &mut self,
-        timeout: Duration,
-        max_pending: usize,
-        client: &TcpStream,
-    ) -> io::Result<usize> {
+    pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
         let canceller = Canceller::new();
         let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
@@ -99,7 +94,7 @@ impl Conn {
                     break read.await;
                 }
                 _ = client.readable(false), if watching && outcome.is_none() => {
-                    if crate::upstream::peer_state(client) == crate::upstream::PeerState::Closed {
+                    if crate::upstream::peer_state(client.tcp()) == crate::upstream::PeerState::Closed {
                         outcome = Some(io::ErrorKind::ConnectionAborted);
                         canceller.cancel();
                         break read.await;
@@ -137,7 +132,7 @@ impl Conn {
 }
 
 /// Writes all of `out` (then clears it) within `timeout`.
-pub async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
+pub async fn write_out(stream: &mut Stream, out: &mut Vec<u8>, timeout: Duration) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -153,7 +148,7 @@ pub async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, timeout: Durat
 }
 
 /// Writes `src.buf[src.pos..src.pos + n]` without copying, then consumes it.
-async fn write_direct(dst: &mut TcpStream, src: &mut Conn, n: usize, timeout: Duration) -> io::Result<()> {
+async fn write_direct(dst: &mut Stream, src: &mut Conn, n: usize, timeout: Duration) -> io::Result<()> {
     let buf = std::mem::take(&mut src.buf);
     let (start, end) = (src.pos, src.pos + n);
     let res = match monoio::time::timeout(timeout, dst.write_all(buf.slice(start..end))).await {
@@ -220,7 +215,7 @@ struct Received {
 /// left in `out` (typically the message head). Always flushes `out`. Returns body bytes moved.
 pub async fn pump(
     src: &mut Conn,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     kind: BodyKind,
     out: &mut Vec<u8>,
     o: PumpOpts,
@@ -269,7 +264,7 @@ async fn read_more(src: &mut Conn, o: &PumpOpts, seen: &mut Received) -> Result<
 
 async fn pump_length(
     src: &mut Conn,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     len: u64,
     out: &mut Vec<u8>,
     o: PumpOpts,
@@ -297,7 +292,7 @@ async fn pump_length(
     Ok(len)
 }
 
-async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+async fn pump_chunked(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
     let mut received = Received::default();
     let mut decoder = ChunkedDecoder::new(o.limit, o.max_trailer_bytes);
     loop {
@@ -317,12 +312,7 @@ async fn pump_chunked(src: &mut Conn, dst: &mut TcpStream, out: &mut Vec<u8>, o:
     }
 }
 
-async fn pump_until_close(
-    src: &mut Conn,
-    dst: &mut TcpStream,
-    out: &mut Vec<u8>,
-    o: PumpOpts,
-) -> Result<u64, PumpError> {
+async fn pump_until_close(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
     let mut received = Received::default();
     let mut moved = 0u64;
     loop {

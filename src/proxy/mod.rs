@@ -77,13 +77,15 @@ pub async fn serve_connection(
     idle: std::rc::Rc<std::cell::Cell<bool>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = crate::net::Stream::Plain(stream);
+    let scheme = stream.scheme();
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch =
         phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(UPSTREAM_HEAD_BYTES) };
     let mut served = 0u32;
     let trusted = shard.snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
     let ip = peer.ip().to_string().into_bytes();
-    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme: "http", idle };
+    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,

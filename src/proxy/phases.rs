@@ -708,7 +708,7 @@ const CLIENT_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// has gone (its unread upload may still sit in our receive buffer, so its TCP state is checked).
 async fn send_body(
     client: &mut Conn,
-    upstream: &mut monoio::net::TcpStream,
+    upstream: &mut crate::net::Stream,
     body: BodyKind,
     out: &mut Vec<u8>,
     opts: PumpOpts,
@@ -731,7 +731,7 @@ async fn send_body(
         _ = client_gone => Err(PumpError::ClientGone),
     };
     if matches!(sent, Err(PumpError::Deadline | PumpError::ClientGone)) {
-        crate::upstream::reset_on_close(upstream);
+        crate::upstream::reset_on_close(upstream.tcp());
     }
     sent
 }

@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use super::headers::{write_response_head, write_switching_head, ResponseFraming};
 use super::io::Conn;
 use super::session::{micros_since, Session};
@@ -67,7 +65,7 @@ pub(super) async fn read_response_head(
     timeout: Duration,
     out: &mut Vec<u8>,
     keep_alive: bool,
-    client: &TcpStream,
+    client: &crate::net::Stream,
 ) -> Result<ResponseStart, Error> {
     let mut deadline: Option<Instant> = None;
     let max = shard.snapshot.http.max_header_bytes;
@@ -273,7 +271,7 @@ async fn dial_or_reuse(
         Ok(stream) => {
             session.connect_us = Some(micros_since(t0));
             Ok(UpSide {
-                conn: Conn::new(stream, Vec::with_capacity(UPSTREAM_BUF_BYTES)),
+                conn: Conn::new(crate::net::Stream::Plain(stream), Vec::with_capacity(UPSTREAM_BUF_BYTES)),
                 slot,
                 ep,
                 key,

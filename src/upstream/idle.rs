@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use monoio::net::TcpStream;
+use crate::net::Stream;
 
 use super::{peer_quiet, ConnSlot, UpstreamConn};
 
@@ -38,7 +38,7 @@ enum State {
     /// Checked in since the janitor's last tick: not watched yet.
     Fresh(UpstreamConn),
     Watched {
-        stream: Rc<TcpStream>,
+        stream: Rc<Stream>,
         slot: ConnSlot,
         buf: Vec<u8>,
         requests: u32,
@@ -99,7 +99,7 @@ impl IdleConn {
             }
             State::Gone => return None,
         };
-        peer_quiet(&conn.stream).then_some(conn)
+        peer_quiet(conn.stream.tcp()).then_some(conn)
     }
 }
 

@@ -17,15 +17,13 @@ pub use pool::{Pool, PoolKey};
 
 use std::cell::{Cell, RefCell};
 
-use monoio::net::TcpStream;
-
 use crate::config::{Balance, Upstream};
 
 /// An upstream connection between requests, with its (empty) read buffer.
 pub struct UpstreamConn {
     /// Counts against the upstream's `max_connections` while the connection exists.
     pub slot: ConnSlot,
-    pub stream: TcpStream,
+    pub stream: crate::net::Stream,
     pub buf: Vec<u8>,
     /// Requests already sent on this connection.
     pub requests: u32,
