@@ -44,6 +44,21 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Takes one connection already queued on the (non-blocking) listening socket `fd`, if any.
+/// The accepted socket is in blocking mode, as monoio's io_uring driver expects.
+pub fn accept_queued(fd: std::os::fd::RawFd) -> Option<(std::net::TcpStream, std::net::SocketAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4(2) on a listening socket; null address pointers are allowed.
+    let c = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if c < 0 {
+        return None;
+    }
+    // SAFETY: `c` is a descriptor accept4 just created; nothing else owns it.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(c) };
+    let peer = stream.peer_addr().ok()?;
+    Some((stream, peer))
+}
+
 /// `shutdown(fd, SHUT_RDWR)`: pending reads on the socket return EOF. Used on idle client
 /// connections when a worker stops.
 pub fn shutdown_fd(fd: std::os::fd::RawFd) {

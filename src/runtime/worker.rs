@@ -303,6 +303,31 @@ async fn refuse(mut stream: monoio::net::TcpStream) {
     }
 }
 
+/// Serves an accepted connection. At the cap, first makes room by closing the oldest idle
+/// keep-alive connection (as nginx does), else answers 503 at once: no client is ever left
+/// waiting in the backlog.
+fn admit(
+    shard: &Rc<Shard>,
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    index: usize,
+    handler: super::ConnHandler,
+    cap: usize,
+) {
+    shard.metrics.borrow_mut().connections_total += 1;
+    if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
+        shard.metrics.borrow_mut().connections_refused += 1;
+        monoio::spawn(refuse(stream));
+        return;
+    }
+    let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
+    monoio::spawn(async move {
+        let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone() };
+        handler(guard.shard.clone(), conn).await;
+        drop(guard);
+    });
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
@@ -317,23 +342,21 @@ async fn accept_loop(
             _ = stop.wait() => None,
         };
         match accepted {
-            None => return,
-            Some(Ok((stream, peer))) => {
-                shard.metrics.borrow_mut().connections_total += 1;
-                // at the cap: make room by closing the oldest idle keep-alive connection (as
-                // nginx does), else answer 503 at once; never leave a client in the backlog
-                if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
-                    shard.metrics.borrow_mut().connections_refused += 1;
-                    monoio::spawn(refuse(stream));
-                    continue;
+            None => {
+                // connections the kernel already completed would be reset when the listener
+                // closes: take them and answer their requests (with `Connection: close`)
+                let legacy = monoio::utils::is_legacy();
+                while let Some((std_stream, peer)) = super::listener::accept_queued(listener.as_raw_fd()) {
+                    if legacy && std_stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if let Ok(stream) = monoio::net::TcpStream::from_std(std_stream) {
+                        admit(&shard, stream, peer, index, handler, cap);
+                    }
                 }
-                let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
-                monoio::spawn(async move {
-                    let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone() };
-                    handler(guard.shard.clone(), conn).await;
-                    drop(guard);
-                });
+                return;
             }
+            Some(Ok((stream, peer))) => admit(&shard, stream, peer, index, handler, cap),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "Accept failed");
                 // EMFILE and friends: back off instead of spinning
