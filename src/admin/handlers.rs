@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::config::Snapshot;
 use crate::metrics::{self, MetricsSnapshot};
-use crate::runtime::{ControlMsg, Outbox};
+use crate::runtime::Outbox;
 
 /// What the admin thread knows about the running gateway.
 pub struct AdminState {
@@ -81,25 +81,7 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
 
 /// Asks every worker for its metrics; returns the answers and the workers that missed the deadline.
 fn scrape(state: &AdminState) -> (Vec<MetricsSnapshot>, Vec<usize>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut asked = Vec::new();
-    for (i, o) in state.outboxes.iter().enumerate() {
-        if o.send(ControlMsg::Stats { reply: tx.clone() }) {
-            asked.push(i);
-        }
-    }
-    drop(tx);
-    let deadline = Instant::now() + super::SCRAPE_DEADLINE;
-    let mut snaps = Vec::with_capacity(asked.len());
-    while snaps.len() < asked.len() {
-        match rx.recv_deadline(deadline) {
-            Ok(s) => snaps.push(s),
-            Err(_) => break,
-        }
-    }
-    snaps.sort_by_key(|s| s.worker);
-    let missing = (0..state.outboxes.len()).filter(|w| !snaps.iter().any(|s| s.worker == *w)).collect();
-    (snaps, missing)
+    crate::runtime::collect_stats(&state.outboxes, super::SCRAPE_DEADLINE)
 }
 
 fn latency(state: &mut AdminState, text: bool, reset: bool) -> Reply {
@@ -223,6 +205,7 @@ fn config(state: &AdminState) -> String {
 mod tests {
     use super::*;
     use crate::metrics::{MetricsSnapshot, ShardMetrics};
+    use crate::runtime::ControlMsg;
 
     fn snapshot() -> Arc<Snapshot> {
         let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\n[service.s]\n[[service.s.api]]\nname = \"a\"\npath = \"/\"\nmock = { body = \"x\" }\n";

@@ -56,6 +56,28 @@ pub struct Inbox {
     shared: Arc<Shared>,
 }
 
+/// Asks every worker for a copy of its metrics and waits at most `wait` for the answers.
+/// Returns them in worker order, and the workers that did not answer in time.
+pub fn collect_stats(
+    outboxes: &[Outbox],
+    wait: std::time::Duration,
+) -> (Vec<crate::metrics::MetricsSnapshot>, Vec<usize>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let asked = outboxes.iter().filter(|o| o.send(ControlMsg::Stats { reply: tx.clone() })).count();
+    drop(tx);
+    let deadline = std::time::Instant::now() + wait;
+    let mut snaps = Vec::with_capacity(asked);
+    while snaps.len() < asked {
+        match rx.recv_deadline(deadline) {
+            Ok(s) => snaps.push(s),
+            Err(_) => break,
+        }
+    }
+    snaps.sort_by_key(|s| s.worker);
+    let missing = (0..outboxes.len()).filter(|w| !snaps.iter().any(|s| s.worker == *w)).collect();
+    (snaps, missing)
+}
+
 /// A connected outbox/inbox pair.
 pub fn channel() -> (Outbox, Inbox) {
     let (tx, rx) = crossbeam_channel::unbounded();

@@ -14,7 +14,7 @@ mod shard;
 mod worker;
 
 pub use affinity::allowed_cpus;
-pub use control::{channel, ControlMsg, Inbox, Outbox, WorkerReport};
+pub use control::{channel, collect_stats, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use preflight::preflight;
 pub use shard::{OpenConn, Shard};
 
@@ -49,7 +49,6 @@ pub struct Running {
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Starts the workers for `snapshot`.
 /// An accepted client connection, as a worker hands it to its connection handler.
 pub struct Accepted {
     pub stream: monoio::net::TcpStream,
@@ -186,25 +185,12 @@ impl Running {
         }
     }
 
-    /// Waits for every worker thread to exit, then stops the admin endpoint and the log writer.
     /// Every worker's metrics (workers that do not answer within a second are left out).
     pub fn stats(&self) -> Vec<crate::metrics::MetricsSnapshot> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        for o in &self.outboxes {
-            o.send(ControlMsg::Stats { reply: tx.clone() });
-        }
-        drop(tx);
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        let mut out = Vec::with_capacity(self.outboxes.len());
-        while out.len() < self.outboxes.len() {
-            match rx.recv_deadline(deadline) {
-                Ok(s) => out.push(s),
-                Err(_) => break,
-            }
-        }
-        out
+        collect_stats(&self.outboxes, Duration::from_secs(1)).0
     }
 
+    /// Waits for every worker thread to exit, then stops the admin endpoint and the log writer.
     pub fn join(mut self) {
         for h in self.handles.drain(..) {
             let _ = h.join();
