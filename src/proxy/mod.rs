@@ -61,8 +61,11 @@ pub fn handler(
     let span = tracing::debug_span!("conn", client = %conn.peer);
     Box::pin(
         async move {
-            let crate::runtime::Accepted { stream, peer, listener, idle } = conn;
-            serve_connection(&shard, stream, peer, listener, idle).await;
+            let crate::runtime::Accepted { stream, peer, listener, idle, over_cap } = conn;
+            match over_cap {
+                true => refuse(stream).await,
+                false => serve_connection(&shard, stream, peer, listener, idle).await,
+            }
         }
         .instrument(span),
     )
@@ -100,6 +103,19 @@ pub async fn serve_connection(
                 return;
             }
         }
+    }
+}
+
+/// Time allowed for writing the over-capacity answer.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection over the worker's cap: 503 with `Retry-After`, then a lingering close (so the
+/// answer is not lost to a reset).
+async fn refuse(stream: TcpStream) {
+    let mut client = Conn::new(crate::net::Stream::Plain(stream), Vec::new());
+    let mut out = respond::OVER_CAPACITY.to_vec();
+    if io::write_out(&mut client.stream, &mut out, REFUSE_WRITE_TIMEOUT).await.is_ok() {
+        linger(&mut client).await;
     }
 }
 

@@ -45,6 +45,10 @@ pub fn status_for(err: &Error) -> Option<u16> {
     answer(err).status
 }
 
+/// The answer to a connection accepted over the worker's connection cap when no idle one could
+/// make room (written before any request is read).
+pub const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\n503 Service Unavailable\n";
+
 /// Appends a complete gateway response for `status` to `out`.
 pub fn write_error(out: &mut Vec<u8>, err: &Error, status: u16, head_only: bool, close: bool, request_id: &[u8]) {
     push_status_line(out, status);

@@ -58,6 +58,9 @@ pub struct Accepted {
     /// Set by the handler while the connection waits for its next request with nothing
     /// buffered: a worker at its connection cap may close it.
     pub idle: std::rc::Rc<std::cell::Cell<bool>>,
+    /// Accepted over the worker's connection cap with no idle connection to close: the handler
+    /// refuses it at once (it is not counted as open).
+    pub over_cap: bool,
 }
 
 /// What serves accepted connections (the proxy's request loop): the runtime knows nothing of

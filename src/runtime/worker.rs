@@ -283,29 +283,9 @@ fn connection_cap(shard: &Shard) -> usize {
     }
 }
 
-/// The answer for a connection over the cap when no idle one could make room.
-const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\n503 Service Unavailable\n";
-
-/// Answers 503 and closes after a short lingering read (so the answer is not lost to a reset).
-async fn refuse(mut stream: monoio::net::TcpStream) {
-    use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-    if monoio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_CAP)).await.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let mut buf = Vec::with_capacity(4096);
-    for _ in 0..16 {
-        match monoio::time::timeout(Duration::from_millis(500), stream.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => buf = b,
-            _ => return,
-        }
-        buf.clear();
-    }
-}
-
 /// Serves an accepted connection. At the cap, first makes room by closing the oldest idle
-/// keep-alive connection (as nginx does), else answers 503 at once: no client is ever left
-/// waiting in the backlog.
+/// keep-alive connection (as nginx does), else hands it over marked `over_cap` (the handler
+/// answers 503 at once): no client is ever left waiting in the backlog.
 fn admit(
     shard: &Rc<Shard>,
     stream: monoio::net::TcpStream,
@@ -317,12 +297,13 @@ fn admit(
     shard.metrics.borrow_mut().connections_total += 1;
     if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
         shard.metrics.borrow_mut().connections_refused += 1;
-        monoio::spawn(refuse(stream));
+        let conn = super::Accepted { stream, peer, listener: index, idle: Rc::default(), over_cap: true };
+        monoio::spawn(handler(shard.clone(), conn));
         return;
     }
     let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
     monoio::spawn(async move {
-        let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone() };
+        let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone(), over_cap: false };
         handler(guard.shard.clone(), conn).await;
         drop(guard);
     });
