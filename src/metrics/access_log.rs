@@ -62,17 +62,19 @@ pub struct Entry<'a> {
 
 /// `query` (without `?`) with the values of the parameters named in `redact` (case-insensitive)
 /// replaced by `REDACTED`, appended to `out`.
-pub fn redact_query(query: &[u8], redact: &[String], out: &mut Vec<u8>) {
+pub fn redact_query(query: &[u8], redact: &[String], out: &mut impl Extend<u8>) {
+    if redact.is_empty() {
+        return out.extend(query.iter().copied());
+    }
     for (i, pair) in query.split(|&b| b == b'&').enumerate() {
         if i > 0 {
-            out.push(b'&');
+            out.extend([b'&']);
         }
         let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
         if pair.contains(&b'=') && redact.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b"=REDACTED");
+            out.extend(name.iter().chain(b"=REDACTED").copied());
         } else {
-            out.extend_from_slice(pair);
+            out.extend(pair.iter().copied());
         }
     }
 }

@@ -19,7 +19,6 @@ use monoio::net::TcpStream;
 
 pub use io::{Conn, STREAM_BUF_BYTES};
 pub use phases::Next;
-pub use respond::status_for;
 
 use crate::runtime::Shard;
 

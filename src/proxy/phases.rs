@@ -48,22 +48,22 @@ type RequestId = SmallVec<[u8; 48]>;
 
 /// The owned outcome of the synchronous phases (parse, route); the head buffer is released.
 struct Plan {
-    pub(super) id: RequestId,
-    pub(super) head_request: bool,
-    pub(super) idempotent: bool,
-    pub(super) version: Version,
-    pub(super) keep_alive: bool,
-    pub(super) body: BodyKind,
-    pub(super) expect_continue: bool,
+    id: RequestId,
+    head_request: bool,
+    idempotent: bool,
+    version: Version,
+    keep_alive: bool,
+    body: BodyKind,
+    expect_continue: bool,
     /// Protocols offered upstream in `Upgrade` (h2c removed), when the client asked to upgrade.
-    pub(super) upgrade: Option<SmallVec<[u8; 32]>>,
+    upgrade: Option<SmallVec<[u8; 32]>>,
     /// Consistent-hash key, for upstreams balanced by `hash(..)`.
-    pub(super) hash_key: Option<u64>,
+    hash_key: Option<u64>,
     action: Action,
-    pub(super) service: Option<ServiceId>,
+    service: Option<ServiceId>,
     /// The routed API, also when the request was refused after routing.
-    pub(super) api: Option<ApiId>,
-    pub(super) log: Option<Box<LogFields>>,
+    api: Option<ApiId>,
+    log: Option<Box<LogFields>>,
 }
 
 enum Action {
@@ -94,7 +94,6 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         Ok(None) => return Next::Close,
         Err(err) => {
             let mut session = Session::new(peer.listener, Instant::now());
-            session.error = Some(answer(&err).flag);
             let reply = ErrorReply { head_only: false, close: true, id: &[] };
             let next = respond_error(shard, client, &mut s.out, &err, reply, &mut session).await;
             finish(shard, &session, peer, &[]);
@@ -114,8 +113,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     let keep_alive = plan.keep_alive && !shard.draining.get() && served + 1 < http.keepalive_requests;
     let next = match &plan.action {
         Action::Reject(err) => {
-            session.error = Some(answer(err).flag);
-            let close = !keep_alive || answer(err).close || plan.body != BodyKind::None;
+            let close = !keep_alive || plan.body != BodyKind::None;
             let reply = ErrorReply { head_only: plan.head_request, close, id: &plan.id };
             respond_error(shard, client, &mut s.out, err, reply, &mut session).await
         }
@@ -130,8 +128,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
                 Ok(next) => next,
                 Err(Failure { error, body_read }) => {
                     tracing::debug!(id = %String::from_utf8_lossy(&plan.id), error = %error, "Request failed");
-                    session.error = Some(answer(&error).flag);
-                    let close = !keep_alive || answer(&error).close || !body_read;
+                    let close = !keep_alive || !body_read;
                     let reply = ErrorReply { head_only: plan.head_request, close, id: &plan.id };
                     respond_error(shard, client, &mut s.out, &error, reply, &mut session).await
                 }
@@ -142,18 +139,23 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     next
 }
 
-/// Sends the error's response (if any). Returns how the connection ends.
+/// Sends the error's response (if any) as the error table says, and notes the error for the
+/// access log. Returns how the connection ends.
 async fn respond_error(
     shard: &Shard,
     client: &mut Conn,
     out: &mut Vec<u8>,
     err: &Error,
-    ErrorReply { head_only, close, id }: ErrorReply<'_>,
+    reply: ErrorReply<'_>,
     session: &mut Session,
 ) -> Next {
-    let Some(status) = answer(err).status else {
+    let answer = answer(err);
+    session.error = Some(answer.flag);
+    let Some(status) = answer.status else {
         return Next::Close;
     };
+    let ErrorReply { head_only, id, .. } = reply;
+    let close = reply.close || answer.close;
     tracing::debug!(status, id = %String::from_utf8_lossy(id), error = %err, "Gateway response");
     out.clear();
     write_error(out, err, status, head_only, close, id);
@@ -237,16 +239,9 @@ fn plan(shard: &Shard, head: &RequestHead<'_, '_>, peer: &Peer, up_head: &mut Ve
         service: None,
         api: None,
         log: shard.access_log.as_ref().map(|_| {
-            let mut query = smallvec::SmallVec::<[u8; 64]>::new();
+            let mut query = SmallVec::new();
             let redact = snapshot.access_log.as_ref().map_or(&[][..], |c| &c.redact_query[..]);
-            let q = head.query.strip_prefix(b"?").unwrap_or(head.query);
-            if redact.is_empty() {
-                query.extend_from_slice(q);
-            } else {
-                let mut v = Vec::with_capacity(q.len());
-                crate::metrics::redact_query(q, redact, &mut v);
-                query.extend_from_slice(&v);
-            }
+            crate::metrics::redact_query(head.query.strip_prefix(b"?").unwrap_or(head.query), redact, &mut query);
             Box::new(LogFields {
                 method: SmallVec::from_slice(head.method),
                 path: SmallVec::from_slice(head.path),
@@ -483,6 +478,7 @@ impl Failure {
 /// How a gateway-made error response is sent.
 struct ErrorReply<'a> {
     head_only: bool,
+    /// The connection closes after it whatever the error (the error table may add a close).
     close: bool,
     id: &'a [u8],
 }
@@ -619,8 +615,8 @@ async fn proxy(
         let upstream_failed = matches!(&head, Err(e) if e.side == Side::Upstream && e.retry != Retry::IfIdempotent);
         // a connection that closed or reset before any response byte is retried once elsewhere
         // by default (nginx's `proxy_next_upstream error`, HAProxy's `retry-on conn-failure`)
-        let reset_before_response = matches!(&head, Err(e) if e.side == Side::Upstream
-            && matches!(e.kind, Kind::UpstreamClosed) && e.retry != Retry::IfIdempotent);
+        let reset_before_response =
+            upstream_failed && matches!(&head, Err(e) if matches!(e.kind, Kind::UpstreamClosed));
         let allowed = match reset_before_response && api.retry_on_connection_error && up.endpoints.len() > 1 {
             true => api.retries.max(1),
             false => api.retries,

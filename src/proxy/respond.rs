@@ -40,11 +40,6 @@ pub fn answer(err: &Error) -> Answer {
     Answer { status, close, flag }
 }
 
-/// Status for `err` (see [`answer`]).
-pub fn status_for(err: &Error) -> Option<u16> {
-    answer(err).status
-}
-
 /// The answer to a connection accepted over the worker's connection cap when no idle one could
 /// make room (written before any request is read).
 pub const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\n503 Service Unavailable\n";
@@ -109,7 +104,7 @@ mod tests {
             (Error::new(Side::Internal, Kind::Internal, ""), Some(500)),
         ];
         for (err, status) in table {
-            assert_eq!(status_for(&err), status, "{err}");
+            assert_eq!(answer(&err).status, status, "{err}");
         }
     }
 
