@@ -112,12 +112,8 @@ impl Compiler<'_> {
                     "service \"{}\" already has the same hosts and base path: this service would never be reached",
                     other.name
                 );
-                let span = svc.base_path.as_ref().map_or(0..0, |b| b.span());
-                return Err(ConfigError::new(
-                    format!("service.{name}"),
-                    svc.base_path.as_ref().map(|_| self.src.line(span.start)),
-                    msg,
-                ));
+                let line = svc.base_path.as_ref().map(|b| self.src.line(b.span().start));
+                return Err(ConfigError::new(format!("service.{name}"), line, msg));
             }
             routes.add_service(sid, &service.hosts, &service.base_path);
             for (i, api) in svc.api.iter().enumerate() {
@@ -126,14 +122,15 @@ impl Compiler<'_> {
                     let msg = format!("duplicate API name \"{}\" in service \"{name}\"", api.name.get_ref());
                     return Err(self.err(format!("{path}.name"), api.name.span(), msg));
                 }
-                let methods_of =
-                    |a: &FileApi| -> Vec<String> { a.methods.iter().map(|m| m.get_ref().clone()).collect() };
-                let overlap =
-                    |a: &[String], b: &[String]| a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m));
-                if let Some(j) = (0..i).find(|&j| {
-                    svc.api[j].path.get_ref() == api.path.get_ref()
-                        && overlap(&methods_of(&svc.api[j]), &methods_of(api))
-                }) {
+                // no methods = every method
+                let overlap = |a: &FileApi, b: &FileApi| {
+                    a.methods.is_empty()
+                        || b.methods.is_empty()
+                        || a.methods.iter().any(|m| b.methods.iter().any(|n| n.get_ref() == m.get_ref()))
+                };
+                if let Some(j) =
+                    (0..i).find(|&j| svc.api[j].path.get_ref() == api.path.get_ref() && overlap(&svc.api[j], api))
+                {
                     let msg = format!(
                         "same path and method as service.{name}.api[{j}] (\"{}\"): this API would never be reached",
                         svc.api[j].name.get_ref()

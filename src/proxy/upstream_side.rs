@@ -237,7 +237,7 @@ async fn dial_or_reuse(
     let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
     if use_pool {
         // the request started microseconds ago: its timestamp is good enough for idle expiry
-        if let Some((c, _idle)) = shard.pool_checkout(&key, session.started) {
+        if let Some(c) = shard.pool_checkout(&key, session.started) {
             shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
             return Ok(UpSide {
                 conn: Conn::new(c.stream, c.buf),

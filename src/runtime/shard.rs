@@ -115,14 +115,14 @@ impl Shard {
         self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint);
     }
 
-    /// The most recently pooled connection for `key` with nothing waiting on it, with how long it
-    /// was idle; dirty ones are closed on the way.
-    pub fn pool_checkout(&self, key: &PoolKey, now: std::time::Instant) -> Option<(UpstreamConn, std::time::Duration)> {
+    /// The most recently pooled connection for `key` with nothing waiting on it; dirty ones are
+    /// closed on the way.
+    pub fn pool_checkout(&self, key: &PoolKey, now: std::time::Instant) -> Option<UpstreamConn> {
         let waker = self.pool_waker.borrow();
         let mut pool = self.pool.borrow_mut();
-        while let Some((idle, for_how_long)) = pool.checkout(key, now) {
+        while let Some(idle) = pool.checkout(key, now) {
             match idle.take(&waker) {
-                Some(conn) => return Some((conn, for_how_long)),
+                Some(conn) => return Some(conn),
                 None => self.metrics.borrow_mut().upstreams[key.egress_policy].pool_dirty += 1,
             }
         }

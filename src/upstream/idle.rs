@@ -61,17 +61,15 @@ impl IdleConn {
     /// Arms the watch on a fresh connection; `waker` is woken when it fires. False when the
     /// connection is already readable (the caller closes it).
     pub fn arm(&mut self, waker: &Waker) -> bool {
-        if let State::Fresh(_) = self.state {
-            let State::Fresh(UpstreamConn { slot, stream, buf, requests }) =
-                std::mem::replace(&mut self.state, State::Gone)
-            else {
-                unreachable!("matched above")
-            };
-            let stream = Rc::new(stream);
-            let watched = stream.clone();
-            let watch: Watch = Box::pin(async move { watched.readable(false).await });
-            self.state = State::Watched { stream, slot, buf, requests, watch };
-        }
+        self.state = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Fresh(UpstreamConn { slot, stream, buf, requests }) => {
+                let stream = Rc::new(stream);
+                let watched = stream.clone();
+                let watch: Watch = Box::pin(async move { watched.readable(false).await });
+                State::Watched { stream, slot, buf, requests, watch }
+            }
+            other => other,
+        };
         self.quiet(waker)
     }
 

@@ -37,15 +37,15 @@ impl<C> Default for Pool<C> {
 }
 
 impl<C> Pool<C> {
-    /// Takes the most recently used connection that has not expired, with how long it was idle;
-    /// expired ones are dropped (closed) on the way.
-    pub fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<(C, Duration)> {
+    /// Takes the most recently used connection that has not expired; expired ones are dropped
+    /// (closed) on the way.
+    pub fn checkout(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
         let list = self.idle.get_mut(key)?;
         // oldest entries sit at the front: drop the expired ones first
         while list.front().is_some_and(|e| now >= e.expires) {
             list.pop_front();
         }
-        list.pop_back().map(|e| (e.conn, now.saturating_duration_since(e.since)))
+        list.pop_back().map(|e| e.conn)
     }
 
     /// Returns a connection that may stay idle for `idle_timeout`; when the key already holds
@@ -147,9 +147,9 @@ mod tests {
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), IDLE, 8);
         pool.checkin(key(1), "b", clock.now(), IDLE, 8);
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("b"));
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("a"));
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), None);
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("a"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), None);
     }
 
     #[test]
@@ -160,7 +160,7 @@ mod tests {
         clock.advance(Duration::from_millis(900));
         pool.checkin(key(1), "new", clock.now(), IDLE, 8);
         clock.advance(Duration::from_millis(200));
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("new"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("new"));
         assert_eq!(pool.idle_count(&key(1)), 0, "the expired one was closed");
     }
 
@@ -183,8 +183,8 @@ mod tests {
             pool.checkin(key(1), c, clock.now(), IDLE, 8);
         }
         assert_eq!(pool.retain(|c| *c != "dead"), 1);
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok2"));
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("ok"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("ok2"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("ok"));
     }
 
     #[test]
@@ -227,8 +227,8 @@ mod tests {
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), IDLE, 8);
         let other = PoolKey { egress_policy: 1, ..key(1) };
-        assert_eq!(pool.checkout(&other, clock.now()).map(|(c, _)| c), None);
-        assert_eq!(pool.checkout(&key(2), clock.now()).map(|(c, _)| c), None);
+        assert_eq!(pool.checkout(&other, clock.now()), None);
+        assert_eq!(pool.checkout(&key(2), clock.now()), None);
     }
 
     #[test]
@@ -239,7 +239,7 @@ mod tests {
             pool.checkin(key(1), c, clock.now(), IDLE, 2);
         }
         assert_eq!(pool.idle_count(&key(1)), 2);
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("c"));
-        assert_eq!(pool.checkout(&key(1), clock.now()).map(|(c, _)| c), Some("b"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("c"));
+        assert_eq!(pool.checkout(&key(1), clock.now()), Some("b"));
     }
 }
