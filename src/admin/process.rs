@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::config::Snapshot;
+use crate::metrics::prometheus_header as header;
 use crate::runtime::endpoints::StatusTable;
 
 /// Appends the build, process and endpoint metrics to `o` (Prometheus text format).
@@ -15,13 +16,9 @@ pub fn append(o: &mut String, snapshot: &Snapshot, status: &StatusTable) {
     endpoints(o, snapshot, status);
 }
 
-fn header(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// The standard `process_*` metrics (the names client libraries use), read from /proc/self.
 fn process(o: &mut String) {
-    let ticks = clock_ticks();
+    let ticks = USER_HZ;
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // fields after the parenthesised command name; utime and stime are fields 14 and 15
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -33,7 +30,7 @@ fn process(o: &mut String) {
         let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
         let rss_pages = num(24 - 3);
         header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        let _ = writeln!(o, "process_resident_memory_bytes {}", rss_pages * page_size());
+        let _ = writeln!(o, "process_resident_memory_bytes {}", rss_pages * PAGE_BYTES);
         let vsize = num(23 - 3);
         header(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
         let _ = writeln!(o, "process_virtual_memory_bytes {vsize}");
@@ -65,13 +62,10 @@ fn process(o: &mut String) {
     }
 }
 
-fn clock_ticks() -> f64 {
-    100.0 // USER_HZ on Linux
-}
-
-fn page_size() -> f64 {
-    4096.0
-}
+/// Clock ticks per second in /proc/self/stat (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+/// Bytes per page for the RSS field of /proc/self/stat.
+const PAGE_BYTES: f64 = 4096.0;
 
 fn boot_time() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

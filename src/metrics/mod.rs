@@ -15,7 +15,7 @@ mod render;
 pub use access_log::{redact_query, spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
 pub use histogram::{LatencySet, Phase};
 pub use loghist::LogHist;
-pub use render::{latency_json, latency_text, prometheus};
+pub use render::{header as prometheus_header, latency_json, latency_text, prometheus};
 
 use crate::config::Snapshot;
 

@@ -305,7 +305,8 @@ fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
     let _ = writeln!(o, "ringway_config_generation {}", s.generation);
 }
 
-fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+/// `# HELP` and `# TYPE` lines for one metric family.
+pub fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
