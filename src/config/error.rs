@@ -77,14 +77,18 @@ impl<'a> Source<'a> {
 
     /// Whether the line holding `offset` is a `[table]` or `[[array]]` header.
     fn is_header_at(&self, offset: usize) -> bool {
+        self.line_at(offset).1.trim_start().starts_with('[')
+    }
+
+    /// Byte offset where the line holding `offset` starts, and that line's text.
+    fn line_at(&self, offset: usize) -> (usize, &'a str) {
         let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
-        self.text[start..].trim_start().starts_with('[')
+        (start, self.text[start..].lines().next().unwrap_or_default())
     }
 
     /// The key assigned on the line holding `offset` (`key = value`), if the offset is in a value.
     fn key_at(&self, offset: usize) -> Option<String> {
-        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
-        let line = self.text[start..].lines().next().unwrap_or_default();
+        let (start, line) = self.line_at(offset);
         let (key, _) = line.split_once('=')?;
         let key = key.trim();
         let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');

@@ -37,7 +37,7 @@ pub type NormalPath = SmallVec<[u8; 128]>;
 
 /// `Ok(None)`: `path` is already normal (use it as is). `Ok(Some(p))`: use `p`.
 pub fn normalize(path: &[u8], rules: PathRules) -> Result<Option<NormalPath>, ParseError> {
-    if is_normal(path, rules)? {
+    if is_normal(path, rules) {
         return Ok(None);
     }
     let decoded = decode_unreserved(path, rules)?;
@@ -45,34 +45,18 @@ pub fn normalize(path: &[u8], rules: PathRules) -> Result<Option<NormalPath>, Pa
     Ok(Some(remove_dot_segments(&merged)))
 }
 
-/// Fast check: no escapes, no dot segments, no `//` when merging. Errors on escaped slashes that
-/// must be refused.
-fn is_normal(path: &[u8], rules: PathRules) -> Result<bool, ParseError> {
-    let mut normal = true;
-    for (i, &b) in path.iter().enumerate() {
-        match b {
-            b'%' => {
-                normal = false;
-                if rules.escaped_slashes == EscapedSlashes::Reject && is_escaped_slash(&path[i..]) {
-                    return Err(ParseError::BadRequest("escaped slash in path"));
-                }
-            }
-            b'.' if path[..i].ends_with(b"/") => {
-                let rest = &path[i..];
-                if rest == b"." || rest == b".." || rest.starts_with(b"./") || rest.starts_with(b"../") {
-                    normal = false;
-                }
-            }
-            b'/' if rules.merge_slashes && path[..i].ends_with(b"/") => normal = false,
-            _ => {}
+/// Fast check: no escapes, no dot segments, no `//` when merging. Anything else (including an
+/// escaped slash to refuse) goes through the full normalisation.
+fn is_normal(path: &[u8], rules: PathRules) -> bool {
+    path.iter().enumerate().all(|(i, &b)| match b {
+        b'%' => false,
+        b'.' if path[..i].ends_with(b"/") => {
+            let rest = &path[i..];
+            !(rest == b"." || rest == b".." || rest.starts_with(b"./") || rest.starts_with(b"../"))
         }
-    }
-    Ok(normal)
-}
-
-fn is_escaped_slash(at: &[u8]) -> bool {
-    at.len() >= 3 && at[1] == b'2' && matches!(at[2], b'f' | b'F')
-        || at.len() >= 3 && at[1] == b'5' && matches!(at[2], b'c' | b'C')
+        b'/' => !(rules.merge_slashes && path[..i].ends_with(b"/")),
+        _ => true,
+    })
 }
 
 fn hex(b: u8) -> Option<u8> {
