@@ -56,8 +56,11 @@ pub enum Kind {
 pub enum Retry {
     /// Nothing reached the upstream (connect failure): retry on another endpoint is safe.
     Safe,
-    /// The request may have been processed: retry only idempotent requests.
-    IfIdempotent,
+    /// A connection reused from the pool failed before any response byte: most likely the
+    /// origin closed it while idle (the stale-pool race) and never saw the request. An idempotent
+    /// request without a body is sent once more on a new connection; this is not one of the
+    /// API's configured `retries`.
+    StaleConnection,
     Never,
 }
 

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_logic;
 pub mod http;

@@ -355,12 +355,10 @@ impl Compiler<'_> {
                 path.trim_end_matches('/').to_string()
             }
         };
-        let parent = instance.limit.as_ref().map(|r| ("instance.max_qps", r.bucket.rate.per_s));
+        let parent = instance.limit.as_ref().map(|r| ("instance.max_qps", r.per_s));
         let limit = self.rate_rule(&base, &f.max_qps, &f.burst, parent)?;
-        let cap = limit
-            .as_ref()
-            .map(|r| (format!("{base}.max_qps"), r.bucket.rate.per_s))
-            .or(parent.map(|(k, v)| (k.to_string(), v)));
+        let cap =
+            limit.as_ref().map(|r| (format!("{base}.max_qps"), r.per_s)).or(parent.map(|(k, v)| (k.to_string(), v)));
         let key_limit = self.key_rule(&base, &f.limits(), cap)?;
         let ip_filter = IpFilter {
             allow: self.cidrs(&format!("{base}.ip_allow"), &f.ip_allow)?,
@@ -443,15 +441,13 @@ impl Compiler<'_> {
         };
         let svc_key = format!("service.{}.max_qps", svc.name);
         let parent = match (&svc.limit, &instance.limit) {
-            (Some(r), _) => Some((svc_key.as_str(), r.bucket.rate.per_s)),
-            (None, Some(r)) => Some(("instance.max_qps", r.bucket.rate.per_s)),
+            (Some(r), _) => Some((svc_key.as_str(), r.per_s)),
+            (None, Some(r)) => Some(("instance.max_qps", r.per_s)),
             (None, None) => None,
         };
         let limit = self.rate_rule(path, &f.max_qps, &f.burst, parent)?;
-        let cap = limit
-            .as_ref()
-            .map(|r| (format!("{path}.max_qps"), r.bucket.rate.per_s))
-            .or(parent.map(|(k, v)| (k.to_string(), v)));
+        let cap =
+            limit.as_ref().map(|r| (format!("{path}.max_qps"), r.per_s)).or(parent.map(|(k, v)| (k.to_string(), v)));
         let key_limit = self.key_rule(path, &f.limits(), cap)?;
         let max_in_flight = match &f.max_in_flight {
             Some(m) if *m.get_ref() == 0 => {

@@ -5,10 +5,9 @@
 //! `UpstreamId`) point into the vectors here.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limit::{Cidr, IpFilter, KeyRule, RateRule};
+use crate::limit::{Cidr, IpFilter, KeyRule, Rate};
 
 use super::route_table::RouteTable;
 
@@ -71,7 +70,7 @@ pub struct Instance {
     pub max_connections: Option<usize>,
     pub uring_entries: u32,
     /// Instance-wide QPS cap.
-    pub limit: Option<Arc<RateRule>>,
+    pub limit: Option<Rate>,
     pub ip_filter: IpFilter,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<Cidr>,
@@ -187,7 +186,7 @@ pub struct Service {
     pub hosts: Vec<String>,
     /// Normalised: no trailing slash; empty for "/".
     pub base_path: String,
-    pub limit: Option<Arc<RateRule>>,
+    pub limit: Option<Rate>,
     pub key_limit: Option<KeyRule>,
     pub ip_filter: IpFilter,
 }
@@ -230,7 +229,7 @@ pub struct Api {
     pub rewrite: Rewrite,
     /// Largest request body accepted (413); 0 = unlimited.
     pub max_body_bytes: u64,
-    pub limit: Option<Arc<RateRule>>,
+    pub limit: Option<Rate>,
     pub key_limit: Option<KeyRule>,
     /// Concurrent requests per worker (503 above it); the configured value split over workers.
     pub max_in_flight: Option<u32>,

@@ -2,8 +2,8 @@
 //! concurrency caps, and IP allow/deny. Phase 5 of the request path (`proxy/phases.rs`).
 //!
 //! Per-core vs shared: a [`ShardLimiter`] (leases, key tables, in-flight counts) lives on each
-//! shard. The instance, service and API rates are each one [`SharedBucket`] in the snapshot from
-//! which cores lease ~1 ms batches (`shared.rs` explains the accuracy bound); per-key buckets are
+//! shard. The instance, service and API rates are each one [`SharedBucket`] (a [`RateRule`], held
+//! by the runtime's per-config generation, never by the immutable snapshot) from which cores lease ~1 ms batches (`shared.rs` explains the accuracy bound); per-key buckets are
 //! per core (a key whose connections stay on one core is limited exactly; a key spread over N
 //! cores may get up to N × `key_qps`).
 //!
@@ -32,8 +32,8 @@ pub struct RateRule {
 }
 
 impl RateRule {
-    pub fn new(per_s: u64, burst: u64) -> Arc<Self> {
-        Arc::new(Self { bucket: SharedBucket::new(Rate::new(per_s, burst)), epoch: Instant::now() })
+    pub fn new(rate: Rate) -> Arc<Self> {
+        Arc::new(Self { bucket: SharedBucket::new(rate), epoch: Instant::now() })
     }
 
     fn now_ns(&self, now: Instant) -> u64 {
@@ -89,7 +89,7 @@ pub struct Refusal {
     pub retry_after_s: u64,
 }
 
-/// The rules that apply to one request, borrowed from the snapshot.
+/// The rules that apply to one request, borrowed from the generation's shared rates.
 pub struct Rules<'a> {
     pub instance: Option<&'a RateRule>,
     pub service: Option<&'a RateRule>,

@@ -10,8 +10,8 @@ fn rules<'a>(i: Option<&'a RateRule>, s: Option<&'a RateRule>, a: Option<&'a Rat
 
 #[test]
 fn lower_level_refusal_names_its_level_and_does_not_spend_parents() {
-    let instance = RateRule::new(1000, 100);
-    let api = RateRule::new(10, 2);
+    let instance = RateRule::new(Rate::new(1000, 100));
+    let api = RateRule::new(Rate::new(10, 2));
     let mut l = ShardLimiter::new(&[None], &[None]);
     let t0 = Instant::now();
     let r = rules(Some(&instance), None, Some(&api));
@@ -27,7 +27,7 @@ fn lower_level_refusal_names_its_level_and_does_not_spend_parents() {
 
 #[test]
 fn two_shards_share_one_instance_rate() {
-    let instance = RateRule::new(100, 10);
+    let instance = RateRule::new(Rate::new(100, 10));
     let (mut a, mut b) = (ShardLimiter::new(&[None], &[None]), ShardLimiter::new(&[None], &[None]));
     let r = rules(Some(&instance), None, None);
     let t0 = Instant::now();
@@ -61,7 +61,7 @@ fn per_key_limits_are_per_key() {
 
 #[test]
 fn key_refusal_spends_no_shared_tokens() {
-    let api = RateRule::new(1000, 3);
+    let api = RateRule::new(Rate::new(1000, 3));
     let key_rule = KeyRule { source: KeySource::ClientIp, rate: Rate::new(1, 1), table_size: 100 };
     let mut l = ShardLimiter::new(&[None], &[Some(100)]);
     let t0 = Instant::now();

@@ -68,9 +68,11 @@ pub struct RequestContext<'a> {
     pub prefix_len: Option<usize>,
     /// Host to send when the client sent none (HTTP/1.0): the upstream's name.
     pub default_host: &'a str,
+    /// Fields the request filters add (lower-case names); they replace client fields of the same
+    /// name, so a client cannot pose as what a filter asserts (`X-Consumer` and the like).
+    pub extra: &'a [(String, Vec<u8>)],
 }
 
-/// Serialises the upstream request head into `out`; `request_id` receives the id used.
 /// Serialises the upstream request head into `out`, carrying `request_id` as `X-Request-Id`.
 pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &RequestContext<'_>, request_id: &[u8]) {
     out.extend_from_slice(head.method);
@@ -99,6 +101,9 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         }
         if eq_ignore_case(name, b"x-request-id") {
             continue; // replaced by the request's id (the client's when usable): one id everywhere
+        }
+        if !cx.extra.is_empty() && cx.extra.iter().any(|(n, _)| eq_ignore_case(name, n.as_bytes())) {
+            continue;
         }
         push_header(out, name, h.value);
     }
@@ -132,6 +137,9 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         push_header(out, b"x-forwarded-host", h);
     }
     push_header(out, b"x-request-id", request_id);
+    for (name, value) in cx.extra {
+        push_header(out, name.as_bytes(), value);
+    }
     match via {
         Some(v) => {
             out.extend_from_slice(b"via: ");

@@ -3,10 +3,14 @@
 //! [`serve_connection`] owns the client socket and its buffers and calls [`phases::run`] once per
 //! request until the connection closes. Everything it touches is the worker's own `Shard`.
 
+mod forward;
 mod headers;
 mod io;
+mod local;
 mod phases;
+mod request;
 mod respond;
+mod route;
 mod session;
 mod tunnel;
 mod upstream_side;
@@ -18,7 +22,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 pub use io::{Conn, STREAM_BUF_BYTES};
-pub use phases::Next;
+pub use phases::{Next, Scratch};
 
 use crate::runtime::Shard;
 
@@ -45,6 +49,7 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
         base_len: 0,
         prefix_len: None,
         default_host: "upstream",
+        extra: &[],
     };
     let mut out = Vec::new();
     headers::write_request_head(&mut out, head, &cx, b"fuzz-id");
@@ -85,7 +90,7 @@ pub async fn serve_connection(
     let mut scratch =
         phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(UPSTREAM_HEAD_BYTES) };
     let mut served = 0u32;
-    let trusted = shard.snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
     let ip = peer.ip().to_string().into_bytes();
     let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle };
     loop {
@@ -97,7 +102,7 @@ pub async fn serve_connection(
                 break;
             }
             Next::Tunnel(upstream) => {
-                let idle = shard.snapshot.http.keepalive_timeout;
+                let idle = shard.generation().snapshot.http.keepalive_timeout;
                 tunnel::relay(client, *upstream, idle).await;
                 return;
             }

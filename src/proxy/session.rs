@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::config::{ApiId, ServiceId, UpstreamId};
 
 use crate::metrics::{Entry, Phase};
-use crate::runtime::Shard;
+use crate::runtime::{Generation, Shard};
 
 /// Per-request record.
 pub struct Session {
@@ -84,7 +84,7 @@ pub struct Peer {
 }
 
 /// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.
-pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
+pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &Peer, id: &[u8]) {
     let total_us = micros_since(session.started);
     let mut m = shard.metrics.borrow_mut();
     m.count(session.api, session.status, session.bytes_in, session.bytes_out);
@@ -107,7 +107,7 @@ pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
     }
     drop(m);
     if let Some(log) = &shard.access_log {
-        let snapshot = &shard.snapshot;
+        let snapshot = &gen.snapshot;
         let fields = session.log.as_ref();
         log.log(&Entry {
             request_id: id,
@@ -132,12 +132,18 @@ pub(super) fn finish(shard: &Shard, session: &Session, peer: &Peer, id: &[u8]) {
 }
 
 /// Counts a request against its API's concurrency cap for as long as it lives.
-pub(super) struct ApiFlight<'a>(&'a Shard, ApiId);
+pub(super) struct ApiFlight<'a>(&'a Generation, ApiId);
 
 impl<'a> ApiFlight<'a> {
-    pub(super) fn enter(shard: &'a Shard, api: ApiId) -> Self {
-        shard.api_in_flight.borrow_mut()[api] += 1;
-        Self(shard, api)
+    /// Takes a place under the cap `max`, or `None` when all are taken (check and enter are one
+    /// step).
+    pub(super) fn try_enter(gen: &'a Generation, api: ApiId, max: u32) -> Option<Self> {
+        let mut counts = gen.api_in_flight.borrow_mut();
+        if counts[api] >= max {
+            return None;
+        }
+        counts[api] += 1;
+        Some(Self(gen, api))
     }
 }
 

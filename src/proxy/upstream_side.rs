@@ -1,6 +1,5 @@
 //! The upstream half of the request path: choosing an endpoint, taking a pooled connection or
-//! dialing one (phases 7 + 8), and reading the response head (phase 9b). Called only from
-//! `phases::proxy`.
+//! dialing one, and reading the response head. Called only from `forward`.
 //!
 //! Per-core: everything here works on the worker's `Shard` (balancer state, pool, counters).
 
@@ -12,7 +11,7 @@ use super::session::{micros_since, Session};
 use crate::config::{AllDown, UpstreamId};
 use crate::error::{Error, Kind, Retry, Side};
 use crate::http::{parse_response, upgrade_accepted, BodyKind, ParseError, Version};
-use crate::runtime::Shard;
+use crate::runtime::{Generation, Shard};
 use crate::upstream::{connect, PoolKey};
 
 /// An upstream connection in use: its buffered half plus pool bookkeeping.
@@ -54,35 +53,37 @@ pub(super) struct RequestFacts<'a> {
     /// Protocols offered upstream in `Upgrade`, when the client asked to upgrade.
     pub(super) upgrade: Option<&'a [u8]>,
     pub(super) id: &'a [u8],
+    /// The client connection may stay open after the response.
+    pub(super) keep_alive: bool,
 }
 
 /// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
 /// the downstream head into `out`.
 pub(super) async fn read_response_head(
     shard: &Shard,
+    gen: &Generation,
     up: &mut UpSide,
-    plan: &RequestFacts<'_>,
+    facts: &RequestFacts<'_>,
     timeout: Duration,
     out: &mut Vec<u8>,
-    keep_alive: bool,
     client: &crate::net::Stream,
 ) -> Result<ResponseStart, Error> {
     let mut deadline: Option<Instant> = None;
-    let max = shard.snapshot.http.max_header_bytes;
-    let stale_retry = if up.reused { Retry::IfIdempotent } else { Retry::Never };
+    let max = gen.snapshot.http.max_header_bytes;
+    let stale_retry = if up.reused { Retry::StaleConnection } else { Retry::Never };
     let upc = &mut up.conn;
     let mut got_bytes = false;
     loop {
         if !upc.pending().is_empty() {
             got_bytes = true;
             let mut headers = crate::http::header_buf();
-            let parsed = parse_response(upc.pending(), &mut headers, max, plan.head_request)
+            let parsed = parse_response(upc.pending(), &mut headers, max, facts.head_request)
                 .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
             if let Some(head) = parsed {
                 let head_len = head.head_len;
                 if head.status == 101 {
                     let chosen = head.header("upgrade");
-                    return match (plan.upgrade, chosen) {
+                    return match (facts.upgrade, chosen) {
                         (Some(offered), Some(chosen)) if upgrade_accepted(offered, chosen) => {
                             out.clear();
                             write_switching_head(out, &head);
@@ -107,7 +108,7 @@ pub(super) async fn read_response_head(
                     upc.consume(head_len);
                     continue;
                 }
-                let chunk_for_client = plan.version == Version::Http11;
+                let chunk_for_client = facts.version == Version::Http11;
                 if !head.codings.is_empty() && !chunk_for_client {
                     // a transfer-coded body (gzip, chunked) cannot be framed for HTTP/1.0
                     return Err(Error::upstream(
@@ -123,14 +124,15 @@ pub(super) async fn read_response_head(
                     BodyKind::Chunked | BodyKind::UntilClose if chunk_for_client => (ResponseFraming::Chunked, true),
                     BodyKind::Chunked | BodyKind::UntilClose => (ResponseFraming::Close, false),
                 };
-                let client_keep_alive = keep_alive && !shard.draining.get() && framing_out != ResponseFraming::Close;
-                let conn_header = match (client_keep_alive, plan.version) {
+                let client_keep_alive =
+                    facts.keep_alive && !shard.draining.get() && framing_out != ResponseFraming::Close;
+                let conn_header = match (client_keep_alive, facts.version) {
                     (false, _) => Some(false),
                     (true, Version::Http10) => Some(true),
                     (true, Version::Http11) => None,
                 };
                 out.clear();
-                let id = shard.snapshot.http.response_request_id.then_some(plan.id);
+                let id = gen.snapshot.http.response_request_id.then_some(facts.id);
                 write_response_head(out, &head, framing_out, conn_header, id);
                 let result = ResponseStart {
                     status: head.status,
@@ -188,14 +190,15 @@ pub(super) async fn read_response_head(
 /// once on another endpoint (nothing was sent, so this is safe for every method).
 pub(super) async fn upstream_conn(
     shard: &Shard,
+    gen: &Generation,
     uid: UpstreamId,
     key: Option<u64>,
     use_pool: bool,
     avoid: Option<usize>,
     session: &mut Session,
 ) -> Result<UpSide, Error> {
-    let up = &shard.snapshot.upstreams[uid];
-    let state = &shard.upstreams[uid];
+    let up = &gen.snapshot.upstreams[uid];
+    let state = &gen.upstreams[uid];
     // a retry avoids the endpoint that just failed, when there is another
     let others = avoid.is_some() && (0..up.endpoints.len()).any(|i| Some(i) != avoid && state.available[i].get());
     let available = |i: usize| state.available[i].get() && !(others && Some(i) == avoid);
@@ -206,7 +209,7 @@ pub(super) async fn upstream_conn(
         None if try_all => state.choose(&up.balance, key, |_| true).unwrap_or(0),
         None => return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("every endpoint of {} is down", up.name))),
     };
-    match dial_or_reuse(shard, uid, first, use_pool, session).await {
+    match dial_or_reuse(shard, gen, uid, first, use_pool, session).await {
         Ok(c) => Ok(c),
         Err(err) if err.retry == Retry::Safe && up.endpoints.len() > 1 => {
             tracing::debug!(error = %err, "Connect failed; retrying on another endpoint");
@@ -218,7 +221,7 @@ pub(super) async fn upstream_conn(
                 }
             });
             match second {
-                Some(second) => dial_or_reuse(shard, uid, second, use_pool, session).await,
+                Some(second) => dial_or_reuse(shard, gen, uid, second, use_pool, session).await,
                 None => Err(err),
             }
         }
@@ -228,12 +231,13 @@ pub(super) async fn upstream_conn(
 
 async fn dial_or_reuse(
     shard: &Shard,
+    gen: &Generation,
     uid: UpstreamId,
     ep: usize,
     use_pool: bool,
     session: &mut Session,
 ) -> Result<UpSide, Error> {
-    let up = &shard.snapshot.upstreams[uid];
+    let up = &gen.snapshot.upstreams[uid];
     let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
     if use_pool {
         // the request started microseconds ago: its timestamp is good enough for idle expiry
@@ -249,7 +253,7 @@ async fn dial_or_reuse(
             });
         }
     }
-    let state = &shard.upstreams[uid];
+    let state = &gen.upstreams[uid];
     if up.max_connections.is_some_and(|max| state.open.get() >= max) {
         // circuit cap: never queue, answer at once (U17)
         return Err(Error::upstream(Kind::Overloaded, format!("{}: max_connections reached", up.name)));
@@ -265,7 +269,7 @@ async fn dial_or_reuse(
     }
     drop(m);
     if dialed.is_err() {
-        shard.report(uid, ep, true);
+        shard.report(gen, uid, ep, true);
     }
     match dialed {
         Ok(stream) => {

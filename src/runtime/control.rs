@@ -17,15 +17,17 @@ pub enum ControlMsg {
     Shutdown,
     /// Send a copy of the worker's metrics (cumulative; windows are computed by the admin).
     Stats { reply: Sender<crate::metrics::MetricsSnapshot> },
-    /// An endpoint enters or leaves rotation (health checks, outlier ejection).
-    Endpoint { upstream: usize, endpoint: usize, available: bool },
+    /// An endpoint enters or leaves rotation (health checks, outlier ejection). Indices are
+    /// those of config `generation`; a worker on another generation ignores the message.
+    Endpoint { generation: u64, upstream: usize, endpoint: usize, available: bool },
 }
 
 /// Worker / prober → endpoint supervisor.
 #[derive(Debug, Clone)]
 pub enum ControlEvent {
-    /// A request outcome on an endpoint (sent for failures, and for the first success after one).
-    Outcome { upstream: usize, endpoint: usize, failure: bool },
+    /// A request outcome on an endpoint (sent for failures, and for the first success after one),
+    /// with indices of config `generation`.
+    Outcome { generation: u64, upstream: usize, endpoint: usize, failure: bool },
     /// An active health probe result.
     Probe { upstream: usize, endpoint: usize, result: Result<(), String> },
 }

@@ -144,7 +144,9 @@ pub fn start(
 
 fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, ev: ControlEvent, now: Instant) {
     match ev {
-        ControlEvent::Outcome { upstream, endpoint, failure } => {
+        // a report from a request that started on another config names other indices
+        ControlEvent::Outcome { generation, .. } if generation != snap.generation => {}
+        ControlEvent::Outcome { upstream, endpoint, failure, .. } => {
             let t = &mut tracks[upstream];
             if let Some(o) = &mut t.outlier {
                 if let Some(Verdict::Eject { until, .. }) = o.observe(endpoint, failure, now) {
@@ -200,7 +202,7 @@ fn publish(snap: &Snapshot, ui: usize, t: &mut UpstreamTrack, status: &StatusTab
         if available != t.available[ei] {
             t.available[ei] = available;
             for o in outboxes {
-                o.send(ControlMsg::Endpoint { upstream: ui, endpoint: ei, available });
+                o.send(ControlMsg::Endpoint { generation: snap.generation, upstream: ui, endpoint: ei, available });
             }
         }
         if let Ok(mut s) = status.lock() {

@@ -8,6 +8,7 @@
 mod affinity;
 mod control;
 pub mod endpoints;
+mod generation;
 mod listener;
 mod preflight;
 mod shard;
@@ -15,6 +16,7 @@ mod worker;
 
 pub use affinity::allowed_cpus;
 pub use control::{channel, collect_stats, ControlMsg, Inbox, Outbox, WorkerReport};
+pub use generation::{Generation, SharedRates};
 pub use preflight::preflight;
 pub use shard::{OpenConn, Shard};
 
@@ -86,6 +88,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Runnin
         }
         None => (None, None),
     };
+    let rates = SharedRates::new(&snapshot, None);
     let mut outboxes = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for id in (0..workers).rev() {
@@ -96,6 +99,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Runnin
             cpu: Some(cpus[id % cpus.len()]),
             listeners: sockets.pop().expect("one socket set per worker"),
             snapshot: snapshot.clone(),
+            rates: rates.clone(),
             inbox,
             report: report_tx.clone(),
             log_tx: log_tx.clone(),

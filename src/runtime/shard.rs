@@ -1,15 +1,18 @@
-//! `Shard`: everything one worker core owns. Built from a `Snapshot`; never shared across threads.
+//! `Shard`: what one worker core owns for as long as it runs; never shared across threads.
 //!
-//! Per-core: upstream balancer state, the idle-connection pool, connection and in-flight counters,
-//! the drain flag and the request-id sequence. Plain `Cell`/`RefCell`: one thread, no atomics.
+//! The worker-lived half: the idle-connection pool, the connection registry, connection and
+//! in-flight counters, the drain flag, metrics, the access-log buffer and the request-id sequence.
+//! Everything that belongs to one config (snapshot, upstream state, limiter) is a
+//! [`Generation`] the shard points at and each request pins. Plain `Cell`/`RefCell`: one thread,
+//! no atomics.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
 
-use crate::config::Snapshot;
-use crate::limit::ShardLimiter;
+use std::rc::Rc;
+
+use super::generation::Generation;
 use crate::metrics::{AccessLog, MetricsSnapshot, ShardMetrics};
-use crate::upstream::{IdleConn, Pool, PoolKey, UpstreamConn, UpstreamState};
+use crate::upstream::{IdleConn, Pool, PoolKey, UpstreamConn};
 
 /// A registered client connection.
 pub struct OpenConn {
@@ -27,15 +30,12 @@ pub struct Shard {
     pub access_log: Option<AccessLog>,
     /// Workers in this instance (concurrency caps are split over them).
     pub workers: usize,
-    pub limiter: RefCell<ShardLimiter>,
-    /// Requests in flight per API (for `max_in_flight`).
-    pub api_in_flight: RefCell<Vec<u32>>,
+    /// The config generation new requests start on.
+    current: RefCell<Rc<Generation>>,
     /// Hashes rate-limit keys; per shard, like the key tables.
     pub key_hasher: ahash::RandomState,
     /// Failure reports to the endpoint supervisor (outlier ejection).
     pub events: Option<crossbeam_channel::Sender<super::control::ControlEvent>>,
-    pub snapshot: Arc<Snapshot>,
-    pub upstreams: Vec<UpstreamState>,
     /// Idle upstream connections, each watched for bytes or a close while it waits.
     pub pool: RefCell<Pool<IdleConn>>,
     /// Woken when a watch fires: the pool janitor's (a no-op until the janitor runs).
@@ -58,29 +58,21 @@ impl Shard {
     pub fn new(
         worker: usize,
         workers: usize,
-        snapshot: Arc<Snapshot>,
+        generation: Generation,
         driver: &'static str,
         access_log: Option<AccessLog>,
     ) -> Self {
-        let service_keys: Vec<Option<usize>> =
-            snapshot.services.iter().map(|s| s.key_limit.as_ref().map(|k| k.table_size)).collect();
-        let api_keys: Vec<Option<usize>> =
-            snapshot.apis.iter().map(|a| a.key_limit.as_ref().map(|k| k.table_size)).collect();
-        let upstreams = snapshot.upstreams.iter().map(UpstreamState::new).collect();
         // unique per process start and worker; ids only need to be unique, not secret
         let id_prefix = ahash::RandomState::new().hash_one((worker, std::process::id()));
         Self {
             worker,
             driver,
-            metrics: RefCell::new(ShardMetrics::new(&snapshot)),
+            metrics: RefCell::new(ShardMetrics::new(&generation.snapshot)),
             access_log,
             workers: workers.max(1),
-            limiter: RefCell::new(ShardLimiter::new(&service_keys, &api_keys)),
-            api_in_flight: RefCell::new(vec![0; snapshot.apis.len()]),
+            current: RefCell::new(Rc::new(generation)),
             key_hasher: ahash::RandomState::new(),
             events: None,
-            snapshot,
-            upstreams,
             pool: RefCell::new(Pool::default()),
             pool_waker: RefCell::new(std::task::Waker::noop().clone()),
             connections: Cell::new(0),
@@ -93,24 +85,33 @@ impl Shard {
         }
     }
 
+    /// The generation a request starting now runs on (it keeps it until it ends).
+    #[inline]
+    pub fn generation(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+
     /// A copy of this worker's metrics for the admin thread.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let gen = self.generation();
+        let evicted_keys = gen.limiter.borrow().evicted_keys();
         MetricsSnapshot {
             worker: self.worker,
             driver: self.driver,
-            generation: self.snapshot.generation,
+            generation: gen.id(),
             connections_active: self.connections.get(),
             in_flight: self.in_flight.get(),
             pool_idle: self.pool.borrow().total_idle(),
             metrics: self.metrics.borrow().clone(),
-            evicted_keys: self.limiter.borrow().evicted_keys(),
+            evicted_keys,
             log_dropped_blocks: self.access_log.as_ref().map_or(0, |l| l.dropped_blocks.get()),
         }
     }
 
     /// Puts a connection back in the pool (the janitor starts watching it after a tick).
     pub fn pool_checkin(&self, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
-        let up = &self.snapshot.upstreams[key.egress_policy];
+        let gen = self.generation();
+        let up = &gen.snapshot.upstreams[key.egress_policy];
         let idle = IdleConn::new(key.egress_policy, conn);
         self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint);
     }
@@ -158,16 +159,17 @@ impl Shard {
 
     /// Reports a request outcome on an endpoint to the supervisor: every failure, and the first
     /// success after a failure (so healthy traffic sends nothing across cores).
-    pub fn report(&self, upstream: usize, endpoint: usize, failure: bool) {
+    pub fn report(&self, gen: &Generation, upstream: usize, endpoint: usize, failure: bool) {
         let Some(tx) = &self.events else { return };
-        if self.snapshot.upstreams[upstream].outlier.is_none() {
+        if gen.snapshot.upstreams[upstream].outlier.is_none() {
             return;
         }
-        let flag = &self.upstreams[upstream].reported_failure[endpoint];
+        let flag = &gen.upstreams[upstream].reported_failure[endpoint];
         if failure || flag.get() {
             flag.set(failure);
             // a full queue drops the report: ejection is a statistical signal, never a blocker
-            let _ = tx.try_send(super::control::ControlEvent::Outcome { upstream, endpoint, failure });
+            let event = super::control::ControlEvent::Outcome { generation: gen.id(), upstream, endpoint, failure };
+            let _ = tx.try_send(event);
         }
     }
 

@@ -31,6 +31,8 @@ pub struct WorkerSpec {
     pub cpu: Option<usize>,
     pub listeners: Vec<std::net::TcpListener>,
     pub snapshot: Arc<Snapshot>,
+    /// The config's shared rate buckets (one set for every worker).
+    pub rates: Arc<super::generation::SharedRates>,
     pub inbox: Inbox,
     pub report: Sender<WorkerReport>,
     /// Where the access log's blocks go, when it is enabled.
@@ -118,12 +120,12 @@ impl StopSlot {
 }
 
 async fn serve(spec: WorkerSpec, driver: &'static str) {
-    let WorkerSpec { id, workers, cpu, listeners, snapshot, inbox, report, log_tx, events, handler } = spec;
+    let WorkerSpec { id, workers, cpu, listeners, snapshot, rates, inbox, report, log_tx, events, handler } = spec;
     let log = match (&snapshot.access_log, log_tx) {
         (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
         _ => None,
     };
-    let mut shard = Shard::new(id, workers, snapshot, driver, log);
+    let mut shard = Shard::new(id, workers, super::Generation::new(snapshot, rates), driver, log);
     shard.events = Some(events);
     let shard = Rc::new(shard);
     let mut accepting = Vec::with_capacity(listeners.len());
@@ -157,9 +159,12 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
             ControlMsg::Stats { reply } => {
                 let _ = reply.send(shard.metrics_snapshot());
             }
-            ControlMsg::Endpoint { upstream, endpoint, available } => {
-                if let Some(flag) = shard.upstreams.get(upstream).and_then(|u| u.available.get(endpoint)) {
-                    flag.set(available);
+            ControlMsg::Endpoint { generation, upstream, endpoint, available } => {
+                let gen = shard.generation();
+                let flag = gen.upstreams.get(upstream).and_then(|u| u.available.get(endpoint));
+                match flag {
+                    Some(flag) if generation == gen.id() => flag.set(available),
+                    _ => tracing::debug!(generation, "Endpoint change for another config generation ignored"),
                 }
             }
             ControlMsg::Shutdown => break,
@@ -168,11 +173,12 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     shard.draining.set(true);
     slots.iter().for_each(|s| s.stop());
     let started = Instant::now();
-    let deadline = started + shard.snapshot.instance.drain_timeout;
+    let drain_timeout = shard.generation().snapshot.instance.drain_timeout;
+    let deadline = started + drain_timeout;
     // in-flight requests finish (their responses say `Connection: close`); keep-alive clients
     // that send their next request within the grace get it served with `Connection: close` too,
     // so a busy connection is never closed under a request the client has just written
-    let grace = started + IDLE_GRACE.min(shard.snapshot.instance.drain_timeout);
+    let grace = started + IDLE_GRACE.min(drain_timeout);
     while (shard.in_flight.get() > 0 || (shard.connections.get() > 0 && Instant::now() < grace))
         && Instant::now() < deadline
     {
@@ -252,7 +258,7 @@ async fn pool_janitor(shard: Rc<Shard>, stop: Rc<StopSlot>) {
         Poll::Ready(())
     })
     .await;
-    let every = janitor_period(&shard.snapshot);
+    let every = janitor_period(&shard.generation().snapshot);
     while !stop.stopped.get() {
         let woken = monoio::select! {
             biased;
@@ -276,8 +282,9 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Open client connections allowed on this worker: the per-worker cap, and this worker's share
 /// of the instance cap.
 fn connection_cap(shard: &Shard) -> usize {
-    let per_worker = shard.snapshot.http.max_connections_per_worker;
-    match shard.snapshot.instance.max_connections {
+    let gen = shard.generation();
+    let per_worker = gen.snapshot.http.max_connections_per_worker;
+    match gen.snapshot.instance.max_connections {
         Some(total) => per_worker.min(total.div_ceil(shard.workers).max(1)),
         None => per_worker,
     }

@@ -1,14 +1,12 @@
 //! Rate-limit and IP-list compilation: shared QPS caps, per-key limits, CIDR lists.
 
-use std::sync::Arc;
-
 use toml::Spanned;
 
 use super::{Compiler, DEFAULT_BURST_DIVISOR, DEFAULT_KEY_TABLE_SIZE};
 use crate::config::error::ConfigError;
 use crate::config::file::FileLimits;
 use crate::http::is_tchar;
-use crate::limit::{Cidr, KeyRule, KeySource, Rate, RateRule};
+use crate::limit::{Cidr, KeyRule, KeySource, Rate};
 
 impl Compiler<'_> {
     pub(super) fn cidrs(&self, path: &str, list: &[Spanned<String>]) -> Result<Vec<Cidr>, ConfigError> {
@@ -25,7 +23,7 @@ impl Compiler<'_> {
         max_qps: &Option<Spanned<u64>>,
         burst: &Option<Spanned<u64>>,
         parent: Option<(&str, u64)>,
-    ) -> Result<Option<Arc<RateRule>>, ConfigError> {
+    ) -> Result<Option<Rate>, ConfigError> {
         let Some(qps) = max_qps else {
             if let Some(b) = burst {
                 return Err(self.err(format!("{path}.burst"), b.span(), "needs max_qps"));
@@ -38,7 +36,7 @@ impl Compiler<'_> {
         }
         self.not_above(&format!("{path}.max_qps"), qps, parent)?;
         let b = self.burst(path, "burst", burst, v)?;
-        Ok(Some(RateRule::new(v, b)))
+        Ok(Some(Rate::new(v, b)))
     }
 
     /// A child limit may only lower its parent's.

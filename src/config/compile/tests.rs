@@ -153,7 +153,7 @@ fn child_limits_may_only_lower_their_parent() {
         (key.source.clone(), key.rate.per_s, key.rate.burst),
         (crate::limit::KeySource::Header("x-key".into()), 5, 1)
     );
-    assert_eq!(s.apis[0].limit.as_ref().unwrap().bucket.rate.burst, 5, "default burst is a tenth of a second");
+    assert_eq!(s.apis[0].limit.as_ref().unwrap().burst, 5, "default burst is a tenth of a second");
 }
 
 #[test]

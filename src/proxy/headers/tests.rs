@@ -4,6 +4,16 @@ use crate::http::{parse_request, parse_response, HeadLimits};
 const LIMITS: HeadLimits = HeadLimits { max_request_line_bytes: 8192, max_header_bytes: 32768, max_headers: 100 };
 
 fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Option<usize>) -> String {
+    upstream_head_with(raw, rewrite, base_len, prefix_len, &[])
+}
+
+fn upstream_head_with(
+    raw: &[u8],
+    rewrite: Rewrite,
+    base_len: usize,
+    prefix_len: Option<usize>,
+    extra: &[(String, Vec<u8>)],
+) -> String {
     let mut h = crate::http::header_buf();
     let head = parse_request(raw, &mut h, &LIMITS).unwrap().unwrap();
     let cx = RequestContext {
@@ -16,6 +26,7 @@ fn upstream_head(raw: &[u8], rewrite: Rewrite, base_len: usize, prefix_len: Opti
         base_len,
         prefix_len,
         default_host: "orders",
+        extra,
     };
     let mut out = Vec::new();
     write_request_head(&mut out, &head, &cx, b"gen-id");
@@ -129,4 +140,14 @@ fn response_request_id_is_added_unless_the_upstream_set_one() {
         assert!(text.contains(want), "{text}");
         assert_eq!(text.to_ascii_lowercase().matches("x-request-id").count(), 1, "{text}");
     }
+}
+
+#[test]
+fn filter_fields_replace_what_the_client_sent() {
+    let raw = b"GET /a HTTP/1.1\r\nHost: h\r\nX-Consumer: mallory\r\nX-Keep: k\r\n\r\n";
+    let extra = [("x-consumer".to_string(), b"alice".to_vec())];
+    let out = upstream_head_with(raw, Rewrite::None, 0, None, &extra);
+    assert!(out.contains("x-consumer: alice\r\n"), "{out}");
+    assert!(!out.contains("mallory"), "{out}");
+    assert!(out.contains("X-Keep: k\r\n"));
 }

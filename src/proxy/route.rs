@@ -1,0 +1,167 @@
+//! The head phases, synchronous and in order: route (with the IP lists), admit (rate limits,
+//! concurrency and body caps, returning the guard that holds the request's place), and build the
+//! upstream request head. Each takes the request context and the parsed head; none does I/O.
+
+use std::time::Instant;
+
+use super::headers::{write_request_head, RequestContext};
+use super::request::{Request, Routed};
+use super::session::{ApiFlight, Peer};
+use crate::config::{ApiId, Balance, HashKey, RouteMatch, UpstreamId};
+use crate::error::{Error, Kind};
+use crate::http::{normalize_path, BodyKind, ParseError, RequestHead};
+use crate::limit::{KeyRule, KeySource, Refusal, Rules};
+use crate::runtime::{Generation, Shard};
+use crate::upstream::ring_hash;
+
+/// Where the route phase sends a request.
+pub(super) enum Route {
+    /// `OPTIONS *` asks about the server, not a resource: answered by the gateway.
+    ServerOptions,
+    Api(Routed),
+}
+
+/// Route: the instance IP lists before any other work, then the route table on the normalised
+/// path, then the service's IP lists. Sets the service and API on the session.
+pub(super) fn route(
+    shard: &Shard,
+    gen: &Generation,
+    head: &RequestHead<'_, '_>,
+    req: &mut Request,
+) -> Result<Route, Error> {
+    let snapshot = &gen.snapshot;
+    if !snapshot.instance.ip_filter.permits(req.client) {
+        shard.metrics.borrow_mut().denied_instance += 1;
+        return Err(Error::downstream(Kind::Forbidden));
+    }
+    if head.path == b"*" {
+        return Ok(Route::ServerOptions);
+    }
+    // the path routing sees is the path the upstream gets: dot segments removed first
+    let normal = normalize_path(head.path, snapshot.http.path_rules)?;
+    let path = normal.as_deref().unwrap_or(head.path);
+    let (api, base_len, prefix_len) = match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, path)
+    {
+        RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
+        RouteMatch::NotFound => return Err(Error::downstream(Kind::NoRoute)),
+        RouteMatch::MethodNotAllowed(allow) => return Err(Error::downstream(Kind::MethodNotAllowed(allow))),
+    };
+    let service = snapshot.apis[api].service;
+    (req.session.service, req.session.api) = (Some(service), Some(api));
+    if !snapshot.services[service].ip_filter.permits(req.client) {
+        shard.metrics.borrow_mut().denied[service] += 1;
+        return Err(Error::downstream(Kind::Forbidden));
+    }
+    Ok(Route::Api(Routed { api, base_len, prefix_len, normal }))
+}
+
+/// Admit: instance → service → API → per-key rates, then the API's concurrency cap (checked and
+/// entered in one step: the returned guard holds the place until the request ends), then the
+/// declared body size.
+pub(super) fn admit<'g>(
+    shard: &Shard,
+    gen: &'g Generation,
+    head: &RequestHead<'_, '_>,
+    req: &Request,
+    api_id: ApiId,
+) -> Result<Option<ApiFlight<'g>>, Error> {
+    let api = &gen.snapshot.apis[api_id];
+    if let Err(refusal) = spend_rates(shard, gen, head, req, api_id) {
+        shard.metrics.borrow_mut().limited[api_id][refusal.level as usize] += 1;
+        return Err(Error::downstream(Kind::RateLimited(refusal)));
+    }
+    let flight = match api.max_in_flight {
+        None => None,
+        Some(max) => {
+            let share = max.div_ceil(shard.workers as u32).max(1);
+            match ApiFlight::try_enter(gen, api_id, share) {
+                Some(f) => Some(f),
+                None => {
+                    shard.metrics.borrow_mut().overloaded[api_id] += 1;
+                    return Err(Error::upstream(Kind::Overloaded, "max_in_flight"));
+                }
+            }
+        }
+    };
+    if let BodyKind::Length(n) = head.body {
+        if api.max_body_bytes != 0 && n > api.max_body_bytes {
+            return Err(ParseError::BodyTooLarge.into());
+        }
+    }
+    Ok(flight)
+}
+
+/// The rate rules that apply to `api`; `Err` names the level that refused.
+fn spend_rates(
+    shard: &Shard,
+    gen: &Generation,
+    head: &RequestHead<'_, '_>,
+    req: &Request,
+    api_id: ApiId,
+) -> Result<(), Refusal> {
+    let snapshot = &gen.snapshot;
+    let api = &snapshot.apis[api_id];
+    let svc = &snapshot.services[api.service];
+    let rates = &gen.rates;
+    let (instance, service, api_rate) =
+        (rates.instance.as_deref(), rates.services[api.service].as_deref(), rates.apis[api_id].as_deref());
+    let unlimited = instance.is_none()
+        && service.is_none()
+        && api_rate.is_none()
+        && svc.key_limit.is_none()
+        && api.key_limit.is_none();
+    if unlimited {
+        return Ok(());
+    }
+    let key = |rule: &KeyRule| -> u64 {
+        match &rule.source {
+            KeySource::ClientIp => shard.key_hasher.hash_one(req.client),
+            KeySource::Header(name) => shard.key_hasher.hash_one(head.header(name).unwrap_or_default()),
+        }
+    };
+    let rules = Rules {
+        instance,
+        service,
+        api: api_rate,
+        service_key: svc.key_limit.as_ref().map(|k| (k, key(k))),
+        api_key: api.key_limit.as_ref().map(|k| (k, key(k))),
+    };
+    gen.limiter.borrow_mut().check(api.service, api_id, &rules, Instant::now())
+}
+
+/// Build the upstream head: the consistent-hash key, then the serialised request (with the
+/// fields the filters added, `req.effects`) into `out`.
+pub(super) fn upstream_head(
+    gen: &Generation,
+    head: &RequestHead<'_, '_>,
+    peer: &Peer,
+    req: &mut Request,
+    routed: &Routed,
+    upstream: UpstreamId,
+    out: &mut Vec<u8>,
+) {
+    let snapshot = &gen.snapshot;
+    let up = &snapshot.upstreams[upstream];
+    req.hash_key = match &up.balance {
+        // the peer's address is already rendered; only a client named by XFF is formatted
+        Balance::Hash(HashKey::ClientIp) if req.client == peer.addr => Some(ring_hash(&peer.ip)),
+        Balance::Hash(HashKey::ClientIp) => Some(ring_hash(req.client.to_string().as_bytes())),
+        Balance::Hash(HashKey::Header(name)) => Some(ring_hash(head.header(name).unwrap_or_default())),
+        _ => None,
+    };
+    let api = &snapshot.apis[routed.api];
+    let cx = RequestContext {
+        path: routed.path(head),
+        client_ip: &peer.ip,
+        scheme: peer.scheme,
+        forwarded_for: if peer.trusted { head.header("x-forwarded-for") } else { None },
+        upgrade: req.upgrade.as_deref(),
+        rewrite: &api.rewrite,
+        base_len: routed.base_len,
+        prefix_len: routed.prefix_len,
+        default_host: &up.name,
+        extra: &req.effects.upstream_headers,
+    };
+    out.clear();
+    write_request_head(out, head, &cx, &req.id);
+}

@@ -1,0 +1,155 @@
+//! A generation: one config's worth of per-core state. The worker ([`super::Shard`]) outlives
+//! generations; a request pins the generation current when it starts (an `Rc`) and runs on it to
+//! the end, so a new config never changes the rules under a request in flight.
+//!
+//! | lives as long as | what |
+//! |---|---|
+//! | the worker (`Shard`) | pool, connection registry, drain flag, access-log buffer, metrics, request ids |
+//! | a generation | snapshot, shared rate buckets, upstream balancer/health state, limiter leases and key tables, per-API in-flight counts, filter chains |
+//!
+//! Live state that must survive a new config is keyed by *name*, not by index: [`SharedRates`]
+//! reuses a bucket for a rule with the same name and rate, so a reload neither resets nor doubles
+//! a cap.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::config::Snapshot;
+use crate::filter::FilterChain;
+use crate::limit::{RateRule, ShardLimiter};
+use crate::upstream::UpstreamState;
+
+/// The shared buckets of one config's instance, service and API caps: built once per config and
+/// shared by every worker (the only cross-core state on the request path, touched about once per
+/// millisecond per busy core).
+#[derive(Debug)]
+pub struct SharedRates {
+    pub instance: Option<Arc<RateRule>>,
+    /// By service index in the snapshot.
+    pub services: Vec<Option<Arc<RateRule>>>,
+    /// By API index in the snapshot.
+    pub apis: Vec<Option<Arc<RateRule>>>,
+}
+
+impl SharedRates {
+    /// Buckets for `snapshot`; a rule whose name and rate are unchanged from `previous` keeps its
+    /// bucket (and so the tokens already spent).
+    pub fn new(snapshot: &Snapshot, previous: Option<(&Snapshot, &SharedRates)>) -> Arc<Self> {
+        let carry = |old: Option<&Arc<RateRule>>, rate: crate::limit::Rate| match old {
+            Some(r) if r.bucket.rate == rate => r.clone(),
+            _ => RateRule::new(rate),
+        };
+        let instance = snapshot.instance.limit.map(|rate| {
+            let old = previous.and_then(|(_, p)| p.instance.as_ref());
+            carry(old, rate)
+        });
+        let services = snapshot
+            .services
+            .iter()
+            .map(|svc| {
+                svc.limit.map(|rate| {
+                    let old = previous.and_then(|(s, p)| {
+                        let i = s.services.iter().position(|o| o.name == svc.name)?;
+                        p.services[i].as_ref()
+                    });
+                    carry(old, rate)
+                })
+            })
+            .collect();
+        let apis = snapshot
+            .apis
+            .iter()
+            .map(|api| {
+                api.limit.map(|rate| {
+                    let old = previous.and_then(|(s, p)| {
+                        let i = s.apis.iter().position(|o| o.name == api.name)?;
+                        p.apis[i].as_ref()
+                    });
+                    carry(old, rate)
+                })
+            })
+            .collect();
+        Arc::new(Self { instance, services, apis })
+    }
+}
+
+/// One config's per-core state.
+pub struct Generation {
+    pub snapshot: Arc<Snapshot>,
+    pub rates: Arc<SharedRates>,
+    pub upstreams: Vec<UpstreamState>,
+    pub limiter: RefCell<ShardLimiter>,
+    /// Requests in flight per API (for `max_in_flight`).
+    pub api_in_flight: RefCell<Vec<u32>>,
+    /// Request filters per API (empty chains until a filter is configured).
+    pub filters: Vec<FilterChain>,
+}
+
+impl Generation {
+    pub fn new(snapshot: Arc<Snapshot>, rates: Arc<SharedRates>) -> Self {
+        let service_keys: Vec<Option<usize>> =
+            snapshot.services.iter().map(|s| s.key_limit.as_ref().map(|k| k.table_size)).collect();
+        let api_keys: Vec<Option<usize>> =
+            snapshot.apis.iter().map(|a| a.key_limit.as_ref().map(|k| k.table_size)).collect();
+        let no_filters: FilterChain = std::rc::Rc::new([]);
+        Self {
+            upstreams: snapshot.upstreams.iter().map(UpstreamState::new).collect(),
+            limiter: RefCell::new(ShardLimiter::new(&service_keys, &api_keys)),
+            api_in_flight: RefCell::new(vec![0; snapshot.apis.len()]),
+            filters: vec![no_filters; snapshot.apis.len()],
+            snapshot,
+            rates,
+        }
+    }
+
+    /// The config generation number (`Snapshot::generation`).
+    pub fn id(&self) -> u64 {
+        self.snapshot.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(api_qps: u64, gen: u64) -> Snapshot {
+        let text = format!(
+            r#"
+[instance]
+max_qps = 1000
+[[listener]]
+listen = "127.0.0.1:0"
+[upstream.u]
+endpoints = [{{ addr = "127.0.0.1:9" }}]
+[service.s]
+hosts = []
+[[service.s.api]]
+name = "a"
+path = "/a"
+upstream = "u"
+max_qps = {api_qps}
+[[service.s.api]]
+name = "b"
+path = "/b"
+upstream = "u"
+max_qps = 7
+"#
+        );
+        crate::config::compile(&text, gen).expect("test config compiles")
+    }
+
+    #[test]
+    fn unchanged_rules_keep_their_bucket_by_name() {
+        let old = snapshot(50, 1);
+        let old_rates = SharedRates::new(&old, None);
+        let new = snapshot(60, 2);
+        let new_rates = SharedRates::new(&new, Some((&old, &old_rates)));
+        let same = |a: &Option<Arc<RateRule>>, b: &Option<Arc<RateRule>>| {
+            Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap())
+        };
+        assert!(same(&old_rates.instance, &new_rates.instance), "instance cap unchanged: carried over");
+        assert!(same(&old_rates.apis[1], &new_rates.apis[1]), "api b unchanged: carried over");
+        assert!(!same(&old_rates.apis[0], &new_rates.apis[0]), "api a's rate changed: a new bucket");
+        assert_eq!(new_rates.apis[0].as_ref().unwrap().bucket.rate.per_s, 60);
+    }
+}
