@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # The test command (README, CI): format and lint checks, unit tests, then the integration suite
 # under both I/O drivers (io_uring and epoll). Besides cargo and loopback networking the tests
-# need python3 with prometheus_client (the reference parser for /metrics) and promtool (Debian's
-# prometheus package, for `promtool check metrics`): installed here if missing.
+# need python3 with prometheus_client (the reference parser for /metrics), promtool (Debian's
+# prometheus package, for `promtool check metrics`) and nginx (HTTPS origins): installed here
+# if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v promtool >/dev/null; then
-  echo "== installing promtool (Debian package prometheus; its service is not started)"
+# Debian packages the tests start as real components: promtool (`promtool check metrics`) and
+# nginx (the HTTPS origin of the upstream TLS tests). Their services are never started by the
+# install (policy-rc.d); tests start their own instances on loopback ports and stop them by PID.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages; their services are not started)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    # policy-rc.d keeps the package's postinst from starting a Prometheus server
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
     fi
-    install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; }
+    install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; }
     install || { apt-get update -qq >/dev/null 2>&1 && install; } \
-      || echo "!! could not install prometheus (promtool): the /metrics lint test will fail"
+      || echo "!! could not install ${missing[*]}: the tests that need them will fail"
     [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
   else
-    echo "!! promtool missing and not root: the /metrics lint test will fail (apt-get install prometheus)"
+    echo "!! missing ${missing[*]} and not root: the tests that need them will fail (apt-get install ${missing[*]})"
   fi
 fi
 

@@ -30,6 +30,8 @@ pub enum Kind {
     MethodNotAllowed(String),
     /// The client address is denied (or not allowed) by an IP list.
     Forbidden,
+    /// The request's Host is not a name of the certificate its TLS connection negotiated.
+    Misdirected,
     /// A QPS cap refused the request.
     RateLimited(crate::limit::Refusal),
     /// The API's concurrency cap is reached.
@@ -48,6 +50,9 @@ pub enum Kind {
     UpstreamClosed,
     /// The upstream's response was malformed.
     BadUpstreamResponse(ParseError),
+    /// The TLS handshake with the upstream failed; names why for the access log
+    /// (`tls_cert_expired`, `tls_cert_name_mismatch`, `tls_cert_unknown_issuer`, ...).
+    UpstreamTls(&'static str),
     Internal,
 }
 

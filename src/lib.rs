@@ -4,16 +4,18 @@
 //! - `main` loads and compiles the TOML config into an immutable [`config::Snapshot`], binds every
 //!   listener (SO_REUSEPORT, one socket per worker) and starts [`runtime`].
 //! - Each worker is a pinned thread with its own monoio runtime (io_uring, epoll fallback) and a
-//!   [`runtime::Shard`]: route table, upstream pools, balancer state. Nothing on the request path is
-//!   shared between cores; cores talk only through typed control messages.
+//!   [`runtime::Shard`] (pool, connection registry, metrics) pointing at the current
+//!   [`runtime::Generation`] (one config's route table, balancer state, limiter). Nothing on the
+//!   request path is shared between cores but the rate buckets' leases; cores talk only through
+//!   typed control messages.
 //! - A connection is one local task running the handler the runtime is given ([`proxy::handler`],
 //!   wired by [`start`]; the runtime knows nothing of HTTP), whose request loop is the fixed phase
-//!   sequence in `proxy/phases.rs`: parse head → route → pick endpoint → upstream connection →
-//!   forward head and body → stream the response back → keep-alive decision.
+//!   sequence in `proxy/phases.rs`: read head → route → admit → filters → upstream head →
+//!   forward (one retry loop) → finish.
 //! - The HTTP/1.1 codec ([`http`]) is our own, strict, over `httparse`, and does no I/O.
 //!
-//! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`upstream`], [`limit`], [`metrics`],
-//! [`admin`], [`error`], [`clock`].
+//! Modules: [`config`], [`runtime`], [`http`], [`proxy`], [`filter`], [`upstream`], [`limit`],
+//! [`metrics`], [`admin`], [`error`], [`clock`], [`net`].
 #![deny(unsafe_code)]
 #![warn(clippy::all, rust_2018_idioms)]
 
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 /// Starts a gateway for `snapshot`: the runtime (workers, endpoint supervisor, admin) with the

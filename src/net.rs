@@ -1,15 +1,21 @@
 //! The transport seam: one stream type for every connection the gateway holds (client
-//! connections, upstream connections, the body pump and the tunnel), plain TCP today. TLS
-//! (issue #12) becomes a second variant; nothing above this module names `TcpStream`.
+//! connections, upstream connections, the body pump and the tunnel): plain TCP, or TLS over TCP
+//! (rustls through monoio-rustls; the handshake is `tls::handshake`'s).
 //!
-//! With one variant every method forwards to the TCP stream's own future, so the seam costs
-//! nothing on the request path; a second variant will need an either-future.
+//! Plain reads and writes forward to the TCP stream's own futures (no extra state on the request
+//! path). TLS operations are boxed futures: their state is paid for by TLS connections only.
+//!
+//! A TLS stream whose read or write was dropped half-way (a timeout) has lost its record buffer
+//! inside monoio-rustls; it remembers that and fails every later operation instead of panicking.
+//!
+//! Unsafe code here: the `Split` marker, and monoio's raw-buffer views for TLS `readv`/`writev`.
+#![allow(unsafe_code)]
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
@@ -17,106 +23,229 @@ use monoio::BufResult;
 /// A connection's byte stream.
 pub enum Stream {
     Plain(TcpStream),
+    Tls(Box<Tls>),
+}
+
+/// A TLS connection and what its handshake settled.
+pub struct Tls {
+    io: TlsIo,
+    fd: RawFd,
+    /// A read (write) is in flight, or was dropped in flight: see the module comment.
+    read_busy: bool,
+    write_busy: bool,
+    pub version: Option<rustls::ProtocolVersion>,
+    /// The SNI name the client sent (server side).
+    pub server_name: Option<Box<str>>,
+}
+
+enum TlsIo {
+    Server(monoio_rustls::ServerTlsStream<TcpStream>),
+    Client(monoio_rustls::ClientTlsStream<TcpStream>),
+}
+
+impl Tls {
+    pub(crate) fn server(tcp: TcpStream, conn: rustls::ServerConnection) -> Self {
+        let fd = tcp.as_raw_fd();
+        let version = conn.protocol_version();
+        let server_name = conn.server_name().map(Box::from);
+        let io = TlsIo::Server(monoio_rustls::ServerTlsStream::new(tcp, conn));
+        Self { io, fd, read_busy: false, write_busy: false, version, server_name }
+    }
+
+    pub(crate) fn client(tcp: TcpStream, conn: rustls::ClientConnection) -> Self {
+        let fd = tcp.as_raw_fd();
+        let version = conn.protocol_version();
+        let io = TlsIo::Client(monoio_rustls::ClientTlsStream::new(tcp, conn));
+        Self { io, fd, read_busy: false, write_busy: false, version, server_name: None }
+    }
+
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        if self.read_busy {
+            return (Err(lost()), buf);
+        }
+        self.read_busy = true;
+        let r = match &mut self.io {
+            TlsIo::Server(s) => s.read(buf).await,
+            TlsIo::Client(s) => s.read(buf).await,
+        };
+        self.read_busy = false;
+        r
+    }
+
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if self.write_busy {
+            return (Err(lost()), buf);
+        }
+        self.write_busy = true;
+        let r = match &mut self.io {
+            TlsIo::Server(s) => s.write(buf).await,
+            TlsIo::Client(s) => s.write(buf).await,
+        };
+        self.write_busy = false;
+        r
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.write_busy {
+            return Err(lost());
+        }
+        self.write_busy = true;
+        let r = match &mut self.io {
+            TlsIo::Server(s) => s.flush().await,
+            TlsIo::Client(s) => s.flush().await,
+        };
+        self.write_busy = false;
+        r
+    }
+
+    /// Sends close_notify and shuts the TCP write side.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        if self.write_busy {
+            return Err(lost());
+        }
+        self.write_busy = true;
+        let r = match &mut self.io {
+            TlsIo::Server(s) => s.shutdown().await,
+            TlsIo::Client(s) => s.shutdown().await,
+        };
+        self.write_busy = false;
+        r
+    }
+}
+
+fn lost() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream unusable after an interrupted operation")
 }
 
 impl Stream {
-    /// The TCP socket underneath (socket options, readiness, peeking).
-    #[inline]
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-        }
-    }
-
     /// The scheme spoken on this stream (`X-Forwarded-Proto`).
     pub fn scheme(&self) -> &'static str {
         match self {
             Stream::Plain(_) => "http",
+            Stream::Tls(_) => "https",
         }
     }
 
-    /// Waits until the socket is readable (bytes, FIN or an error).
-    pub fn readable(&self, relaxed: bool) -> impl Future<Output = io::Result<()>> + '_ {
-        self.tcp().readable(relaxed)
+    /// The TLS side of the connection, if it has one.
+    pub fn tls(&self) -> Option<&Tls> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t),
+        }
+    }
+
+    /// Waits until the socket is readable (bytes, FIN or an error). `None` for TLS streams: their
+    /// socket belongs to the TLS layer; callers poll the socket's state instead.
+    pub fn readable(&self, relaxed: bool) -> Option<impl Future<Output = io::Result<()>> + '_> {
+        match self {
+            Stream::Plain(s) => Some(s.readable(relaxed)),
+            Stream::Tls(_) => None,
+        }
     }
 
     /// Splits into owned halves for a byte relay (the tunnel).
-    pub fn into_split(self) -> (monoio::net::tcp::TcpOwnedReadHalf, monoio::net::tcp::TcpOwnedWriteHalf) {
-        use monoio::io::Splitable;
-        match self {
-            Stream::Plain(s) => s.into_split(),
-        }
+    pub fn into_split(self) -> (monoio::io::OwnedReadHalf<Stream>, monoio::io::OwnedWriteHalf<Stream>) {
+        monoio::io::Splitable::into_split(self)
     }
 }
 
+// SAFETY: `Split` promises that reads and writes may run concurrently on the two halves. Both
+// variants keep that promise: monoio implements `Split` for `TcpStream`, and monoio-rustls for
+// its streams over a `Split` IO; the TLS wrapper's flags are one per direction.
+unsafe impl monoio::io::Split for Stream {}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.tcp().as_raw_fd()
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.fd,
+        }
     }
 }
 
 impl AsyncReadRent for Stream {
     #[inline]
-    fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.read(buf),
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(t) => Box::pin(t.read(buf)).await,
         }
     }
 
-    #[inline]
-    fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.readv(buf),
+            Stream::Plain(s) => s.readv(buf).await,
+            Stream::Tls(t) => {
+                // SAFETY: the raw buffer points into `buf`, which outlives the read
+                let raw = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
+                let n = match raw {
+                    Some(raw) => Box::pin(t.read(raw)).await.0,
+                    None => Ok(0),
+                };
+                if let Ok(n) = n {
+                    // SAFETY: the read initialised `n` bytes of the first buffer
+                    unsafe { buf.set_init(n) };
+                }
+                (n, buf)
+            }
         }
     }
 }
 
 impl CancelableAsyncReadRent for Stream {
-    #[inline]
-    fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> impl Future<Output = BufResult<usize, T>> {
+    /// TLS reads cannot be cancelled: the handle is ignored (callers that must give up on a TLS
+    /// read drop it instead, which retires the stream; see `Conn::fill_watching`).
+    async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.cancelable_read(buf, c),
+            Stream::Plain(s) => s.cancelable_read(buf, c).await,
+            Stream::Tls(t) => Box::pin(t.read(buf)).await,
         }
     }
 
-    #[inline]
-    fn cancelable_readv<T: IoVecBufMut>(
-        &mut self,
-        buf: T,
-        c: CancelHandle,
-    ) -> impl Future<Output = BufResult<usize, T>> {
+    async fn cancelable_readv<T: IoVecBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.cancelable_readv(buf, c),
+            Stream::Plain(s) => s.cancelable_readv(buf, c).await,
+            Stream::Tls(_) => self.readv(buf).await,
         }
     }
 }
 
 impl AsyncWriteRent for Stream {
     #[inline]
-    fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.write(buf),
+            Stream::Plain(s) => s.write(buf).await,
+            Stream::Tls(t) => Box::pin(t.write(buf)).await,
         }
     }
 
-    #[inline]
-    fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> impl Future<Output = BufResult<usize, T>> {
+    async fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> BufResult<usize, T> {
         match self {
-            Stream::Plain(s) => s.writev(buf_vec),
+            Stream::Plain(s) => s.writev(buf_vec).await,
+            Stream::Tls(t) => {
+                // TLS frames one buffer at a time: write the first non-empty one
+                // SAFETY: the raw buffer points into `buf_vec`, which outlives the write
+                let raw = unsafe { RawBuf::new_from_iovec(&buf_vec) };
+                let n = match raw {
+                    Some(raw) => Box::pin(t.write(raw)).await.0,
+                    None => Ok(0),
+                };
+                (n, buf_vec)
+            }
         }
     }
 
-    #[inline]
-    fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
+    async fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.flush(),
+            Stream::Plain(s) => s.flush().await,
+            Stream::Tls(t) => t.flush().await,
         }
     }
 
-    #[inline]
-    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
+    async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.shutdown(),
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(t) => t.shutdown().await,
         }
     }
 }

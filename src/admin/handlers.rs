@@ -173,6 +173,13 @@ fn balance_name(b: &crate::config::Balance) -> String {
     }
 }
 
+/// `2027-03-01T12:00:00Z` for a Unix time.
+fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let (y, m, d) = crate::http::date::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
 fn config(state: &AdminState) -> String {
     let s = &state.snapshot;
     let mut out = format!("{{\"generation\":{},\"workers\":[", s.generation);
@@ -188,7 +195,31 @@ fn config(state: &AdminState) -> String {
     out.push_str("],\"listeners\":[");
     for (i, (l, addr)) in s.listeners.iter().zip(&state.listener_addrs).enumerate() {
         let sep = if i > 0 { "," } else { "" };
-        let _ = write!(out, "{sep}{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", l.name);
+        let _ = write!(out, "{sep}{{\"name\":\"{}\",\"addr\":\"{addr}\"", l.name);
+        if let Some(tls) = &l.tls {
+            out.push_str(",\"tls\":{\"certificates\":[");
+            let now = crate::tls::now_unix();
+            for (j, c) in tls.certs.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"file\":");
+                crate::metrics::json_str(&mut out, c.file.as_bytes());
+                out.push_str(",\"subject\":");
+                crate::metrics::json_str(&mut out, c.subject.as_bytes());
+                out.push_str(",\"sans\":[");
+                for (k, san) in c.sans.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    crate::metrics::json_str(&mut out, san.as_bytes());
+                }
+                let _ =
+                    write!(out, "],\"not_after\":\"{}\",\"days_left\":{}}}", rfc3339(c.not_after), c.days_left(now));
+            }
+            out.push_str("]}");
+        }
+        out.push('}');
     }
     let egress = ip_list(&s.instance.egress_ips);
     let _ = write!(out, "],\"egress_ip\":{egress},\"upstream_egress\":{{");

@@ -56,15 +56,25 @@ const STANDARD_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PA
 /// Header limits above this are refused: the read buffer grows up to it.
 const MAX_HEADER_BYTES_CAP: usize = 64 * 1024;
 
-/// Parses and compiles `text`; `generation` is stamped on the snapshot.
+/// Parses and compiles `text`; `generation` is stamped on the snapshot. Relative file paths
+/// (certificates, keys, CA bundles) are taken from the current directory.
 pub fn compile(text: &str, generation: u64) -> Result<Snapshot, ConfigError> {
+    compile_in(text, generation, std::path::Path::new("."))
+}
+
+/// Like [`compile`], with relative file paths taken from `dir` (the config file's directory).
+pub fn compile_in(text: &str, generation: u64, dir: &std::path::Path) -> Result<Snapshot, ConfigError> {
     let src = Source::new(text);
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    Compiler { src }.run(file, generation)
+    Compiler { src, dir, warnings: Default::default() }.run(file, generation)
 }
 
 struct Compiler<'a> {
     src: Source<'a>,
+    /// Relative paths in the file are relative to this directory.
+    dir: &'a std::path::Path,
+    /// Warnings found on the way (besides the whole-config ones computed at the end).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Compiler<'_> {
@@ -144,7 +154,7 @@ impl Compiler<'_> {
             services.push(service);
         }
         routes.finish();
-        let mut warnings = Vec::new();
+        let mut warnings = self.warnings.take();
         for (id, u) in upstreams.iter().enumerate() {
             if !apis.iter().any(|a: &Api| matches!(a.target, Target::Upstream(u) if u == id)) {
                 warnings.push(format!("upstream.{}: no API uses this upstream", u.name));
@@ -306,7 +316,8 @@ impl Compiler<'_> {
                     format!("address {addr} is already used by another listener"),
                 ));
             }
-            out.push(ListenerConfig { name, addr });
+            let tls = self.listener_tls(i, l)?;
+            out.push(ListenerConfig { name, addr, tls });
         }
         Ok(out)
     }
@@ -554,6 +565,7 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 mod limits;
+mod tls;
 mod upstream;
 
 #[cfg(test)]

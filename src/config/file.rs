@@ -136,6 +136,33 @@ pub struct FileAccessLog {
 pub struct FileListener {
     pub name: Option<String>,
     pub listen: Spanned<String>,
+    /// `[[listener.tls]]`: certificates; the listener speaks HTTPS when present.
+    pub tls: Option<Spanned<Vec<FileListenerCert>>>,
+    /// "1.2" (default) or "1.3".
+    pub tls_min_version: Option<Spanned<String>>,
+    pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
+    /// CA bundle: client certificates signed by it are required.
+    pub tls_client_ca: Option<Spanned<String>>,
+}
+
+/// One `[[listener.tls]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenerCert {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub sni: Option<Spanned<Vec<String>>>,
+}
+
+/// An upstream's `tls = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// `[upstream.NAME]`.
@@ -156,6 +183,8 @@ pub struct FileUpstream {
     pub outlier: Option<Spanned<FileOutlier>>,
     /// "fail_fast" | "try_all".
     pub when_all_down: Option<Spanned<String>>,
+    /// TLS to the endpoints.
+    pub tls: Option<Spanned<FileUpstreamTls>>,
 }
 
 /// `health = { .. }`.

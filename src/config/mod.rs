@@ -10,16 +10,18 @@ mod file;
 mod route_table;
 mod snapshot;
 
-pub use compile::compile;
+pub use compile::{compile, compile_in};
 pub use error::ConfigError;
 pub use route_table::{MethodSet, PathPattern, RouteMatch, RouteTable};
 pub use snapshot::*;
 
 use std::path::Path;
 
-/// Reads and compiles the file at `path` as generation `generation`.
+/// Reads and compiles the file at `path` as generation `generation`; relative paths in it are
+/// relative to its directory.
 pub fn load(path: &Path, generation: u64) -> Result<Snapshot, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", None, format!("cannot read {}: {e}", path.display())))?;
-    compile(&text, generation)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    compile_in(&text, generation, dir)
 }

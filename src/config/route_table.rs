@@ -1,6 +1,6 @@
 //! `RouteTable`: host → service (longest `base_path`) → API (method + path), precompiled.
 //!
-//! Built by `compile.rs`, read by every worker on phase 4 of the request path. Matching allocates
+//! Built by `compile.rs`, read by every worker in the route phase of the request path (`proxy/route.rs`). Matching allocates
 //! nothing: hosts are lower-cased into a stack buffer, paths are compared as byte slices.
 //!
 //! Invariants:

@@ -116,6 +116,8 @@ pub struct AccessLogConfig {
 pub struct ListenerConfig {
     pub name: String,
     pub addr: SocketAddr,
+    /// HTTPS: certificates, versions, handshake deadline (shared by every worker).
+    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
 }
 
 /// Balancing policy of an upstream.
@@ -168,6 +170,8 @@ pub struct Upstream {
     /// Passive outlier ejection (on by default).
     pub outlier: Option<crate::upstream::outlier::OutlierConfig>,
     pub when_all_down: AllDown,
+    /// TLS to the endpoints, when configured.
+    pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
 }
 
 /// What to do when no endpoint of an upstream is healthy and in rotation.

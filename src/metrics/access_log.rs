@@ -275,7 +275,7 @@ fn or_dash(s: &str) -> &str {
 }
 
 /// A quoted, escaped string from arbitrary bytes (non-UTF-8 and controls become \u escapes).
-pub(super) fn json_str(b: &mut String, v: &[u8]) {
+pub fn json_str(b: &mut String, v: &[u8]) {
     b.push('"');
     for &c in v {
         match c {

@@ -12,7 +12,7 @@ mod histogram;
 mod loghist;
 mod render;
 
-pub use access_log::{redact_query, spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
+pub use access_log::{json_str, redact_query, spawn_writer, AccessLog, Entry, LogFormat, LogTarget, LogWriter};
 pub use histogram::{LatencySet, Phase};
 pub use loghist::LogHist;
 pub use render::{header as prometheus_header, latency_json, latency_text, prometheus};
@@ -64,7 +64,17 @@ pub struct ShardMetrics {
     /// Requests refused by the instance's IP lists.
     pub denied_instance: u64,
     pub latency: LatencySet,
+    /// TLS handshakes on HTTPS listeners: `[result][version]` ([`TLS_RESULTS`] × [`TLS_VERSIONS`]).
+    pub tls_handshakes: [[u64; 3]; 7],
+    /// Handshake time of successful client handshakes, microseconds.
+    pub tls_handshake_us: LogHist,
 }
+
+/// Outcomes of a client's TLS handshake, as counted.
+pub const TLS_RESULTS: [&str; 7] =
+    ["ok", "timeout", "plain_http", "closed", "protocol_version", "bad_certificate", "error"];
+/// Negotiated versions, as counted ("none" when the handshake did not get that far).
+pub const TLS_VERSIONS: [&str; 3] = ["TLSv1.2", "TLSv1.3", "none"];
 
 impl ShardMetrics {
     pub fn new(snapshot: &Snapshot) -> Self {
@@ -80,6 +90,8 @@ impl ShardMetrics {
             denied: vec![0; snapshot.services.len()],
             denied_instance: 0,
             latency: LatencySet::new(snapshot),
+            tls_handshakes: [[0; 3]; 7],
+            tls_handshake_us: LogHist::default(),
         }
     }
 
@@ -144,6 +156,10 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
         total.denied.iter_mut().zip(&m.denied).for_each(|(a, b)| *a += b);
         total.denied_instance += m.denied_instance;
         total.latency.add(&m.latency);
+        for (t, r) in total.tls_handshakes.iter_mut().zip(&m.tls_handshakes) {
+            t.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+        }
+        total.tls_handshake_us.add(&m.tls_handshake_us);
     }
     Some(total)
 }

@@ -172,6 +172,7 @@ pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -
             format!("service=\"{}\",api=\"{}\"", esc(&s.services[s.apis[i].service].name), esc(&s.apis[i].name));
         histogram(&mut o, "ringway_request_duration_seconds", &labels, &hs[0]);
     }
+    tls_series(&mut o, s, m);
     header(
         &mut o,
         "ringway_upstream_phase_seconds",
@@ -312,6 +313,23 @@ pub fn header(o: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Cumulative `le` buckets; a histogram bucket counts under `le` when all of it is at most `le`
 /// (so a count may lag by the values within 3% below a bound).
+/// Handshake counts and times, when a listener speaks TLS.
+fn tls_series(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
+    if !s.listeners.iter().any(|l| l.tls.is_some()) {
+        return;
+    }
+    let name = "ringway_tls_handshakes_total";
+    header(o, name, "counter", "Client TLS handshakes by result and negotiated version.");
+    for (result, row) in super::TLS_RESULTS.iter().zip(&m.tls_handshakes) {
+        for (version, n) in super::TLS_VERSIONS.iter().zip(row) {
+            let _ = writeln!(o, "{name}{{result=\"{result}\",version=\"{version}\"}} {n}");
+        }
+    }
+    let name = "ringway_tls_handshake_duration_seconds";
+    header(o, name, "histogram", "Time of successful client TLS handshakes.");
+    histogram(o, name, "listener=\"all\"", &m.tls_handshake_us);
+}
+
 fn histogram(o: &mut String, name: &str, labels: &str, h: &LogHist) {
     for le in BUCKETS_S {
         let n = if h.count() == 0 { 0 } else { h.count_at_most((le * 1e6).round() as u64) };

@@ -388,7 +388,7 @@ async fn send_body(
         _ = client_gone => Err(PumpError::ClientGone),
     };
     if matches!(sent, Err(PumpError::Deadline | PumpError::ClientGone)) {
-        crate::upstream::reset_on_close(upstream.tcp());
+        crate::upstream::reset_on_close(&*upstream);
     }
     sent
 }

@@ -66,44 +66,61 @@ impl Conn {
     /// Like [`Conn::fill`], but also watches `client`: if the client closes while we wait, the
     /// read is cancelled (its buffer and any bytes it got are kept) and `ConnectionAborted` is
     /// returned. Pipelined client bytes are not an abort: watching stops and the read goes on.
+    /// A TLS read cannot be cancelled: it is dropped instead (its buffer is lost and the stream
+    /// fails from then on; the caller closes it after the error).
     pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
+        let droppable = self.stream.tls().is_some();
         let canceller = Canceller::new();
-        let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
-        let mut read = std::pin::pin!(read);
-        let deadline = monoio::time::sleep(timeout);
-        let mut deadline = std::pin::pin!(deadline);
-        // most upstreams answer within microseconds: only a wait longer than WATCH_AFTER pays for
-        // arming a poll on the client socket (an extra io_uring op and its cancellation)
-        monoio::select! {
-            r = &mut read => {
-                let (res, slice) = r;
-                self.buf = slice.into_inner();
-                return res;
-            }
-            _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => {}
-        }
-        let mut watching = true;
         let mut outcome = None;
-        let (res, slice) = loop {
+        let finished = {
+            let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+            let mut read = std::pin::pin!(read);
+            let deadline = monoio::time::sleep(timeout);
+            let mut deadline = std::pin::pin!(deadline);
+            // most upstreams answer within microseconds: only a wait longer than WATCH_AFTER pays
+            // for arming a poll on the client socket (an extra io_uring op and its cancellation)
             monoio::select! {
-                r = &mut read => break r,
-                _ = &mut deadline, if outcome.is_none() => {
-                    outcome = Some(io::ErrorKind::TimedOut);
-                    canceller.cancel();
-                    break read.await;
+                r = &mut read => {
+                    let (res, slice) = r;
+                    self.buf = slice.into_inner();
+                    return res;
                 }
-                _ = client.readable(false), if watching && outcome.is_none() => {
-                    if crate::upstream::peer_state(client.tcp()) == crate::upstream::PeerState::Closed {
-                        outcome = Some(io::ErrorKind::ConnectionAborted);
+                _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => {}
+            }
+            let mut watching = true;
+            loop {
+                monoio::select! {
+                    r = &mut read => break Some(r),
+                    _ = &mut deadline, if outcome.is_none() => {
+                        outcome = Some(io::ErrorKind::TimedOut);
+                        if droppable {
+                            break None;
+                        }
                         canceller.cancel();
-                        break read.await;
+                        break Some(read.await);
                     }
-                    watching = false; // pipelined bytes: the next request, not an abort
+                    closed = client_closed(client), if watching && outcome.is_none() => {
+                        if closed {
+                            outcome = Some(io::ErrorKind::ConnectionAborted);
+                            if droppable {
+                                break None;
+                            }
+                            canceller.cancel();
+                            break Some(read.await);
+                        }
+                        watching = false; // pipelined bytes: the next request, not an abort
+                    }
                 }
             }
         };
-        self.buf = slice.into_inner();
+        let res = match finished {
+            Some((res, slice)) => {
+                self.buf = slice.into_inner();
+                res
+            }
+            None => Err(io::Error::from(io::ErrorKind::Interrupted)),
+        };
         match outcome {
             Some(kind) => Err(io::Error::new(kind, "read ended early")),
             None => res,
@@ -128,6 +145,28 @@ impl Conn {
         let len = self.buf.len();
         let cap = self.buf.capacity().min(len + want.max(MIN_READ_BYTES));
         Ok((std::mem::take(&mut self.buf), len, cap))
+    }
+}
+
+/// How often a TLS client (whose socket cannot be polled for readiness here) is checked for
+/// having gone away while its upstream is busy.
+const TLS_CLIENT_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Resolves when the client's socket shows something: `true` when it closed or reset, `false`
+/// for bytes (a pipelined request).
+async fn client_closed(client: &Stream) -> bool {
+    use std::os::fd::AsRawFd;
+    match client.readable(false) {
+        Some(ready) => {
+            let _ = ready.await;
+            crate::upstream::peer_state(client) == crate::upstream::PeerState::Closed
+        }
+        None => loop {
+            monoio::time::sleep(TLS_CLIENT_CHECK_EVERY).await;
+            if crate::upstream::peer_gone(client.as_raw_fd()) {
+                return true;
+            }
+        },
     }
 }
 

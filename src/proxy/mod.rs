@@ -12,6 +12,7 @@ mod request;
 mod respond;
 mod route;
 mod session;
+mod tls_accept;
 mod tunnel;
 mod upstream_side;
 
@@ -56,7 +57,8 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
     out
 }
 
-/// The runtime's connection handler: the request loop for one accepted connection.
+/// The runtime's connection handler: the request loop for one accepted connection (after the
+/// TLS handshake on an HTTPS listener).
 pub fn handler(
     shard: std::rc::Rc<Shard>,
     conn: crate::runtime::Accepted,
@@ -66,25 +68,34 @@ pub fn handler(
     Box::pin(
         async move {
             let crate::runtime::Accepted { stream, peer, listener, idle, over_cap } = conn;
-            match over_cap {
-                true => refuse(stream).await,
-                false => serve_connection(&shard, stream, peer, listener, idle).await,
-            }
+            let tls = shard.generation().snapshot.listeners.get(listener).and_then(|l| l.tls.clone());
+            let _ = stream.set_nodelay(true);
+            let (stream, sni_names) = match (over_cap, tls) {
+                (true, None) => return refuse(stream).await,
+                // over the cap on HTTPS: no handshake is spent on a connection that gets nothing
+                (true, Some(_)) => return,
+                (false, None) => (crate::net::Stream::Plain(stream), None),
+                (false, Some(tls)) => match tls_accept::accept(&shard, stream, &tls).await {
+                    Some(accepted) => accepted,
+                    None => return,
+                },
+            };
+            serve_connection(&shard, stream, peer, listener, idle, sni_names).await
         }
         .instrument(span),
     )
 }
 
-/// Serves requests on one accepted client connection until it closes.
+/// Serves requests on one accepted client connection until it closes. `sni_names`: on a TLS
+/// connection whose client sent SNI, the names its certificate covers (the Host check).
 pub async fn serve_connection(
     shard: &Shard,
-    stream: TcpStream,
+    stream: crate::net::Stream,
     peer: SocketAddr,
     listener: usize,
     idle: std::rc::Rc<std::cell::Cell<bool>>,
+    sni_names: Option<Vec<String>>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let stream = crate::net::Stream::Plain(stream);
     let scheme = stream.scheme();
     let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
     let mut scratch =
@@ -92,7 +103,7 @@ pub async fn serve_connection(
     let mut served = 0u32;
     let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
     let ip = peer.ip().to_string().into_bytes();
-    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle };
+    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle, sni_names };
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,
@@ -107,6 +118,10 @@ pub async fn serve_connection(
                 return;
             }
         }
+    }
+    if client.stream.tls().is_some() {
+        // close_notify, so the client can tell a complete response from a cut connection
+        let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
     }
 }
 
@@ -141,3 +156,4 @@ async fn linger(client: &mut Conn) {
         }
     }
 }
+

@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::forward::{forward, Failure};
 use super::io::Conn;
 use super::local::{respond_error, serve_filter_response, serve_mock, serve_server_options, ErrorReply};
-use super::request::{Action, Request};
+use super::request::{Action, OwnedHead, Request, Routed};
 use super::route::{admit, route, upstream_head, Route};
 use super::session::{finish, ApiFlight, InFlight, Peer, Session};
 use crate::config::Target;
@@ -55,16 +55,13 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     let gen = &*gen;
     let limits = head_limits(gen);
     // read head
-    let mut headers = crate::http::header_buf();
-    let parsed = match read_head(gen, client, peer, served, &limits).await {
-        Ok(true) => parse_request(client.pending(), &mut headers, &limits)
-            .map_err(Error::from)
-            .and_then(|h| h.ok_or_else(|| ParseError::BadRequest("incomplete head").into())),
+    let read = match read_head(gen, client, peer, served, &limits).await {
+        Ok(true) => head_phases(shard, gen, client, peer, served, &limits, &mut s.up_head),
         Ok(false) => return Next::Close,
         Err(err) => Err(err),
     };
-    let head = match parsed {
-        Ok(head) => head,
+    let (mut req, step, api_flight) = match read {
+        Ok(parts) => parts,
         Err(err) => {
             let mut session = Session::new(peer.listener, std::time::Instant::now());
             let reply = ErrorReply { head_only: false, close: true, id: &[] };
@@ -73,17 +70,15 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
             return next;
         }
     };
-    let head_len = head.head_len;
     let _in_flight = InFlight::enter(shard);
-    let mut req = Request::new(shard, gen, peer, served, &head);
-    // route → admit → filters → upstream head
-    let mut api_flight = None;
-    let action = match decide(shard, gen, &head, peer, &mut req, &mut api_flight, &mut s.up_head).await {
-        Ok(action) => action,
-        Err(err) => Action::Reject(err),
+    // filters (only APIs that have some await here), then the upstream head
+    let action = match step {
+        Step::Done(action) => action,
+        // boxed: its state is only paid for by requests that run filters
+        Step::Filter { routed, head } => {
+            Box::pin(filter(gen, peer, &mut req, &routed, &head, &limits, &mut s.up_head)).await
+        }
     };
-    // the head is not read after this: its bytes leave the buffer
-    client.consume(head_len);
     // respond: forward, or answer here
     let next = match action {
         Action::Reject(err) => {
@@ -113,42 +108,96 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     next
 }
 
-/// The head phases in order: route, admit (its guard goes to `flight`), the API's request
-/// filters, then the upstream head for a proxied API. `Err` is answered through the error table.
-async fn decide<'g>(
+/// Where the synchronous head phases leave a request.
+enum Step {
+    Done(Action),
+    /// The API has request filters: they run on a copy of the head (the parsed head and its
+    /// field array stay out of the connection task's state, which every connection pays for).
+    Filter {
+        routed: Routed,
+        head: Box<OwnedHead>,
+    },
+}
+
+/// The synchronous phases on the buffered head: parse, context, route, admit (its guard is
+/// returned), then the upstream head unless the API has filters. The head leaves the read buffer.
+fn head_phases<'g>(
     shard: &Shard,
     gen: &'g Generation,
+    client: &mut Conn,
+    peer: &Peer,
+    served: u32,
+    limits: &HeadLimits,
+    up_head: &mut Vec<u8>,
+) -> Result<(Request, Step, Option<ApiFlight<'g>>), Error> {
+    let mut headers = crate::http::header_buf();
+    let pending = client.pending();
+    let head = parse_request(pending, &mut headers, limits)?.ok_or(ParseError::BadRequest("incomplete head"))?;
+    let head_len = head.head_len;
+    let mut req = Request::new(shard, gen, peer, served, &head);
+    let mut flight = None;
+    let step = match route(shard, gen, &head, peer, &mut req) {
+        Err(err) => Step::Done(Action::Reject(err)),
+        Ok(Route::ServerOptions) => Step::Done(Action::ServerOptions),
+        Ok(Route::Api(routed)) => match admit(shard, gen, &head, &req, routed.api) {
+            Err(err) => Step::Done(Action::Reject(err)),
+            Ok(guard) => {
+                flight = guard;
+                match gen.filters[routed.api].is_empty() {
+                    true => Step::Done(target(gen, &head, peer, &mut req, &routed, up_head)),
+                    false => Step::Filter { head: Box::new(OwnedHead::new(&head, &pending[..head_len])), routed },
+                }
+            }
+        },
+    };
+    client.consume(head_len);
+    Ok((req, step, flight))
+}
+
+/// The API's request filters, in order; then the upstream head from the copied head.
+async fn filter(
+    gen: &Generation,
+    peer: &Peer,
+    req: &mut Request,
+    routed: &Routed,
+    head: &OwnedHead,
+    limits: &HeadLimits,
+    up_head: &mut Vec<u8>,
+) -> Action {
+    let api = &gen.snapshot.apis[routed.api];
+    let view = FilterRequest {
+        head,
+        path: routed.path(head),
+        client: req.client,
+        service: &gen.snapshot.services[api.service].name,
+        api: &api.name,
+        request_id: &req.id,
+    };
+    if let Verdict::Respond(response) = run_chain(&gen.filters[routed.api], &view, &mut req.effects).await {
+        return Action::Local(Box::new(response));
+    }
+    let mut headers = crate::http::header_buf();
+    match parse_request(&head.raw, &mut headers, limits) {
+        Ok(Some(parsed)) => target(gen, &parsed, peer, req, routed, up_head),
+        _ => Action::Reject(Error::new(crate::error::Side::Internal, Kind::Internal, "copied head does not parse")),
+    }
+}
+
+/// What the routed API's target makes of the request: a mock answer, or the upstream head
+/// written into `up_head` for forwarding.
+fn target(
+    gen: &Generation,
     head: &RequestHead<'_, '_>,
     peer: &Peer,
     req: &mut Request,
-    flight: &mut Option<ApiFlight<'g>>,
+    routed: &Routed,
     up_head: &mut Vec<u8>,
-) -> Result<Action, Error> {
-    let routed = match route(shard, gen, head, req)? {
-        Route::ServerOptions => return Ok(Action::ServerOptions),
-        Route::Api(routed) => routed,
-    };
-    *flight = admit(shard, gen, head, req, routed.api)?;
-    let api = &gen.snapshot.apis[routed.api];
-    let chain = &gen.filters[routed.api];
-    if !chain.is_empty() {
-        let view = FilterRequest {
-            head,
-            path: routed.path(head),
-            client: req.client,
-            service: &gen.snapshot.services[api.service].name,
-            api: &api.name,
-            request_id: &req.id,
-        };
-        if let Verdict::Respond(response) = run_chain(chain, &view, &mut req.effects).await {
-            return Ok(Action::Local(Box::new(response)));
-        }
-    }
-    match &api.target {
-        Target::Mock(_) => Ok(Action::Mock(routed.api)),
+) -> Action {
+    match &gen.snapshot.apis[routed.api].target {
+        Target::Mock(_) => Action::Mock(routed.api),
         Target::Upstream(uid) => {
-            upstream_head(gen, head, peer, req, &routed, *uid, up_head);
-            Ok(Action::Proxy(*uid))
+            upstream_head(gen, head, peer, req, routed, *uid, up_head);
+            Action::Proxy(*uid)
         }
     }
 }

@@ -136,3 +136,50 @@ fn offered_upgrade(value: &[u8]) -> SmallVec<[u8; 32]> {
     }
     out
 }
+
+/// An owned copy of a request head, for phases that await (request filters): the raw bytes
+/// (re-parsed when the upstream head is built) and the fields the filters read.
+pub(super) struct OwnedHead {
+    pub(super) raw: Vec<u8>,
+    method: Vec<u8>,
+    authority: Option<Vec<u8>>,
+    path: Vec<u8>,
+    query: Vec<u8>,
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl OwnedHead {
+    pub(super) fn new(head: &crate::http::RequestHead<'_, '_>, raw: &[u8]) -> Self {
+        Self {
+            raw: raw.to_vec(),
+            method: head.method.to_vec(),
+            authority: head.authority.map(<[u8]>::to_vec),
+            path: head.path.to_vec(),
+            query: head.query.to_vec(),
+            fields: head.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect(),
+        }
+    }
+}
+
+impl HeadView for OwnedHead {
+    fn method(&self) -> &[u8] {
+        &self.method
+    }
+    fn authority(&self) -> Option<&[u8]> {
+        self.authority.as_deref()
+    }
+    fn path(&self) -> &[u8] {
+        &self.path
+    }
+    fn query(&self) -> &[u8] {
+        &self.query
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+    }
+    fn for_each_header(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for (n, v) in &self.fields {
+            f(n, v);
+        }
+    }
+}

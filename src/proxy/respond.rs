@@ -24,6 +24,7 @@ pub fn answer(err: &Error) -> Answer {
         Kind::NoRoute => (Some(404), false, "no_route"),
         Kind::MethodNotAllowed(_) => (Some(405), false, "method_not_allowed"),
         Kind::Forbidden => (Some(403), false, "ip_denied"),
+        Kind::Misdirected => (Some(421), false, "misdirected"),
         Kind::RateLimited(_) => (Some(429), false, "rate_limited"),
         Kind::Overloaded => (Some(503), false, "overloaded"),
         Kind::ClientTimeout => (Some(408), true, "client_timeout"),
@@ -34,6 +35,7 @@ pub fn answer(err: &Error) -> Answer {
         Kind::ReadTimeout => (Some(504), false, "response_timeout"),
         Kind::UpstreamClosed => (Some(502), false, "upstream_closed"),
         Kind::BadUpstreamResponse(_) => (Some(502), false, "bad_upstream_response"),
+        Kind::UpstreamTls(flag) => (Some(502), false, *flag),
         Kind::Internal if err.side == Side::Internal => (Some(500), false, "internal"),
         Kind::Internal => (Some(502), false, "internal"),
     };

@@ -21,18 +21,26 @@ pub(super) enum Route {
     Api(Routed),
 }
 
-/// Route: the instance IP lists before any other work, then the route table on the normalised
-/// path, then the service's IP lists. Sets the service and API on the session.
+/// Route: the instance IP lists before any other work, the Host against the TLS certificate
+/// (421), then the route table on the normalised path, then the service's IP lists. Sets the
+/// service and API on the session.
 pub(super) fn route(
     shard: &Shard,
     gen: &Generation,
     head: &RequestHead<'_, '_>,
+    peer: &Peer,
     req: &mut Request,
 ) -> Result<Route, Error> {
     let snapshot = &gen.snapshot;
     if !snapshot.instance.ip_filter.permits(req.client) {
         shard.metrics.borrow_mut().denied_instance += 1;
         return Err(Error::downstream(Kind::Forbidden));
+    }
+    if let Some(names) = &peer.sni_names {
+        // a connection set up for one name must not serve another (HTTP-EDGE-CASES E5)
+        if !crate::tls::host_covered(names, head.authority.unwrap_or_default()) {
+            return Err(Error::downstream(Kind::Misdirected));
+        }
     }
     if head.path == b"*" {
         return Ok(Route::ServerOptions);

@@ -76,11 +76,14 @@ pub struct Peer {
     pub listener: usize,
     /// The peer is one of `instance.trusted_proxies`: its X-Forwarded-For is believed.
     pub trusted: bool,
-    /// The scheme the client speaks on this connection ("http" until TLS listeners land).
+    /// The scheme the client speaks on this connection ("http" or "https").
     pub scheme: &'static str,
     /// Set while the connection waits for its next request with nothing buffered: a worker at
     /// its connection cap may close it.
     pub idle: std::rc::Rc<std::cell::Cell<bool>>,
+    /// TLS with SNI: the names the negotiated certificate covers; a request for another host
+    /// gets 421 Misdirected Request.
+    pub sni_names: Option<Vec<String>>,
 }
 
 /// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.

@@ -262,6 +262,14 @@ async fn dial_or_reuse(
     let t0 = Instant::now();
     let source_ip = state.egress_for_new_connection(up, shard.worker);
     let dialed = connect(key.endpoint, source_ip, up.connect_timeout).await;
+    let dialed = match (dialed, &up.tls) {
+        (Ok(tcp), Some(tls)) => {
+            let left = up.connect_timeout.saturating_sub(t0.elapsed()).max(std::time::Duration::from_millis(1));
+            tls_connect(tcp, tls, key.endpoint, left).await.map_err(Dial::Tls)
+        }
+        (Ok(tcp), None) => Ok(crate::net::Stream::Plain(tcp)),
+        (Err(e), _) => Err(Dial::Tcp(e)),
+    };
     let mut m = shard.metrics.borrow_mut();
     m.upstreams[uid].connects += 1;
     if dialed.is_err() {
@@ -275,7 +283,7 @@ async fn dial_or_reuse(
         Ok(stream) => {
             session.connect_us = Some(micros_since(t0));
             Ok(UpSide {
-                conn: Conn::new(crate::net::Stream::Plain(stream), Vec::with_capacity(UPSTREAM_BUF_BYTES)),
+                conn: Conn::new(stream, Vec::with_capacity(UPSTREAM_BUF_BYTES)),
                 slot,
                 ep,
                 key,
@@ -283,7 +291,8 @@ async fn dial_or_reuse(
                 reused: false,
             })
         }
-        Err(e) => {
+        Err(Dial::Tls(err)) => Err(err),
+        Err(Dial::Tcp(e)) => {
             if e.kind() == std::io::ErrorKind::AddrNotAvailable {
                 // not the endpoint's fault: this host cannot use the egress address (or ran out of ports)
                 tracing::warn!(endpoint = %key.endpoint, source_ip = ?source_ip, error = %e, "Cannot connect from the egress address");
@@ -296,6 +305,38 @@ async fn dial_or_reuse(
             };
             Err(Error::new(Side::Upstream, kind, context).with_source(e).with_retry(Retry::Safe))
         }
+    }
+}
+
+/// Why a new upstream connection could not be made.
+enum Dial {
+    Tcp(std::io::Error),
+    /// The TLS handshake failed (already an error naming why).
+    Tls(Error),
+}
+
+/// The client side of a TLS handshake to `endpoint`, within `timeout`. A failure is safe to
+/// retry elsewhere (nothing was sent) and names its reason for the access log.
+async fn tls_connect(
+    mut tcp: monoio::net::TcpStream,
+    tls: &crate::tls::UpstreamTls,
+    endpoint: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<crate::net::Stream, Error> {
+    let failed = |kind: Kind, msg: String| {
+        Err(Error::new(Side::Upstream, kind, format!("TLS to {endpoint}: {msg}")).with_retry(Retry::Safe))
+    };
+    let mut conn = match rustls::ClientConnection::new(tls.config.clone(), tls.name_for(endpoint.ip())) {
+        Ok(c) => c,
+        Err(e) => return failed(Kind::UpstreamTls("tls_handshake_failed"), e.to_string()),
+    };
+    match monoio::time::timeout(timeout, crate::tls::handshake(&mut tcp, &mut conn, false)).await {
+        Ok(Ok(())) => Ok(crate::net::Stream::Tls(Box::new(crate::net::Tls::client(tcp, conn)))),
+        Ok(Err(e)) => {
+            tracing::debug!(endpoint = %endpoint, error = %e, "Upstream TLS handshake failed");
+            failed(Kind::UpstreamTls(crate::tls::upstream_flag(&e)), e.to_string())
+        }
+        Err(_) => failed(Kind::ConnectTimeout, "handshake timed out".into()),
     }
 }
 

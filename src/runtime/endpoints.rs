@@ -78,6 +78,7 @@ pub fn start(
     let mut threads = Vec::new();
     for (ui, up) in snapshot.upstreams.iter().enumerate() {
         let Some(cfg) = up.health.clone() else { continue };
+        let tls = up.tls.clone();
         let (addrs, source, tx, stop) = (
             up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
             up.egress_ips.first().copied(),
@@ -89,7 +90,7 @@ pub fn start(
             let mut seed = (ui as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             while !stop.load(Ordering::SeqCst) {
                 for (ei, addr) in addrs.iter().enumerate() {
-                    let result = probe(*addr, source, &cfg);
+                    let result = probe(*addr, source, &cfg, tls.as_deref());
                     if tx.send(ControlEvent::Probe { upstream: ui, endpoint: ei, result }).is_err() {
                         return;
                     }

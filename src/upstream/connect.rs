@@ -61,7 +61,7 @@ pub enum PeerState {
 }
 
 /// Peeks at a connection without consuming anything (one syscall).
-pub fn peer_state(stream: &TcpStream) -> PeerState {
+pub fn peer_state(stream: &impl AsRawFd) -> PeerState {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     with_sock(stream, |sock| match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         Ok(0) => PeerState::Closed,
@@ -75,7 +75,7 @@ pub fn peer_state(stream: &TcpStream) -> PeerState {
 /// True when nothing is waiting on the connection: no byte, no FIN, no error. One `poll(2)` with
 /// a zero timeout (lockless in the kernel: ~15% cheaper here than a `MSG_PEEK` recv, 330 vs
 /// 410 ns); interrupted or failed polls count as not quiet.
-pub fn peer_quiet(stream: &TcpStream) -> bool {
+pub fn peer_quiet(stream: &impl AsRawFd) -> bool {
     let mut p = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd, owned by this frame; the fd is borrowed from `stream`.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
@@ -107,12 +107,12 @@ const TCP_ESTABLISHED: u8 = 1;
 
 /// Makes closing `stream` send a reset instead of a FIN: an aborted upload's unsent bytes would
 /// otherwise hold the FIN back for as long as the peer's window stays closed.
-pub fn reset_on_close(stream: &TcpStream) {
+pub fn reset_on_close(stream: &impl AsRawFd) {
     let _ = with_sock(stream, |sock| sock.set_linger(Some(Duration::ZERO)));
 }
 
 /// Runs `f` with socket2's view of the stream's fd (for options monoio does not expose).
-pub(crate) fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(SockRef<'_>) -> R) -> R {
+pub(crate) fn with_sock<R>(stream: &impl AsRawFd, f: impl FnOnce(SockRef<'_>) -> R) -> R {
     // SAFETY: the fd is owned by `stream`, which is borrowed for the whole call.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     f(SockRef::from(&fd))

@@ -57,20 +57,45 @@ impl HealthState {
     }
 }
 
-/// One probe: connect (from `source`), and for HTTP checks send a GET and read the status.
-/// Returns `Err(reason)` on failure.
-pub fn probe(addr: SocketAddr, source: Option<IpAddr>, cfg: &HealthConfig) -> Result<(), String> {
+/// One probe: connect (from `source`), complete a TLS handshake for TLS upstreams, and for HTTP
+/// checks send a GET and read the status. Returns `Err(reason)` on failure.
+pub fn probe(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    cfg: &HealthConfig,
+    tls: Option<&crate::tls::UpstreamTls>,
+) -> Result<(), String> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))
         .map_err(|e| e.to_string())?;
     if let Some(ip) = source {
         socket.bind(&SocketAddr::new(ip, 0).into()).map_err(|e| format!("bind {ip}: {e}"))?;
     }
     socket.connect_timeout(&addr.into(), cfg.timeout).map_err(|e| format!("connect: {e}"))?;
-    let Some(path) = &cfg.path else { return Ok(()) };
-    let mut s: TcpStream = socket.into();
+    let s: TcpStream = socket.into();
     s.set_read_timeout(Some(cfg.timeout)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(cfg.timeout)).map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n");
+    match tls {
+        None => http_check(s, addr.to_string(), cfg),
+        Some(tls) => {
+            let name = tls.name_for(addr.ip());
+            let host = match &name {
+                rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+                _ => addr.to_string(),
+            };
+            let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| format!("tls: {e}"))?;
+            let mut stream = rustls::StreamOwned::new(conn, s);
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock).map_err(|e| format!("tls handshake: {e}"))?;
+            }
+            http_check(stream, host, cfg)
+        }
+    }
+}
+
+/// The HTTP part of a probe (nothing to do for a connect check).
+fn http_check(mut s: impl Read + Write, host: String, cfg: &HealthConfig) -> Result<(), String> {
+    let Some(path) = &cfg.path else { return Ok(()) };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
     let mut buf = [0u8; 64];
     let mut got = 0;
@@ -148,9 +173,9 @@ mod tests {
             }
         });
         let c = HealthConfig { path: Some("/healthz".into()), ..cfg() };
-        assert_eq!(probe(addr, None, &c), Ok(()));
-        assert_eq!(probe(addr, None, &c), Err("status 503".into()));
+        assert_eq!(probe(addr, None, &c, None), Ok(()));
+        assert_eq!(probe(addr, None, &c, None), Err("status 503".into()));
         let closed = { std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap() };
-        assert!(probe(closed, None, &c).unwrap_err().starts_with("connect"));
+        assert!(probe(closed, None, &c, None).unwrap_err().starts_with("connect"));
     }
 }

@@ -59,13 +59,21 @@ impl IdleConn {
     }
 
     /// Arms the watch on a fresh connection; `waker` is woken when it fires. False when the
-    /// connection is already readable (the caller closes it).
+    /// connection is already readable (the caller closes it). TLS connections are not watched
+    /// (their socket belongs to the TLS layer): the check at checkout and the idle timeout
+    /// still apply.
     pub fn arm(&mut self, waker: &Waker) -> bool {
         self.state = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Fresh(conn) if conn.stream.tls().is_some() => State::Fresh(conn),
             State::Fresh(UpstreamConn { slot, stream, buf, requests }) => {
                 let stream = Rc::new(stream);
                 let watched = stream.clone();
-                let watch: Watch = Box::pin(async move { watched.readable(false).await });
+                let watch: Watch = Box::pin(async move {
+                    match watched.readable(false) {
+                        Some(ready) => ready.await,
+                        None => std::future::pending().await,
+                    }
+                });
                 State::Watched { stream, slot, buf, requests, watch }
             }
             other => other,
@@ -97,7 +105,7 @@ impl IdleConn {
             }
             State::Gone => return None,
         };
-        peer_quiet(conn.stream.tcp()).then_some(conn)
+        peer_quiet(&conn.stream).then_some(conn)
     }
 }
 

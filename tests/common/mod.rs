@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -514,6 +515,12 @@ pub fn request(addr: SocketAddr, raw: &str) -> Response {
 /// `GET path` with `Host: host` on a fresh connection.
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
     request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+}
+
+/// `GET path` on a fresh connection: the status and the body as text.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = get(addr, "localhost", path);
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 /// Polls `cond` until it holds or `limit` passes (no fixed sleeps to wait for state).

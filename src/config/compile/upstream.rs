@@ -122,6 +122,7 @@ impl Compiler<'_> {
                 Some(m) => Some(*m.get_ref()),
                 None => None,
             },
+            tls: self.upstream_tls(&base, f.tls.as_ref())?,
             health: self.health(&base, f.health.as_ref())?,
             outlier: self.outlier(&base, f.outlier.as_ref())?,
             when_all_down: match f.when_all_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
