@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -18,7 +17,7 @@ struct Seen {
 
 /// Sends `raw`, then reads until the gateway closes or stays quiet for 600 ms.
 fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> Seen {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = Wire::connect(addr);
     s.set_read_timeout(Some(Duration::from_millis(600))).unwrap();
     let _ = s.write_all(raw);
     let mut buf = Vec::new();
@@ -149,9 +148,9 @@ fn table_a_framing() {
 fn a16_truncated_body_is_never_forwarded_as_complete() {
     let up = MockUpstream::echo();
     let gw = gateway(&up);
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"POST /cut HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.shutdown_write();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     std::thread::sleep(Duration::from_millis(100)); // give a (wrong) forward time to land
@@ -193,9 +192,9 @@ fn table_b_chunked() {
 fn b7_missing_last_chunk_never_completes_upstream() {
     let up = MockUpstream::echo();
     let gw = gateway(&up);
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"POST /cut HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.shutdown_write();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     std::thread::sleep(Duration::from_millis(100));

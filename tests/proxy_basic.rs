@@ -51,7 +51,8 @@ fn proxies_with_forwarding_headers() {
     let seen = &up.requests()[0];
     assert_eq!(seen.header("host"), Some("Shop.Example"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
-    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    let proto = if tls_mode() { "https" } else { "http" };
+    assert_eq!(seen.header("x-forwarded-proto"), Some(proto));
     assert_eq!(seen.header("x-forwarded-host"), Some("Shop.Example"));
     assert_eq!(seen.header("via"), Some("1.1 ringway"));
     assert_eq!(seen.header("x-custom"), Some("yes"));

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,7 +14,7 @@ fn gateway(up: &MockUpstream, http: &str) -> TestGateway {
 }
 
 /// Reads everything until the gateway closes (at most `limit`); returns the bytes and whether it closed.
-fn read_until_close(s: &mut TcpStream, limit: Duration) -> (String, bool) {
+fn read_until_close(s: &mut Wire, limit: Duration) -> (String, bool) {
     s.set_read_timeout(Some(limit)).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -34,7 +33,7 @@ fn read_until_close(s: &mut TcpStream, limit: Duration) -> (String, bool) {
 fn incomplete_head_past_the_deadline_is_408_and_closed() {
     let up = MockUpstream::echo();
     let gw = gateway(&up, "header_timeout_ms = 300");
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ").unwrap();
     let (text, closed) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
@@ -45,7 +44,7 @@ fn incomplete_head_past_the_deadline_is_408_and_closed() {
 fn stalled_body_is_408_and_never_forwarded_complete() {
     let up = MockUpstream::echo();
     let gw = gateway(&up, "body_timeout_ms = 300");
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc").unwrap();
     let (text, closed) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 408 ") && closed, "{text}");
@@ -56,7 +55,7 @@ fn stalled_body_is_408_and_never_forwarded_complete() {
 fn body_below_the_minimum_rate_is_408() {
     let up = MockUpstream::echo();
     let gw = gateway(&up, "body_min_rate_bytes_per_s = 1000\nbody_min_rate_grace_ms = 200");
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n").unwrap();
     let t0 = Instant::now();
     let mut refused = false;
@@ -128,9 +127,16 @@ fn connection_cap_answers_503_when_no_connection_is_idle() {
         c.send(b"GET /busy HTTP/1.1\r\nHost: a\r\n\r\n");
     }
     assert!(eventually(Duration::from_secs(2), || up.request_count() == 2), "both requests in flight");
-    let refused = Client::connect(gw.addr).send(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
-    assert_eq!(refused.status, 503, "answered at once, never left in the backlog");
-    assert_eq!(refused.header("connection"), Some("close"));
+    if tls_mode() {
+        // HTTPS: no handshake is spent at the cap; the connection is closed at once
+        let tcp = std::net::TcpStream::connect(gw.addr).unwrap();
+        let mut c = Client::from_stream(tcp);
+        assert!(c.is_closed(Duration::from_secs(2)), "closed at once, never left in the backlog");
+    } else {
+        let refused = Client::connect(gw.addr).send(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n").response(false);
+        assert_eq!(refused.status, 503, "answered at once, never left in the backlog");
+        assert_eq!(refused.header("connection"), Some("close"));
+    }
     for mut c in busy {
         assert_eq!(c.response(false).status, 200, "the busy ones finish");
     }
@@ -198,7 +204,7 @@ fn upstream_stalling_mid_body_truncates_after_the_read_timeout() {
 fn client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     let up = MockUpstream::start(|_| Reply::Large(64 * 1024 * 1024));
     let gw = gateway(&up, "send_timeout_ms = 300");
-    let mut s = TcpStream::connect(gw.addr).unwrap();
+    let mut s = Wire::connect(gw.addr);
     s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(1500)); // a slow reader: kernel buffers fill, writes stall
     let mut total = 0usize;

@@ -156,4 +156,3 @@ async fn linger(client: &mut Conn) {
         }
     }
 }
-

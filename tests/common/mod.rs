@@ -19,12 +19,23 @@ pub fn driver() -> String {
     std::env::var("RINGWAY_TEST_DRIVER").unwrap_or_else(|_| "io_uring".into())
 }
 
+/// `RINGWAY_TEST_TLS=1`: test gateways listen with HTTPS (a test certificate for `localhost` and
+/// 127.0.0.1) and [`Wire::connect`] speaks TLS to them, so wire-level suites run over TLS too.
+pub fn tls_mode() -> bool {
+    std::env::var("RINGWAY_TEST_TLS").is_ok_and(|v| v == "1")
+}
+
+/// Client TLS configs for the gateways started in TLS mode, by listener address.
+static TLS_CLIENTS: Mutex<Vec<(SocketAddr, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+
 /// A gateway running in this process with 2 workers, stopped on drop.
 pub struct TestGateway {
     pub addr: SocketAddr,
     /// Admin address when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
     pub running: Option<ringway::runtime::Running>,
+    /// TLS mode: the certificate files.
+    _certs: Option<tls::TempDir>,
 }
 
 impl TestGateway {
@@ -40,14 +51,27 @@ impl TestGateway {
 
     /// Same, with a given number of workers.
     pub fn start_with_workers(body: &str, instance_extra: &str, workers: usize) -> Self {
+        let (certs, client, tls_keys) = match tls_mode() {
+            false => (None, None, String::new()),
+            true => {
+                let dir = tls::TempDir::new("gw-tls");
+                let ca = tls::Ca::new("harness CA");
+                let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(&dir, "gw");
+                let keys = format!("\n[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+                (Some(dir), Some(tls::ClientOpts::trusting(&ca).config()), keys)
+            }
+        };
         let text = format!(
-            "[instance]\nworkers = {workers}\nio_driver = \"{}\"\ndrain_timeout_ms = 5000\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
+            "[instance]\nworkers = {workers}\nio_driver = \"{}\"\ndrain_timeout_ms = 5000\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n{tls_keys}\n{body}",
             driver()
         );
         let snapshot = ringway::config::compile(&text, 1).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let running = ringway::start(Arc::new(snapshot)).expect("gateway starts");
         let addr = running.addrs[0];
-        Self { addr, admin: running.admin_addr, running: Some(running) }
+        if let Some(c) = client {
+            TLS_CLIENTS.lock().unwrap().push((addr, c));
+        }
+        Self { addr, admin: running.admin_addr, running: Some(running), _certs: certs }
     }
 
     /// Shuts down (drain) and waits for the workers.
@@ -397,21 +421,105 @@ impl Response {
     }
 }
 
+/// A client's connection to a gateway: plain TCP, or TLS when the gateway was started in TLS
+/// mode. Reads treat a TLS close without close_notify like a TCP close.
+pub enum Wire {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Wire {
+    /// Connects to `addr` (completing the TLS handshake for a TLS-mode gateway).
+    pub fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).expect("connect to gateway");
+        let config = TLS_CLIENTS.lock().unwrap().iter().find(|(a, _)| *a == addr).map(|(_, c)| c.clone());
+        match config {
+            None => Wire::Plain(tcp),
+            Some(c) => {
+                // by address: no SNI is sent, so the Host/SNI check (421) stays out of the wire tests
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let conn = rustls::ClientConnection::new(c, name).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                while s.conn.is_handshaking() {
+                    s.conn.complete_io(&mut s.sock).expect("TLS handshake with the gateway");
+                }
+                Wire::Tls(Box::new(s))
+            }
+        }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(s) => &s.sock,
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(t)
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        self.tcp().set_nonblocking(on)
+    }
+
+    /// Half-closes the client's side (TLS: close_notify first).
+    pub fn shutdown_write(&mut self) {
+        if let Wire::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A client connection that reads responses in a loop.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Wire,
     buf: Vec<u8>,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        Self::from_stream(TcpStream::connect(addr).expect("connect to gateway"))
+        Self::from_wire(Wire::connect(addr))
     }
 
-    /// Wraps an already connected stream.
+    /// Wraps an already connected TCP stream (plain HTTP).
     pub fn from_stream(stream: TcpStream) -> Self {
+        Self::from_wire(Wire::Plain(stream))
+    }
+
+    fn from_wire(stream: Wire) -> Self {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.set_nodelay(true).unwrap();
+        stream.tcp().set_nodelay(true).unwrap();
         Self { stream, buf: Vec::new() }
     }
 
