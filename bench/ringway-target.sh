@@ -2,7 +2,8 @@
 # anchors.sh EXTRA target: writes a ringway config proxying $LISTEN_ADDR → $BACKEND_ADDR into
 # $WORKDIR and runs the release binary in the foreground (workers = the CPUs it is pinned to).
 # Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path: enables the
-# JSON access log there), HTTP_EXTRA (lines added to [http], e.g. "response_request_id = false").
+# JSON access log there), HTTP_EXTRA (lines added to [http], e.g. "response_request_id = false"),
+# TLS_CERT + TLS_KEY (the listener speaks HTTPS with them).
 set -euo pipefail
 BIN=${RINGWAY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ringway}
 CONF="$WORKDIR/ringway-${LISTEN_ADDR##*:}.toml"
@@ -17,6 +18,7 @@ egress_ip = "127.0.0.1"
 
 [[listener]]
 listen = "$LISTEN_ADDR"
+$([[ -n "${TLS_CERT:-}" ]] && printf '[[listener.tls]]\ncert = "%s"\nkey = "%s"\n' "$TLS_CERT" "$TLS_KEY")
 
 [upstream.backend]
 endpoints = [{ addr = "$BACKEND_ADDR" }]

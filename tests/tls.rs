@@ -199,6 +199,7 @@ fn sessions_resume_on_any_worker() {
             assert!(r.response.starts_with("HTTP/1.1 200"));
         }
     }
+    assert_eq!(counter(&metrics(gw.admin), "ringway_tls_handshakes_resumed_total"), 16);
 }
 
 #[test]

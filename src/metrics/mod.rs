@@ -68,6 +68,8 @@ pub struct ShardMetrics {
     pub tls_handshakes: [[u64; 3]; 7],
     /// Handshake time of successful client handshakes, microseconds.
     pub tls_handshake_us: LogHist,
+    /// Successful client handshakes that resumed a session (ticket or session id).
+    pub tls_resumed: u64,
 }
 
 /// Outcomes of a client's TLS handshake, as counted.
@@ -92,6 +94,7 @@ impl ShardMetrics {
             latency: LatencySet::new(snapshot),
             tls_handshakes: [[0; 3]; 7],
             tls_handshake_us: LogHist::default(),
+            tls_resumed: 0,
         }
     }
 
@@ -160,6 +163,7 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
             t.iter_mut().zip(r).for_each(|(a, b)| *a += b);
         }
         total.tls_handshake_us.add(&m.tls_handshake_us);
+        total.tls_resumed += m.tls_resumed;
     }
     Some(total)
 }

@@ -325,6 +325,9 @@ fn tls_series(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
             let _ = writeln!(o, "{name}{{result=\"{result}\",version=\"{version}\"}} {n}");
         }
     }
+    let name = "ringway_tls_handshakes_resumed_total";
+    header(o, name, "counter", "Successful client TLS handshakes that resumed a session.");
+    let _ = writeln!(o, "{name} {}", m.tls_resumed);
     let name = "ringway_tls_handshake_duration_seconds";
     header(o, name, "histogram", "Time of successful client TLS handshakes.");
     histogram(o, name, "listener=\"all\"", &m.tls_handshake_us);

@@ -16,6 +16,8 @@ use crate::http::{push_chunk_header, BodyKind, ChunkedDecoder, ParseError};
 
 /// How long an upstream read runs before the client is also watched for going away.
 const WATCH_AFTER: Duration = Duration::from_millis(20);
+/// The buffer a connection's first read allocates (connections start without one).
+const FIRST_READ_BYTES: usize = 8 * 1024;
 /// Smallest free space worth a read syscall.
 const MIN_READ_BYTES: usize = 4 * 1024;
 /// Body data is streamed through buffers of at most this size (bounded memory per connection).
@@ -139,7 +141,10 @@ impl Conn {
             self.pos = 0;
         }
         let want = (max_pending - pending).clamp(1, STREAM_BUF_BYTES);
-        if self.buf.capacity() - self.buf.len() < want.min(MIN_READ_BYTES) {
+        if self.buf.capacity() == 0 {
+            // first read on a connection: a head fits; bodies grow the buffer below
+            self.buf.reserve_exact(want.min(FIRST_READ_BYTES));
+        } else if self.buf.capacity() - self.buf.len() < want.min(MIN_READ_BYTES) {
             self.buf.reserve(want);
         }
         let len = self.buf.len();

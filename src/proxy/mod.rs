@@ -27,10 +27,6 @@ pub use phases::{Next, Scratch};
 
 use crate::runtime::Shard;
 
-/// Initial read buffer per client connection; grows up to the header limit or body stream size.
-const CLIENT_BUF_BYTES: usize = 8 * 1024;
-/// Initial capacity for the serialised upstream request head (grows for larger heads).
-const UPSTREAM_HEAD_BYTES: usize = 1024;
 /// Lingering close: read and discard at most this much ...
 const LINGER_BYTES: usize = 64 * 1024;
 /// ... for at most this long, so the error response is not destroyed by a TCP reset.
@@ -97,9 +93,10 @@ pub async fn serve_connection(
     sni_names: Option<Vec<String>>,
 ) {
     let scheme = stream.scheme();
-    let mut client = Conn::new(stream, Vec::with_capacity(CLIENT_BUF_BYTES));
-    let mut scratch =
-        phases::Scratch { out: Vec::with_capacity(CLIENT_BUF_BYTES), up_head: Vec::with_capacity(UPSTREAM_HEAD_BYTES) };
+    // buffers are allocated on first use: a connection that never sends a request (an idle TLS
+    // connection after its handshake, a pre-connected client pool) holds none
+    let mut client = Conn::new(stream, Vec::new());
+    let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
     let mut served = 0u32;
     let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
     let ip = peer.ip().to_string().into_bytes();

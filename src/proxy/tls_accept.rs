@@ -50,6 +50,9 @@ pub(super) async fn accept(
         m.tls_handshakes[result][version] += 1;
         if result == 0 {
             m.tls_handshake_us.record(t0.elapsed().as_micros() as u64);
+            if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                m.tls_resumed += 1;
+            }
         }
     }
     match done {
