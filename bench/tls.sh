@@ -147,6 +147,14 @@ for n in $IDLE; do
 done
 
 echo "== medians (us_per_conn: proxy CPU per connection; per_core_per_s = 1e6 / us) -> $OUT"
-awk -F'\t' 'NR>1 && $1!="idle" { k=$1"\t"$2; v[k]=v[k]" "$5 }
-  END { for (k in v) { n=split(v[k], a, " "); asort(a); printf "%s\t%.1f us\t%.0f /s/core\n", k, a[int((n+1)/2)], 1e6/a[int((n+1)/2)] } }' "$OUT/raw.tsv" | sort
+python3 - "$OUT/raw.tsv" <<'PYEOF'
+import csv, statistics, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["kind"] != "idle"]
+for kind in ("new", "reuse"):
+    for t in ("nginx", "haproxy", "ringway"):
+        v = [float(r["us_per_conn"]) for r in rows if r["kind"] == kind and r["target"] == t and r["us_per_conn"] != "nan"]
+        if v:
+            m = statistics.median(v)
+            print(f"{kind:6} {t:8} {m:7.1f} us/conn  {1e6 / m:6.0f} /s/core  (n={len(v)})")
+PYEOF
 awk -F'\t' '$1=="idle"{ printf "idle %s conns\t%s\t%s\n", $4, $2, $5 }' "$OUT/raw.tsv"
