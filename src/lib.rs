@@ -38,5 +38,13 @@ pub mod upstream;
 /// Starts a gateway for `snapshot`: the runtime (workers, endpoint supervisor, admin) with the
 /// proxy's request loop serving every accepted connection.
 pub fn start(snapshot: std::sync::Arc<config::Snapshot>) -> std::io::Result<runtime::Running> {
-    runtime::start(snapshot, proxy::handler)
+    runtime::start(snapshot, proxy::handler, None)
+}
+
+/// Like [`start`], for a config read from `path`: SIGHUP / `POST /reload` re-read that file.
+pub fn start_file(
+    snapshot: std::sync::Arc<config::Snapshot>,
+    path: std::path::PathBuf,
+) -> std::io::Result<runtime::Running> {
+    runtime::start(snapshot, proxy::handler, Some(path))
 }

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
     let drain_delay = snapshot.instance.drain_delay;
-    let running = match ringway::start(Arc::new(snapshot)) {
+    let running = match ringway::start_file(Arc::new(snapshot), config.clone()) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
@@ -79,7 +79,10 @@ fn main() -> ExitCode {
     for sig in signals.forever() {
         match sig {
             SIGUSR1 => running.reopen_logs(),
-            SIGHUP => tracing::warn!("SIGHUP: live reload is not implemented yet; keeping the running config"),
+            // errors are logged by the reload itself and kept for /config
+            SIGHUP => {
+                let _ = running.reload();
+            }
             SIGUSR2 => tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; ignored"),
             _ => {
                 tracing::info!(signal = sig, drain_delay_ms = drain_delay.as_millis() as u64, "Stopping: draining");

@@ -124,7 +124,7 @@ fn upstreams_and_config_describe_the_running_instance() {
     assert!(u.contains("\"state\":\"healthy\""), "{u}");
     assert!(u.contains("\"requests\":1,\"connects\":1,\"connect_failures\":0,\"pool_hits\":0"), "{u}");
     let c = admin_get(&gw, "/config").text();
-    assert!(c.starts_with("{\"generation\":1,\"workers\":[{\"worker\":0,"), "{c}");
+    assert!(c.starts_with("{\"generation\":1,\"last_reload\":null,\"workers\":[{\"worker\":0,"), "{c}");
     assert!(c.contains(&format!("\"driver\":\"{}\"", driver())) || driver() == "auto", "{c}");
     assert!(c.contains(&format!("\"addr\":\"{}\"", gw.addr)), "listeners show the bound address: {c}");
 }

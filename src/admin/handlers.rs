@@ -22,6 +22,23 @@ pub struct AdminState {
     pub window_start: Instant,
     /// The merged histograms at the last `?reset=1`: `/stats/latency` shows what came since.
     pub window_base: Option<crate::metrics::LatencySet>,
+    /// The running config and live reload (`None` in unit tests).
+    pub reloader: Option<Arc<crate::runtime::Reloader>>,
+}
+
+impl AdminState {
+    /// Picks up a config switched since the last request (the latency window restarts then:
+    /// its base is keyed by the old config).
+    fn refresh(&mut self) -> Option<crate::runtime::Current> {
+        let current = self.reloader.as_ref()?.current();
+        if current.snapshot.generation != self.snapshot.generation {
+            self.snapshot = current.snapshot.clone();
+            self.endpoint_status = current.status.clone();
+            self.window_base = None;
+            self.window_start = Instant::now();
+        }
+        Some(current)
+    }
 }
 
 /// A complete admin response.
@@ -43,6 +60,7 @@ impl Reply {
 
 /// Routes one admin request.
 pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
+    let current = state.refresh();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let flag = |name: &str| query.split('&').any(|kv| kv == format!("{name}=1") || kv == name);
     let format_text = query.split('&').any(|kv| kv == "format=text");
@@ -50,7 +68,9 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
         ("GET", "/healthz") => Reply::text(200, "ok\n"),
         ("GET", "/stats/latency") => latency(state, format_text, flag("reset")),
         ("GET", "/metrics") => {
-            let (snaps, _) = scrape(state);
+            let (mut snaps, _) = scrape(state);
+            // mid-reload, a worker may still count by the other config's indices
+            snaps.retain(|s| s.metrics.generation == state.snapshot.generation);
             match metrics::merge(&snaps) {
                 Some(m) => {
                     let mut text = metrics::prometheus(&state.snapshot, &m, &snaps);
@@ -65,13 +85,20 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
             }
         }
         ("GET", "/upstreams") => upstreams(state),
-        ("GET", "/config") => Reply::json(config(state)),
+        ("GET", "/config") => Reply::json(config(state, current.as_ref())),
         ("GET", "/" | "/dashboard") => Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: super::dashboard::PAGE.as_bytes().to_vec(),
         },
-        ("POST", "/reload") => Reply::text(501, "live reload is not implemented yet; restart to apply a new config\n"),
+        ("POST", "/reload") => match &state.reloader {
+            None => Reply::text(501, "reload is not available here\n"),
+            Some(r) => match r.reload() {
+                Ok(generation) => Reply::json(format!("{{\"ok\":true,\"generation\":{generation}}}")),
+                Err(e @ crate::runtime::ReloadError::Slow(_)) => Reply::text(503, &format!("{e}\n")),
+                Err(e) => Reply::text(400, &format!("{e}\n")),
+            },
+        },
         (_, "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/config" | "/" | "/dashboard") => {
             Reply::text(405, "method not allowed\n")
         }
@@ -173,6 +200,10 @@ fn balance_name(b: &crate::config::Balance) -> String {
     }
 }
 
+fn unix(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// `2027-03-01T12:00:00Z` for a Unix time.
 fn rfc3339(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
@@ -180,16 +211,30 @@ fn rfc3339(unix: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
-fn config(state: &AdminState) -> String {
+fn config(state: &AdminState, current: Option<&crate::runtime::Current>) -> String {
     let s = &state.snapshot;
-    let mut out = format!("{{\"generation\":{},\"workers\":[", s.generation);
+    let mut out = format!("{{\"generation\":{},", s.generation);
+    match current.and_then(|c| c.last.as_ref()) {
+        None => out.push_str("\"last_reload\":null,"),
+        Some(last) => {
+            let _ = write!(out, "\"last_reload\":{{\"ok\":{},\"error\":", last.ok);
+            match &last.error {
+                Some(e) => crate::metrics::json_str(&mut out, e.as_bytes()),
+                None => out.push_str("null"),
+            }
+            let _ = write!(out, ",\"at\":\"{}\",\"generation\":{}}},", rfc3339(unix(last.at)), last.generation);
+        }
+    }
+    out.push_str("\"workers\":[");
     for (i, (cpu, driver)) in state.workers.iter().enumerate() {
         let sep = if i > 0 { "," } else { "" };
         let cpu = cpu.map_or("null".into(), |c| c.to_string());
+        let (generation, at) =
+            current.and_then(|c| c.switched.get(i).copied()).unwrap_or((s.generation, std::time::SystemTime::now()));
         let _ = write!(
             out,
-            "{sep}{{\"worker\":{i},\"cpu\":{cpu},\"driver\":\"{driver}\",\"generation\":{}}}",
-            s.generation
+            "{sep}{{\"worker\":{i},\"cpu\":{cpu},\"driver\":\"{driver}\",\"generation\":{generation},\"switched_at\":\"{}\"}}",
+            rfc3339(unix(at))
         );
     }
     out.push_str("],\"listeners\":[");
@@ -279,6 +324,7 @@ mod tests {
             endpoint_status: Default::default(),
             window_start: Instant::now(),
             window_base: None,
+            reloader: None,
         };
         let t0 = Instant::now();
         let reply = handle(&mut state, "GET", "/stats/latency");

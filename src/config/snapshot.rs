@@ -172,6 +172,9 @@ pub struct Upstream {
     pub when_all_down: AllDown,
     /// TLS to the endpoints, when configured.
     pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
+    /// Pooled connections are shared between upstreams (and config generations) with the same
+    /// identity: name, egress addresses and TLS settings.
+    pub pool_identity: u64,
 }
 
 /// What to do when no endpoint of an upstream is healthy and in rotation.

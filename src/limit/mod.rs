@@ -50,7 +50,7 @@ pub enum KeySource {
 }
 
 /// A per-key limit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRule {
     pub source: KeySource,
     pub rate: Rate,
@@ -96,6 +96,17 @@ pub struct Rules<'a> {
     pub api: Option<&'a RateRule>,
     pub service_key: Option<(&'a KeyRule, u64)>,
     pub api_key: Option<(&'a KeyRule, u64)>,
+}
+
+/// What a reload keeps of one service's or API's limiter state ([`ShardLimiter::carry_from`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Carry {
+    pub new: usize,
+    pub old: usize,
+    /// The shared bucket was kept: keep this core's lease of it.
+    pub lease: bool,
+    /// The key rule is unchanged: keep the per-key table.
+    pub keys: bool,
 }
 
 /// One core's limiter state for one snapshot.
@@ -167,6 +178,33 @@ impl ShardLimiter {
             }
         }
         Ok(())
+    }
+
+    /// Takes over `old`'s state for what a reload kept: its clock origin always; the instance
+    /// lease when `instance`; for each `(new, old, lease, keys)` service pair the lease (when the
+    /// shared bucket was kept) and the key table (when the key rule is unchanged); the same for
+    /// APIs. A rule that changed starts fresh.
+    pub fn carry_from(&mut self, old: &mut ShardLimiter, instance: bool, services: &[Carry], apis: &[Carry]) {
+        self.epoch = old.epoch;
+        if instance {
+            self.instance = old.instance;
+        }
+        for c in services {
+            if c.lease {
+                self.services[c.new] = old.services[c.old];
+            }
+            if c.keys {
+                self.service_keys[c.new] = old.service_keys[c.old].take();
+            }
+        }
+        for c in apis {
+            if c.lease {
+                self.apis[c.new] = old.apis[c.old];
+            }
+            if c.keys {
+                self.api_keys[c.new] = old.api_keys[c.old].take();
+            }
+        }
     }
 
     /// Keys evicted from the per-key tables so far.

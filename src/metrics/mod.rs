@@ -43,9 +43,12 @@ pub struct UpstreamCounters {
     pub retries: u64,
 }
 
-/// Everything one worker records; cloned into a [`MetricsSnapshot`] on scrape.
+/// Everything one worker records; cloned into a [`MetricsSnapshot`] on scrape. Indexed like
+/// config generation `generation`'s snapshot; a reload re-keys it by name ([`ShardMetrics::carry`]).
 #[derive(Debug, Clone)]
 pub struct ShardMetrics {
+    /// The config generation whose indices these vectors follow.
+    pub generation: u64,
     pub apis: Vec<ApiCounters>,
     /// Requests that matched no API (404, 405, bad requests).
     pub unrouted: ApiCounters,
@@ -81,6 +84,7 @@ pub const TLS_VERSIONS: [&str; 3] = ["TLSv1.2", "TLSv1.3", "none"];
 impl ShardMetrics {
     pub fn new(snapshot: &Snapshot) -> Self {
         Self {
+            generation: snapshot.generation,
             apis: vec![ApiCounters::default(); snapshot.apis.len()],
             unrouted: ApiCounters::default(),
             upstreams: vec![UpstreamCounters::default(); snapshot.upstreams.len()],
@@ -96,6 +100,52 @@ impl ShardMetrics {
             tls_handshake_us: LogHist::default(),
             tls_resumed: 0,
         }
+    }
+
+    /// The metrics for config `new`, carrying every series whose name is in both `old` (what
+    /// these metrics are keyed by) and `new`: APIs by service and API name, services, upstreams
+    /// and listeners by name. Series of removed names are gone; new names start at zero.
+    pub fn carry(&self, old: &Snapshot, new: &Snapshot) -> Self {
+        let mut m = ShardMetrics::new(new);
+        fn find(names: &mut dyn Iterator<Item = bool>) -> Option<usize> {
+            names.enumerate().find_map(|(i, same)| same.then_some(i))
+        }
+        for (j, api) in new.apis.iter().enumerate() {
+            let svc = &new.services[api.service].name;
+            let i = find(&mut old.apis.iter().map(|a| a.name == api.name && old.services[a.service].name == *svc));
+            if let Some(i) = i {
+                m.apis[j] = self.apis[i].clone();
+                m.limited[j] = self.limited[i];
+                m.overloaded[j] = self.overloaded[i];
+                m.latency.apis[j] = self.latency.apis[i].clone();
+            }
+        }
+        for (j, svc) in new.services.iter().enumerate() {
+            if let Some(i) = find(&mut old.services.iter().map(|s| s.name == svc.name)) {
+                m.denied[j] = self.denied[i];
+                m.latency.services[j] = self.latency.services[i].clone();
+            }
+        }
+        for (j, up) in new.upstreams.iter().enumerate() {
+            if let Some(i) = find(&mut old.upstreams.iter().map(|u| u.name == up.name)) {
+                m.upstreams[j] = self.upstreams[i].clone();
+                m.latency.upstreams[j] = self.latency.upstreams[i].clone();
+            }
+        }
+        for (j, l) in new.listeners.iter().enumerate() {
+            if let Some(i) = find(&mut old.listeners.iter().map(|o| o.name == l.name)) {
+                m.latency.listeners[j] = self.latency.listeners[i].clone();
+            }
+        }
+        m.unrouted = self.unrouted.clone();
+        m.connections_total = self.connections_total;
+        m.connections_refused = self.connections_refused;
+        m.connections_evicted = self.connections_evicted;
+        m.denied_instance = self.denied_instance;
+        m.tls_handshakes = self.tls_handshakes;
+        m.tls_handshake_us = self.tls_handshake_us.clone();
+        m.tls_resumed = self.tls_resumed;
+        m
     }
 
     /// Counts one finished request; `status` 0 means no response was sent.
@@ -134,7 +184,8 @@ pub struct MetricsSnapshot {
 pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
     let mut it = snaps.iter();
     let mut total = it.next()?.metrics.clone();
-    for s in it {
+    // a worker still on another config generation (mid-reload) has other indices: left out
+    for s in it.filter(|s| s.metrics.generation == total.generation) {
         let m = &s.metrics;
         for (t, a) in total.apis.iter_mut().zip(&m.apis) {
             add_api(t, a);

@@ -161,9 +161,9 @@ pub(super) async fn forward(
         match end {
             TryEnd::Status(status) => shard.report(gen, uid, upc.ep, status >= 500),
             TryEnd::NotUpstream => {}
-            TryEnd::Stale => shard.metrics.borrow_mut().upstreams[uid].failures += 1,
+            TryEnd::Stale => shard.count(gen, |m| m.upstreams[uid].failures += 1),
             TryEnd::Reset | TryEnd::Failed => {
-                shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+                shard.count(gen, |m| m.upstreams[uid].failures += 1);
                 shard.report(gen, uid, upc.ep, true);
             }
         }
@@ -174,7 +174,7 @@ pub(super) async fn forward(
             }
             Step::Elsewhere if state.try_retry(up.retry_budget_percent, Instant::now()) => {
                 tracing::debug!(endpoint = %upc.key.endpoint, tries = tries.elsewhere + 1, "Retrying on another endpoint");
-                shard.metrics.borrow_mut().upstreams[uid].retries += 1;
+                shard.count(gen, |m| m.upstreams[uid].retries += 1);
                 tries.elsewhere += 1;
                 avoid = Some(upc.ep);
                 continue;
@@ -199,7 +199,7 @@ pub(super) async fn forward(
     if let Err(e) = pump(&mut upc.conn, &mut client.stream, start.body, &mut s.out, opts).await.map(|n| {
         req.session.bytes_out += n;
     }) {
-        return body_failed(shard, req, s, &upc, uid, e);
+        return body_failed(shard, gen, req, s, &upc, e);
     }
     if req.session.status == 101 {
         // the 101 head is out; what follows is the upgraded protocol, relayed byte for byte
@@ -211,7 +211,7 @@ pub(super) async fn forward(
     if reusable && !shard.draining.get() {
         let UpSide { conn, key, requests, slot, .. } = upc;
         let idle = UpstreamConn { slot, stream: conn.stream, buf: conn.buf, requests };
-        shard.pool_checkin(key, idle, head_at);
+        shard.pool_checkin(gen, key, idle, head_at);
     }
     Ok(if start.client_keep_alive { Next::KeepAlive } else { Next::Close })
 }
@@ -238,7 +238,7 @@ async fn try_once(
     deadline: Instant,
 ) -> Tried {
     let snapshot = &gen.snapshot;
-    let uid = upc.key.egress_policy;
+    let uid = upc.key.upstream;
     let api = &snapshot.apis[req.api().unwrap_or_default()];
     let facts = RequestFacts {
         head_request: req.head_request,
@@ -267,7 +267,7 @@ async fn try_once(
         }),
     };
     upc.requests += 1;
-    shard.metrics.borrow_mut().upstreams[uid].requests += 1;
+    shard.count(gen, |m| m.upstreams[uid].requests += 1);
     let sent = match req.body {
         // a head alone fits the socket buffer of a fresh or idle connection: no watch needed
         BodyKind::None => pump(client, &mut upc.conn.stream, req.body, &mut s.out, opts).await,
@@ -328,12 +328,13 @@ fn send_failed(upc: &UpSide, e: PumpError, bodiless: bool) -> Error {
 /// otherwise the response is truncated and the connection closes.
 fn body_failed(
     shard: &Shard,
+    gen: &Generation,
     req: &mut Request,
     s: &mut Scratch,
     upc: &UpSide,
-    uid: UpstreamId,
     e: PumpError,
 ) -> Result<Next, Failure> {
+    let uid = upc.key.upstream;
     tracing::debug!(error = ?e, endpoint = %upc.key.endpoint, "Response body failed; truncating");
     req.session.error = Some(match e {
         PumpError::Sink(_) => "client_closed",
@@ -343,7 +344,7 @@ fn body_failed(
     if matches!(e, PumpError::Sink(_)) {
         return Ok(Next::Close);
     }
-    shard.metrics.borrow_mut().upstreams[uid].failures += 1;
+    shard.count(gen, |m| m.upstreams[uid].failures += 1);
     // the head leaves with the first body bytes
     if !s.out.starts_with(b"HTTP/1.") {
         return Ok(Next::Close);

@@ -51,11 +51,15 @@ pub struct Scratch {
 
 /// Serves one request. `served` counts earlier requests on this connection.
 pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: &mut Scratch) -> Next {
+    // read head (on the config current while waiting), then pin the generation current when the
+    // head is complete: a keep-alive connection picks up a reload at its next request
+    let waiting = shard.generation();
+    let limits = head_limits(&waiting);
+    let read = read_head(&waiting, client, peer, served, &limits).await;
+    drop(waiting);
     let gen = shard.generation();
     let gen = &*gen;
-    let limits = head_limits(gen);
-    // read head
-    let read = match read_head(gen, client, peer, served, &limits).await {
+    let read = match read {
         Ok(true) => head_phases(shard, gen, client, peer, served, &limits, &mut s.up_head),
         Ok(false) => return Next::Close,
         Err(err) => Err(err),

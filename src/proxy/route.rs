@@ -33,7 +33,7 @@ pub(super) fn route(
 ) -> Result<Route, Error> {
     let snapshot = &gen.snapshot;
     if !snapshot.instance.ip_filter.permits(req.client) {
-        shard.metrics.borrow_mut().denied_instance += 1;
+        shard.count(gen, |m| m.denied_instance += 1);
         return Err(Error::downstream(Kind::Forbidden));
     }
     if let Some(names) = &peer.sni_names {
@@ -57,7 +57,7 @@ pub(super) fn route(
     let service = snapshot.apis[api].service;
     (req.session.service, req.session.api) = (Some(service), Some(api));
     if !snapshot.services[service].ip_filter.permits(req.client) {
-        shard.metrics.borrow_mut().denied[service] += 1;
+        shard.count(gen, |m| m.denied[service] += 1);
         return Err(Error::downstream(Kind::Forbidden));
     }
     Ok(Route::Api(Routed { api, base_len, prefix_len, normal }))
@@ -75,7 +75,7 @@ pub(super) fn admit<'g>(
 ) -> Result<Option<ApiFlight<'g>>, Error> {
     let api = &gen.snapshot.apis[api_id];
     if let Err(refusal) = spend_rates(shard, gen, head, req, api_id) {
-        shard.metrics.borrow_mut().limited[api_id][refusal.level as usize] += 1;
+        shard.count(gen, |m| m.limited[api_id][refusal.level as usize] += 1);
         return Err(Error::downstream(Kind::RateLimited(refusal)));
     }
     let flight = match api.max_in_flight {
@@ -85,7 +85,7 @@ pub(super) fn admit<'g>(
             match ApiFlight::try_enter(gen, api_id, share) {
                 Some(f) => Some(f),
                 None => {
-                    shard.metrics.borrow_mut().overloaded[api_id] += 1;
+                    shard.count(gen, |m| m.overloaded[api_id] += 1);
                     return Err(Error::upstream(Kind::Overloaded, "max_in_flight"));
                 }
             }

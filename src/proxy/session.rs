@@ -90,17 +90,26 @@ pub struct Peer {
 pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &Peer, id: &[u8]) {
     let total_us = micros_since(session.started);
     let mut m = shard.metrics.borrow_mut();
-    m.count(session.api, session.status, session.bytes_in, session.bytes_out);
+    // a request that started before a reload is counted under the new config's names
+    let current;
+    let ids = if m.generation == gen.id() {
+        Some((session.listener, session.service, session.api, session.upstream))
+    } else {
+        current = shard.generation();
+        remap(&gen.snapshot, &current.snapshot, session)
+    };
+    let Some((listener, service, api, upstream)) = ids else { return };
+    m.count(api, session.status, session.bytes_in, session.bytes_out);
     // API and upstream curves show served requests only: a refusal (429, 403, 503 at a cap) or a
     // gateway error answers in microseconds and would drag an API's p50 down to that; the
     // listener's curve keeps every request (what clients experienced)
     let served = session.error.is_none() || session.first_byte_us.is_some();
-    let (service, api, upstream) = match served {
-        true => (session.service, session.api, session.upstream),
+    let (s_service, s_api, s_upstream) = match served {
+        true => (service, api, upstream),
         false => (None, None, None),
     };
-    m.latency.record_total(session.listener, service, api, upstream, total_us);
-    if let (Some(api), Some(up)) = (session.api, session.upstream) {
+    m.latency.record_total(listener, s_service, s_api, s_upstream, total_us);
+    if let (Some(api), Some(up)) = (api, upstream) {
         if let Some(c) = session.connect_us {
             m.latency.record_phase(Phase::Connect, api, up, c);
         }
@@ -132,6 +141,24 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             error: session.error,
         });
     }
+}
+
+/// The indices in `new` of what `session` recorded under `old` (listener, service, API, upstream),
+/// by name; `None` when its listener is gone.
+#[allow(clippy::type_complexity)]
+fn remap(
+    old: &crate::config::Snapshot,
+    new: &crate::config::Snapshot,
+    session: &Session,
+) -> Option<(usize, Option<ServiceId>, Option<ApiId>, Option<UpstreamId>)> {
+    let listener = new.listeners.iter().position(|l| l.name == old.listeners[session.listener].name)?;
+    let service = session.service.and_then(|s| new.services.iter().position(|n| n.name == old.services[s].name));
+    let api = session.api.and_then(|a| {
+        let (name, svc) = (&old.apis[a].name, &old.services[old.apis[a].service].name);
+        new.apis.iter().position(|n| n.name == *name && new.services[n.service].name == *svc)
+    });
+    let upstream = session.upstream.and_then(|u| new.upstreams.iter().position(|n| n.name == old.upstreams[u].name));
+    Some((listener, service, api, upstream))
 }
 
 /// Counts a request against its API's concurrency cap for as long as it lives.

@@ -238,11 +238,11 @@ async fn dial_or_reuse(
     session: &mut Session,
 ) -> Result<UpSide, Error> {
     let up = &gen.snapshot.upstreams[uid];
-    let key = PoolKey { endpoint: up.endpoints[ep].addr, egress_policy: uid };
+    let key = PoolKey { endpoint: up.endpoints[ep].addr, identity: up.pool_identity, upstream: uid };
     if use_pool {
         // the request started microseconds ago: its timestamp is good enough for idle expiry
         if let Some(c) = shard.pool_checkout(&key, session.started) {
-            shard.metrics.borrow_mut().upstreams[uid].pool_hits += 1;
+            shard.count(gen, |m| m.upstreams[uid].pool_hits += 1);
             return Ok(UpSide {
                 conn: Conn::new(c.stream, c.buf),
                 slot: c.slot,
@@ -270,12 +270,10 @@ async fn dial_or_reuse(
         (Ok(tcp), None) => Ok(crate::net::Stream::Plain(tcp)),
         (Err(e), _) => Err(Dial::Tcp(e)),
     };
-    let mut m = shard.metrics.borrow_mut();
-    m.upstreams[uid].connects += 1;
-    if dialed.is_err() {
-        m.upstreams[uid].connect_failures += 1;
-    }
-    drop(m);
+    shard.count(gen, |m| {
+        m.upstreams[uid].connects += 1;
+        m.upstreams[uid].connect_failures += u64::from(dialed.is_err());
+    });
     if dialed.is_err() {
         shard.report(gen, uid, ep, true);
     }

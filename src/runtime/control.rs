@@ -17,6 +17,14 @@ pub enum ControlMsg {
     Shutdown,
     /// Send a copy of the worker's metrics (cumulative; windows are computed by the admin).
     Stats { reply: Sender<crate::metrics::MetricsSnapshot> },
+    /// Switch to a new config (a reload): new requests start on it; the worker answers on `ack`
+    /// with its id once switched. `events`: the endpoint supervisor's new inbox.
+    Reload {
+        snapshot: std::sync::Arc<crate::config::Snapshot>,
+        rates: std::sync::Arc<super::SharedRates>,
+        events: crossbeam_channel::Sender<ControlEvent>,
+        ack: crossbeam_channel::Sender<usize>,
+    },
     /// An endpoint enters or leaves rotation (health checks, outlier ejection). Indices are
     /// those of config `generation`; a worker on another generation ignores the message.
     Endpoint { generation: u64, upstream: usize, endpoint: usize, available: bool },
@@ -28,8 +36,8 @@ pub enum ControlEvent {
     /// A request outcome on an endpoint (sent for failures, and for the first success after one),
     /// with indices of config `generation`.
     Outcome { generation: u64, upstream: usize, endpoint: usize, failure: bool },
-    /// An active health probe result.
-    Probe { upstream: usize, endpoint: usize, result: Result<(), String> },
+    /// An active health probe result, with indices of config `generation`.
+    Probe { generation: u64, upstream: usize, endpoint: usize, result: Result<(), String> },
 }
 
 /// Worker → supervisor, once at start.

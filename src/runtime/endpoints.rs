@@ -60,12 +60,20 @@ struct UpstreamTrack {
     panic: bool,
 }
 
-/// Starts the supervisor thread and one prober per upstream with `health`.
+/// What a reload carries into the new supervisor: the old config and its endpoint table.
+pub struct Carried<'a> {
+    pub snapshot: &'a Snapshot,
+    pub status: Vec<Vec<EndpointStatus>>,
+}
+
+/// Starts the supervisor thread and one prober per upstream with `health`. `carried`: after a
+/// reload, endpoints that stay (same upstream name and address) keep their health and ejection.
 pub fn start(
     snapshot: Arc<Snapshot>,
     outboxes: Vec<Outbox>,
     events: Receiver<ControlEvent>,
     tx: crossbeam_channel::Sender<ControlEvent>,
+    carried: Option<Carried<'_>>,
 ) -> std::io::Result<Supervisor> {
     let stop = Arc::new(AtomicBool::new(false));
     let status: StatusTable = Arc::new(Mutex::new(
@@ -79,6 +87,7 @@ pub fn start(
     for (ui, up) in snapshot.upstreams.iter().enumerate() {
         let Some(cfg) = up.health.clone() else { continue };
         let tls = up.tls.clone();
+        let generation = snapshot.generation;
         let (addrs, source, tx, stop) = (
             up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
             up.egress_ips.first().copied(),
@@ -91,7 +100,7 @@ pub fn start(
             while !stop.load(Ordering::SeqCst) {
                 for (ei, addr) in addrs.iter().enumerate() {
                     let result = probe(*addr, source, &cfg, tls.as_deref());
-                    if tx.send(ControlEvent::Probe { upstream: ui, endpoint: ei, result }).is_err() {
+                    if tx.send(ControlEvent::Probe { generation, upstream: ui, endpoint: ei, result }).is_err() {
                         return;
                     }
                 }
@@ -119,6 +128,9 @@ pub fn start(
             panic: false,
         })
         .collect();
+    if let Some(c) = &carried {
+        carry(&snapshot, &mut tracks, c, &status);
+    }
     let (st, flag, snap) = (status.clone(), stop.clone(), snapshot);
     threads.push(std::thread::Builder::new().name("ringway-endpoints".into()).spawn(move || {
         while !flag.load(Ordering::SeqCst) {
@@ -157,7 +169,8 @@ fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, e
                 }
             }
         }
-        ControlEvent::Probe { upstream, endpoint, result } => {
+        ControlEvent::Probe { generation, .. } if generation != snap.generation => {}
+        ControlEvent::Probe { upstream, endpoint, result, .. } => {
             let t = &mut tracks[upstream];
             let Some(cfg) = &snap.upstreams[upstream].health else { return };
             let ok = result.is_ok();
@@ -175,6 +188,29 @@ fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, e
                     Ok(()) => "ok".into(),
                     Err(e) => e.clone(),
                 });
+            }
+        }
+    }
+}
+
+/// Seeds the new config's tracks from the old endpoint table, by upstream name and address.
+fn carry(snap: &Snapshot, tracks: &mut [UpstreamTrack], c: &Carried<'_>, status: &StatusTable) {
+    let now = Instant::now();
+    for (ui, up) in snap.upstreams.iter().enumerate() {
+        let Some(oi) = c.snapshot.upstreams.iter().position(|o| o.name == up.name) else { continue };
+        for (ei, ep) in up.endpoints.iter().enumerate() {
+            let Some(oe) = c.snapshot.upstreams[oi].endpoints.iter().position(|o| o.addr == ep.addr) else { continue };
+            let Some(old) = c.status.get(oi).and_then(|s| s.get(oe)) else { continue };
+            let t = &mut tracks[ui];
+            t.health[ei] = crate::upstream::health::HealthState::with(old.healthy);
+            t.times_ejected[ei] = old.times_ejected;
+            if let Some(o) = &mut t.outlier {
+                let until = old.ejected_for_ms.map(|ms| now + Duration::from_millis(ms));
+                o.restore(ei, until, old.times_ejected);
+            }
+            t.available[ei] = old.healthy && old.ejected_for_ms.is_none();
+            if let Ok(mut s) = status.lock() {
+                s[ui][ei] = old.clone();
             }
         }
     }

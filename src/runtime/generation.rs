@@ -102,6 +102,55 @@ impl Generation {
         }
     }
 
+    /// The generation for `snapshot` on this core, taking over what `old` knew of everything
+    /// that stayed (by name): endpoint availability (health, ejection) and failure reports per
+    /// upstream and endpoint address; limiter leases of kept buckets and per-key tables of
+    /// unchanged key rules.
+    pub fn carry(snapshot: Arc<Snapshot>, rates: Arc<SharedRates>, old: &Generation) -> Self {
+        let next = Generation::new(snapshot, rates);
+        let (o, n) = (&old.snapshot, &next.snapshot);
+        for (j, up) in n.upstreams.iter().enumerate() {
+            let Some(i) = o.upstreams.iter().position(|u| u.name == up.name) else { continue };
+            let (from, to) = (&old.upstreams[i], &next.upstreams[j]);
+            for (ej, ep) in up.endpoints.iter().enumerate() {
+                if let Some(ei) = o.upstreams[i].endpoints.iter().position(|e| e.addr == ep.addr) {
+                    to.available[ej].set(from.available[ei].get());
+                    to.reported_failure[ej].set(from.reported_failure[ei].get());
+                }
+            }
+        }
+        let same = |a: &Option<Arc<crate::limit::RateRule>>, b: &Option<Arc<crate::limit::RateRule>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let services: Vec<crate::limit::Carry> = n
+            .services
+            .iter()
+            .enumerate()
+            .filter_map(|(j, svc)| {
+                let i = o.services.iter().position(|s| s.name == svc.name)?;
+                let lease = same(&old.rates.services[i], &next.rates.services[j]);
+                let keys = svc.key_limit.is_some() && o.services[i].key_limit == svc.key_limit;
+                Some(crate::limit::Carry { new: j, old: i, lease, keys })
+            })
+            .collect();
+        let apis: Vec<crate::limit::Carry> = n
+            .apis
+            .iter()
+            .enumerate()
+            .filter_map(|(j, api)| {
+                let svc = &n.services[api.service].name;
+                let i = o.apis.iter().position(|a| a.name == api.name && o.services[a.service].name == *svc)?;
+                let lease = same(&old.rates.apis[i], &next.rates.apis[j]);
+                let keys = api.key_limit.is_some() && o.apis[i].key_limit == api.key_limit;
+                Some(crate::limit::Carry { new: j, old: i, lease, keys })
+            })
+            .collect();
+        let instance = same(&old.rates.instance, &next.rates.instance);
+        next.limiter.borrow_mut().carry_from(&mut old.limiter.borrow_mut(), instance, &services, &apis);
+        next
+    }
+
     /// The config generation number (`Snapshot::generation`).
     pub fn id(&self) -> u64 {
         self.snapshot.generation

@@ -11,6 +11,7 @@ pub mod endpoints;
 mod generation;
 mod listener;
 mod preflight;
+mod reload;
 mod shard;
 mod worker;
 
@@ -18,6 +19,7 @@ pub use affinity::allowed_cpus;
 pub use control::{channel, collect_stats, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use generation::{Generation, SharedRates};
 pub use preflight::preflight;
+pub use reload::{Current, LastReload, ReloadError, Reloader};
 pub use shard::{OpenConn, Shard};
 
 use std::io;
@@ -29,7 +31,7 @@ use std::time::Duration;
 use crate::config::{Snapshot, Workers};
 
 /// Outcome reports queued for the endpoint supervisor before new ones are dropped.
-const EVENT_QUEUE: usize = 65_536;
+pub(crate) const EVENT_QUEUE: usize = 65_536;
 
 /// How long `start` waits for every worker to report in.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +47,8 @@ pub struct Running {
     outboxes: Vec<control::Outbox>,
     handles: Vec<JoinHandle<()>>,
     admin: Option<crate::admin::AdminHandle>,
-    supervisor: Option<endpoints::Supervisor>,
+    /// The running config and live reload (set once the workers are up).
+    reloader: Option<Arc<Reloader>>,
     log_writer: Option<crate::metrics::LogWriter>,
     /// Set when the drain delay starts: `/healthz` answers 503 `draining`.
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -70,8 +73,9 @@ pub struct Accepted {
 pub type ConnHandler = fn(std::rc::Rc<Shard>, Accepted) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// Starts the workers (one per allowed CPU or as configured), the endpoint supervisor and the
-/// admin endpoint; every accepted connection is served by `handler`.
-pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Running> {
+/// admin endpoint; every accepted connection is served by `handler`. `path`: the config file a
+/// reload re-reads (`None`: reloads only from text, [`Reloader::reload_text`]).
+pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, path: Option<std::path::PathBuf>) -> io::Result<Running> {
     let cpus = allowed_cpus();
     let workers = match snapshot.instance.workers {
         Workers::Auto => cpus.len(),
@@ -120,7 +124,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Runnin
         outboxes,
         handles,
         admin: None,
-        supervisor: None,
+        reloader: None,
         log_writer,
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
@@ -142,9 +146,17 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Runnin
             }
         }
     }
-    let supervisor = endpoints::start(snapshot.clone(), running.outboxes.clone(), event_rx, event_tx)?;
+    let supervisor = endpoints::start(snapshot.clone(), running.outboxes.clone(), event_rx, event_tx, None)?;
     let status = supervisor.status.clone();
-    running.supervisor = Some(supervisor);
+    let reloader = Arc::new(Reloader::new(
+        path,
+        snapshot.clone(),
+        rates,
+        running.outboxes.clone(),
+        supervisor,
+        running.draining.clone(),
+    ));
+    running.reloader = Some(reloader.clone());
     if let Some(addr) = snapshot.admin {
         let state = crate::admin::AdminState {
             snapshot: snapshot.clone(),
@@ -154,6 +166,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler) -> io::Result<Runnin
             endpoint_status: status,
             window_start: std::time::Instant::now(),
             window_base: None,
+            reloader: Some(reloader),
         };
         match crate::admin::start(addr, state, running.draining.clone()) {
             Ok(handle) => {
@@ -192,6 +205,19 @@ impl Running {
         }
     }
 
+    /// Re-reads the config file and switches every worker to it (SIGHUP).
+    pub fn reload(&self) -> Result<u64, ReloadError> {
+        match &self.reloader {
+            Some(r) => r.reload(),
+            None => Err(ReloadError::Refused("not started".into())),
+        }
+    }
+
+    /// The running config and live reload.
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.as_ref()
+    }
+
     /// Every worker's metrics (workers that do not answer within a second are left out).
     pub fn stats(&self) -> Vec<crate::metrics::MetricsSnapshot> {
         collect_stats(&self.outboxes, Duration::from_secs(1)).0
@@ -205,8 +231,8 @@ impl Running {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        if let Some(s) = self.supervisor.take() {
-            s.stop();
+        if let Some(r) = self.reloader.take() {
+            r.stop();
         }
         if let Some(w) = self.log_writer.take() {
             w.stop();

@@ -35,7 +35,7 @@ pub struct Shard {
     /// Hashes rate-limit keys; per shard, like the key tables.
     pub key_hasher: ahash::RandomState,
     /// Failure reports to the endpoint supervisor (outlier ejection).
-    pub events: Option<crossbeam_channel::Sender<super::control::ControlEvent>>,
+    pub events: RefCell<Option<crossbeam_channel::Sender<super::control::ControlEvent>>>,
     /// Idle upstream connections, each watched for bytes or a close while it waits.
     pub pool: RefCell<Pool<IdleConn>>,
     /// Woken when a watch fires: the pool janitor's (a no-op until the janitor runs).
@@ -72,7 +72,7 @@ impl Shard {
             workers: workers.max(1),
             current: RefCell::new(Rc::new(generation)),
             key_hasher: ahash::RandomState::new(),
-            events: None,
+            events: RefCell::new(None),
             pool: RefCell::new(Pool::default()),
             pool_waker: RefCell::new(std::task::Waker::noop().clone()),
             connections: Cell::new(0),
@@ -89,6 +89,43 @@ impl Shard {
     #[inline]
     pub fn generation(&self) -> Rc<Generation> {
         self.current.borrow().clone()
+    }
+
+    /// The worker's metrics, when they are keyed for `gen` (a request that started before a
+    /// reload finishes on the old generation, whose indices no longer fit: its per-upstream
+    /// counts are dropped; `session::finish` maps its request count by name).
+    #[inline]
+    pub fn metrics_for(&self, gen: &Generation) -> Option<std::cell::RefMut<'_, ShardMetrics>> {
+        let m = self.metrics.borrow_mut();
+        (m.generation == gen.id()).then_some(m)
+    }
+
+    /// Updates the worker's metrics for a request on `gen` (skipped when a reload re-keyed them
+    /// since the request started).
+    #[inline]
+    pub fn count(&self, gen: &Generation, f: impl FnOnce(&mut ShardMetrics)) {
+        if let Some(mut m) = self.metrics_for(gen) {
+            f(&mut m);
+        }
+    }
+
+    /// Makes `next` the generation new requests start on: metrics re-keyed by name, pooled
+    /// connections re-tagged by upstream identity (those of removed upstreams closed). Requests
+    /// in flight keep the generation they started on.
+    pub fn switch(&self, next: Generation) {
+        let old = self.generation();
+        let carried = ShardMetrics::carry(&self.metrics.borrow(), &old.snapshot, &next.snapshot);
+        *self.metrics.borrow_mut() = carried;
+        let by_identity: ahash::AHashMap<u64, usize> =
+            next.snapshot.upstreams.iter().enumerate().map(|(i, u)| (u.pool_identity, i)).collect();
+        self.pool.borrow_mut().retain_keyed(|key, idle| match by_identity.get(&key.identity) {
+            Some(&i) => {
+                idle.upstream = i;
+                true
+            }
+            None => false,
+        });
+        *self.current.borrow_mut() = Rc::new(next);
     }
 
     /// A copy of this worker's metrics for the admin thread.
@@ -109,10 +146,13 @@ impl Shard {
     }
 
     /// Puts a connection back in the pool (the janitor starts watching it after a tick).
-    pub fn pool_checkin(&self, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
-        let gen = self.generation();
-        let up = &gen.snapshot.upstreams[key.egress_policy];
-        let idle = IdleConn::new(key.egress_policy, conn);
+    /// `gen`: the generation the request that used it ran on.
+    pub fn pool_checkin(&self, gen: &Generation, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
+        if gen.id() != self.current.borrow().id() {
+            return; // the config changed meanwhile: a new connection is cheap, a wrong one is not
+        }
+        let up = &gen.snapshot.upstreams[key.upstream];
+        let idle = IdleConn::new(key.upstream, conn);
         self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint);
     }
 
@@ -124,7 +164,11 @@ impl Shard {
         while let Some(idle) = pool.checkout(key, now) {
             match idle.take(&waker) {
                 Some(conn) => return Some(conn),
-                None => self.metrics.borrow_mut().upstreams[key.egress_policy].pool_dirty += 1,
+                None => {
+                    if let Some(u) = self.metrics.borrow_mut().upstreams.get_mut(key.upstream) {
+                        u.pool_dirty += 1;
+                    }
+                }
             }
         }
         None
@@ -138,8 +182,8 @@ impl Shard {
         pool.expire(now);
         let mut m = self.metrics.borrow_mut();
         let mut dirty = |idle: &IdleConn, clean: bool| {
-            if !clean {
-                m.upstreams[idle.upstream].pool_dirty += 1;
+            if let (false, Some(u)) = (clean, m.upstreams.get_mut(idle.upstream)) {
+                u.pool_dirty += 1;
             }
             clean
         };
@@ -160,7 +204,8 @@ impl Shard {
     /// Reports a request outcome on an endpoint to the supervisor: every failure, and the first
     /// success after a failure (so healthy traffic sends nothing across cores).
     pub fn report(&self, gen: &Generation, upstream: usize, endpoint: usize, failure: bool) {
-        let Some(tx) = &self.events else { return };
+        let events = self.events.borrow();
+        let Some(tx) = events.as_ref() else { return };
         if gen.snapshot.upstreams[upstream].outlier.is_none() {
             return;
         }

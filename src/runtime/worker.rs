@@ -125,8 +125,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         (Some(cfg), Some(tx)) => Some(AccessLog::new(cfg.format, tx)),
         _ => None,
     };
-    let mut shard = Shard::new(id, workers, super::Generation::new(snapshot, rates), driver, log);
-    shard.events = Some(events);
+    let shard = Shard::new(id, workers, super::Generation::new(snapshot, rates), driver, log);
+    *shard.events.borrow_mut() = Some(events);
     let shard = Rc::new(shard);
     let mut accepting = Vec::with_capacity(listeners.len());
     for l in listeners {
@@ -158,6 +158,20 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         match msg {
             ControlMsg::Stats { reply } => {
                 let _ = reply.send(shard.metrics_snapshot());
+            }
+            ControlMsg::Reload { snapshot, rates, events, ack } => {
+                let t0 = Instant::now();
+                let generation = snapshot.generation;
+                let next = super::Generation::carry(snapshot, rates, &shard.generation());
+                shard.switch(next);
+                *shard.events.borrow_mut() = Some(events);
+                tracing::info!(
+                    worker = id,
+                    generation,
+                    switch_us = t0.elapsed().as_micros() as u64,
+                    "Switched to the new config"
+                );
+                let _ = ack.send(id);
             }
             ControlMsg::Endpoint { generation, upstream, endpoint, available } => {
                 let gen = shard.generation();

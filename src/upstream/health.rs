@@ -40,6 +40,11 @@ impl Default for HealthState {
 }
 
 impl HealthState {
+    /// A state carried over a reload.
+    pub fn with(healthy: bool) -> Self {
+        Self { healthy, streak: 0 }
+    }
+
     /// Feeds one probe result; returns `Some(new_state)` when the endpoint flips.
     pub fn observe(&mut self, ok: bool, cfg: &HealthConfig) -> Option<bool> {
         if ok == self.healthy {

@@ -95,6 +95,13 @@ impl Outlier {
         self.endpoints[endpoint].ejected_until.filter(|u| *u > now)
     }
 
+    /// Restores an endpoint's ejection carried over a reload.
+    pub fn restore(&mut self, endpoint: usize, until: Option<Instant>, times_ejected: u32) {
+        let e = &mut self.endpoints[endpoint];
+        e.ejected_until = until;
+        e.times_ejected = times_ejected;
+    }
+
     /// Consecutive failures counted for the endpoint.
     pub fn failures(&self, endpoint: usize) -> u32 {
         self.endpoints[endpoint].failures

@@ -1,7 +1,8 @@
 //! Per-core idle-connection pool, LIFO per key, with idle expiry, a per-key cap and a sweep.
 //!
-//! The key includes the upstream's egress policy so a connection dialled from one egress address
-//! is never reused for an upstream that must use another. Pure over the connection type and `now`,
+//! The key includes the upstream's identity (name, egress addresses, TLS settings) so a
+//! connection dialled from one egress address or under one TLS configuration is never reused for
+//! an upstream that needs another; equal identities across config generations share the pool. Pure over the connection type and `now`,
 //! so its logic is tested without sockets; [`super::idle`] supplies the watched connection type.
 
 use std::collections::VecDeque;
@@ -10,13 +11,31 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
-/// Which idle connections are interchangeable: same endpoint, dialled under the same egress
-/// policy (the upstream's source-IP pool), so a connection from another upstream's egress IP is
-/// never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which idle connections are interchangeable: same endpoint, same upstream identity.
+#[derive(Debug, Clone, Copy)]
 pub struct PoolKey {
     pub endpoint: SocketAddr,
-    pub egress_policy: usize,
+    /// `Upstream::pool_identity`: name, egress addresses, TLS settings (equal across reloads
+    /// when those are unchanged).
+    pub identity: u64,
+    /// The upstream's index in the config generation that made the key (for its settings and
+    /// counters); not part of the key's identity.
+    pub upstream: usize,
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint && self.identity == other.identity
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.endpoint.hash(h);
+        self.identity.hash(h);
+    }
 }
 
 struct Entry<C> {
@@ -115,6 +134,18 @@ impl<C> Pool<C> {
     }
 
     /// Closes every idle connection.
+    /// Keeps the connections `keep` accepts (it may update them); returns how many it closed.
+    pub fn retain_keyed(&mut self, mut keep: impl FnMut(&PoolKey, &mut C) -> bool) -> usize {
+        let mut closed = 0;
+        for (key, list) in self.idle.iter_mut() {
+            let before = list.len();
+            list.retain_mut(|e| keep(key, &mut e.conn));
+            closed += before - list.len();
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+        closed
+    }
+
     pub fn clear(&mut self) {
         self.idle.clear();
     }
@@ -138,7 +169,7 @@ mod tests {
     const IDLE: Duration = Duration::from_secs(1);
 
     fn key(port: u16) -> PoolKey {
-        PoolKey { endpoint: SocketAddr::from(([127, 0, 0, 1], port)), egress_policy: 0 }
+        PoolKey { endpoint: SocketAddr::from(([127, 0, 0, 1], port)), identity: 0, upstream: 0 }
     }
 
     #[test]
@@ -226,7 +257,7 @@ mod tests {
         let clock = ManualClock::default();
         let mut pool = Pool::default();
         pool.checkin(key(1), "a", clock.now(), IDLE, 8);
-        let other = PoolKey { egress_policy: 1, ..key(1) };
+        let other = PoolKey { identity: 1, ..key(1) };
         assert_eq!(pool.checkout(&other, clock.now()), None);
         assert_eq!(pool.checkout(&key(2), clock.now()), None);
     }

@@ -95,7 +95,25 @@ impl Compiler<'_> {
                 }
             },
         };
+        let tls = self.upstream_tls(&base, f.tls.as_ref())?;
+        // what makes a pooled connection reusable for this upstream, stable across reloads:
+        // the name, the source addresses and the TLS settings (the file's words, not the Arc)
+        let pool_identity = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            name.hash(&mut h);
+            egress_ips.hash(&mut h);
+            f.tls
+                .as_ref()
+                .map(|t| {
+                    let t = t.get_ref();
+                    (&t.sni, &t.ca_file, t.verify, &t.client_cert, &t.client_key)
+                })
+                .hash(&mut h);
+            h.finish()
+        };
         Ok(Upstream {
+            pool_identity,
             name: name.to_string(),
             endpoints,
             balance,
@@ -122,7 +140,7 @@ impl Compiler<'_> {
                 Some(m) => Some(*m.get_ref()),
                 None => None,
             },
-            tls: self.upstream_tls(&base, f.tls.as_ref())?,
+            tls,
             health: self.health(&base, f.health.as_ref())?,
             outlier: self.outlier(&base, f.outlier.as_ref())?,
             when_all_down: match f.when_all_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {

@@ -1,0 +1,247 @@
+//! Live reload: compile a new config off the workers, carry the shared state over by name, switch
+//! every worker at a request boundary, restart the endpoint supervisor on the new config with the
+//! health and ejection state of the endpoints that stayed.
+//!
+//! One reload at a time (a mutex): SIGHUP storms and concurrent `POST /reload`s queue and each
+//! re-reads the file, so the last one wins. A config that does not compile, fails the host
+//! checks, or changes what only a restart can change leaves the running config untouched; the
+//! error is kept for `/config` (`last_reload`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::control::{ControlMsg, Outbox};
+use super::endpoints::{self, Carried, StatusTable, Supervisor};
+use super::SharedRates;
+use crate::config::Snapshot;
+
+/// How long a reload waits for every worker to switch.
+const SWITCH_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a reload did not happen (or did not finish in time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The new config does not compile or does not fit this host (key and line named).
+    Config(String),
+    /// Not now, or not by reload: draining, no config file, a change that needs a restart.
+    Refused(String),
+    /// The switch was sent but these workers did not confirm within 2 s (they switch when they
+    /// get to it).
+    Slow(Vec<usize>),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) | ReloadError::Refused(e) => f.write_str(e),
+            ReloadError::Slow(w) => write!(f, "worker(s) {w:?} did not switch within 2 s"),
+        }
+    }
+}
+
+/// The outcome of the last reload attempt, for `/config`.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub at: SystemTime,
+    /// The generation running after it.
+    pub generation: u64,
+}
+
+/// What `/config` and `/metrics` read about the running config.
+#[derive(Clone)]
+pub struct Current {
+    pub snapshot: Arc<Snapshot>,
+    pub status: StatusTable,
+    pub last: Option<LastReload>,
+    /// Per worker: the generation it confirmed and when.
+    pub switched: Vec<(u64, SystemTime)>,
+}
+
+struct State {
+    path: Option<PathBuf>,
+    snapshot: Arc<Snapshot>,
+    rates: Arc<SharedRates>,
+    outboxes: Vec<Outbox>,
+    supervisor: Option<Supervisor>,
+    last: Option<LastReload>,
+    switched: Vec<(u64, SystemTime)>,
+}
+
+/// The running config and the means to replace it.
+pub struct Reloader {
+    state: Mutex<State>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Reloader {
+    pub(super) fn new(
+        path: Option<PathBuf>,
+        snapshot: Arc<Snapshot>,
+        rates: Arc<SharedRates>,
+        outboxes: Vec<Outbox>,
+        supervisor: Supervisor,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
+        let switched = vec![(snapshot.generation, SystemTime::now()); outboxes.len()];
+        let state = State { path, snapshot, rates, outboxes, supervisor: Some(supervisor), last: None, switched };
+        Self { state: Mutex::new(state), draining }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running config, its endpoint table and the last reload's outcome.
+    pub fn current(&self) -> Current {
+        let s = self.lock();
+        let status = s.supervisor.as_ref().map_or_else(Default::default, |sup| sup.status.clone());
+        Current { snapshot: s.snapshot.clone(), status, last: s.last.clone(), switched: s.switched.clone() }
+    }
+
+    /// Re-reads the config file and switches to it. Returns the new generation.
+    pub fn reload(&self) -> Result<u64, ReloadError> {
+        let path = self.lock().path.clone();
+        let Some(path) = path else {
+            return Err(ReloadError::Refused("started without a config file: nothing to re-read".into()));
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ReloadError::Config(format!("cannot read {}: {e}", path.display())));
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        match text {
+            Ok(text) => self.reload_text(&text, dir),
+            Err(e) => {
+                self.record(Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Switches to the config `text` (relative paths from `dir`).
+    pub fn reload_text(&self, text: &str, dir: &std::path::Path) -> Result<u64, ReloadError> {
+        let result = self.switch(text, dir);
+        self.record(result.as_ref().map(|g| *g));
+        match &result {
+            Ok(generation) => tracing::info!(generation, "Config reloaded"),
+            Err(e) => tracing::error!(error = %e, "Reload failed; the running config stays"),
+        }
+        result
+    }
+
+    fn record(&self, result: Result<u64, &ReloadError>) {
+        let mut s = self.lock();
+        let generation = s.snapshot.generation;
+        s.last = Some(LastReload {
+            ok: result.is_ok(),
+            error: result.err().map(ToString::to_string),
+            at: SystemTime::now(),
+            generation,
+        });
+    }
+
+    fn switch(&self, text: &str, dir: &std::path::Path) -> Result<u64, ReloadError> {
+        let mut s = self.lock();
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ReloadError::Refused("the gateway is draining; reload refused".into()));
+        }
+        let old = s.snapshot.clone();
+        let t0 = std::time::Instant::now();
+        let next =
+            crate::config::compile_in(text, old.generation + 1, dir).map_err(|e| ReloadError::Config(e.to_string()))?;
+        restart_only(&old, &next).map_err(ReloadError::Refused)?;
+        let warnings = super::preflight(&next).map_err(|e| ReloadError::Config(e.to_string()))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let compiled_us = t0.elapsed().as_micros() as u64;
+        let next = Arc::new(next);
+        let rates = SharedRates::new(&next, Some((&old, &s.rates)));
+        // the supervisor restarts on the new config; it starts from the old one's endpoint table
+        let old_status = match s.supervisor.take() {
+            Some(sup) => {
+                let table = sup.status.lock().map(|t| t.clone()).unwrap_or_default();
+                sup.stop();
+                table
+            }
+            None => Vec::new(),
+        };
+        let (event_tx, event_rx) = crossbeam_channel::bounded(super::EVENT_QUEUE);
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+        for o in &s.outboxes {
+            o.send(ControlMsg::Reload {
+                snapshot: next.clone(),
+                rates: rates.clone(),
+                events: event_tx.clone(),
+                ack: ack_tx.clone(),
+            });
+        }
+        drop(ack_tx);
+        let deadline = std::time::Instant::now() + SWITCH_WAIT;
+        let mut pending: Vec<usize> = (0..s.outboxes.len()).collect();
+        while !pending.is_empty() {
+            match ack_rx.recv_deadline(deadline) {
+                Ok(w) => {
+                    pending.retain(|p| *p != w);
+                    if let Some(slot) = s.switched.get_mut(w) {
+                        *slot = (next.generation, SystemTime::now());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let carried = Carried { snapshot: &old, status: old_status };
+        let supervisor = endpoints::start(next.clone(), s.outboxes.clone(), event_rx, event_tx, Some(carried))
+            .map_err(|e| ReloadError::Refused(format!("cannot start the endpoint supervisor: {e}")))?;
+        s.supervisor = Some(supervisor);
+        s.snapshot = next.clone();
+        s.rates = rates;
+        tracing::info!(
+            generation = next.generation,
+            compiled_us,
+            switched_us = t0.elapsed().as_micros() as u64 - compiled_us,
+            "Switched"
+        );
+        match pending.is_empty() {
+            true => Ok(next.generation),
+            false => Err(ReloadError::Slow(pending)),
+        }
+    }
+
+    /// Stops the endpoint supervisor (at shutdown).
+    pub(super) fn stop(&self) {
+        if let Some(sup) = self.lock().supervisor.take() {
+            sup.stop();
+        }
+    }
+}
+
+/// What a reload cannot change: the worker count and I/O driver (threads and rings are made at
+/// start), the listeners' addresses (sockets are bound at start), the admin address and the
+/// access-log target. Says which, so the user knows to restart.
+fn restart_only(old: &Snapshot, new: &Snapshot) -> Result<(), String> {
+    let mut changed = Vec::new();
+    if old.instance.workers != new.instance.workers {
+        changed.push("instance.workers");
+    }
+    if old.instance.io_driver != new.instance.io_driver {
+        changed.push("instance.io_driver");
+    }
+    let addrs = |s: &Snapshot| s.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect::<Vec<_>>();
+    if addrs(old) != addrs(new) {
+        changed.push("listener (names or addresses)");
+    }
+    if old.admin != new.admin {
+        changed.push("admin.listen");
+    }
+    let log = |s: &Snapshot| s.access_log.as_ref().map(|l| format!("{:?}", l.target));
+    if log(old) != log(new) {
+        changed.push("access_log.path");
+    }
+    match changed.is_empty() {
+        true => Ok(()),
+        false => Err(format!("{} changed: these need a restart; the running config stays", changed.join(", "))),
+    }
+}

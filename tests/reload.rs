@@ -1,0 +1,253 @@
+//! Live reload on the real gateway: `POST /reload` and SIGHUP switch every worker to the file's
+//! new contents at request boundaries; a bad config keeps the old one running and says why;
+//! restart-only changes are refused; rate-limit buckets, endpoint ejections and counters of what
+//! stayed carry over; keep-alive traffic through 20 reloads loses nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::bin::*;
+use common::*;
+
+/// A gateway started from a file in its own directory; `write` replaces the file's body.
+struct Reloadable {
+    path: std::path::PathBuf,
+    running: Option<ringway::runtime::Running>,
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
+fn config_text(body: &str) -> String {
+    format!(
+        "[instance]\nworkers = 2\nio_driver = \"{}\"\ndrain_timeout_ms = 2000\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\n{body}",
+        driver()
+    )
+}
+
+impl Reloadable {
+    fn start(name: &str, body: &str) -> Self {
+        let path = write_config(&format!("reload-{name}"), &config_text(body));
+        let snapshot = ringway::config::load(&path, 1).expect("test config compiles");
+        let running = ringway::start_file(Arc::new(snapshot), path.clone()).expect("gateway starts");
+        let (addr, admin) = (running.addrs[0], running.admin_addr.unwrap());
+        Self { path, running: Some(running), addr, admin }
+    }
+
+    /// Rewrites the file (listener and admin addresses as configured: unchanged).
+    fn write(&self, body: &str) {
+        std::fs::write(&self.path, config_text(body)).unwrap();
+    }
+
+    fn post_reload(&self) -> Response {
+        request(self.admin, "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    fn admin(&self, path: &str) -> String {
+        request(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n")).text()
+    }
+}
+
+impl Drop for Reloadable {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            r.join();
+        }
+    }
+}
+
+fn api(name: &str, path: &str, body: &str) -> String {
+    format!("[[service.s.api]]\nname = \"{name}\"\npath = \"{path}\"\nmock = {{ body = \"{body}\" }}\n")
+}
+
+#[test]
+fn post_reload_switches_every_worker_and_reports_it() {
+    let gw = Reloadable::start("switch", &format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A")));
+    assert_eq!(get(gw.addr, "x", "/b").status, 404);
+    gw.write(&format!("[service.s]\nhosts = []\n{}{}", api("a", "/a", "A2"), api("b", "/b", "B")));
+    let r = gw.post_reload();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"generation\":2"), "{}", r.text());
+    // every new connection, on either worker, sees the new config
+    for _ in 0..8 {
+        assert_eq!(get(gw.addr, "x", "/b").text(), "B");
+        assert_eq!(get(gw.addr, "x", "/a").text(), "A2");
+    }
+    let config = gw.admin("/config");
+    assert!(config.contains("\"generation\":2,\"last_reload\":{\"ok\":true,\"error\":null"), "{config}");
+    assert_eq!(config.matches("\"generation\":2,\"switched_at\"").count(), 2, "both workers switched: {config}");
+    let metrics = gw.admin("/metrics");
+    assert!(
+        metrics.contains("ringway_config_generation 2"),
+        "{}",
+        metrics.lines().filter(|l| l.contains("generation")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn a_keep_alive_connection_picks_up_the_new_config_at_its_next_request() {
+    let gw = Reloadable::start("keepalive", &format!("[service.s]\nhosts = []\n{}", api("a", "/a", "old")));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "old");
+    gw.write(&format!("[service.s]\nhosts = []\n{}", api("a", "/a", "new")));
+    assert_eq!(gw.post_reload().status, 200);
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "new");
+}
+
+#[test]
+fn a_bad_config_keeps_the_old_one_and_says_why() {
+    let gw = Reloadable::start("bad", &format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A")));
+    std::fs::write(&gw.path, format!("{}\n[service.s.api]]\n", std::fs::read_to_string(&gw.path).unwrap())).unwrap();
+    let r = gw.post_reload();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("line"), "the error names the line: {}", r.text());
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A", "the old config still serves");
+    let config = gw.admin("/config");
+    assert!(config.contains("\"generation\":1,\"last_reload\":{\"ok\":false,\"error\":\""), "{config}");
+    gw.write(&format!(
+        "[service.s]\nhosts = []\n{}",
+        api("a", "/a", "A").replace("mock = {", "upstream = \"nope\"\n#")
+    ));
+    let r = gw.post_reload();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("service.s.api[0]") && r.text().contains("nope"), "{}", r.text());
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A");
+}
+
+#[test]
+fn changes_that_need_a_restart_are_refused_by_name() {
+    let gw = Reloadable::start("restart", &format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A")));
+    let text = std::fs::read_to_string(&gw.path).unwrap().replace("workers = 2", "workers = 1");
+    std::fs::write(&gw.path, text).unwrap();
+    let r = gw.post_reload();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("instance.workers") && r.text().contains("restart"), "{}", r.text());
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A");
+}
+
+#[test]
+fn an_exhausted_rate_limit_stays_exhausted_across_a_reload_that_keeps_it() {
+    let limited = "[[service.s.api]]\nname = \"a\"\npath = \"/a\"\nmax_qps = 1\nburst = 3\nmock = { body = \"A\" }\n";
+    let gw = Reloadable::start("rate", &format!("[service.s]\nhosts = []\n{limited}"));
+    let statuses: Vec<u16> = (0..6).map(|_| get(gw.addr, "x", "/a").status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // an unrelated change: the bucket is carried over, still empty
+    gw.write(&format!("[service.s]\nhosts = []\n{limited}{}", api("b", "/b", "B")));
+    assert_eq!(gw.post_reload().status, 200);
+    assert_eq!(get(gw.addr, "x", "/a").status, 429, "the carried bucket is still exhausted");
+    assert_eq!(get(gw.addr, "x", "/b").status, 200);
+    // a changed rate starts fresh
+    gw.write(&format!("[service.s]\nhosts = []\n{}", limited.replace("burst = 3", "burst = 4")));
+    assert_eq!(gw.post_reload().status, 200);
+    assert_eq!(get(gw.addr, "x", "/a").status, 200, "a new rule starts with a full bucket");
+}
+
+#[test]
+fn ejected_endpoints_stay_ejected_and_counters_carry_over() {
+    let good = MockUpstream::echo();
+    let dead = DeadPort::new();
+    let upstream = format!(
+        "[upstream.u]\nendpoints = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\noutlier = {{ consecutive_failures = 2, base_ejection_ms = 60000 }}\n",
+        good.addr, dead.addr
+    );
+    let body = |extra: &str| {
+        format!("{upstream}\n[service.s]\nhosts = []\n[[service.s.api]]\nname = \"a\"\npath = \"/a\"\nupstream = \"u\"\n{extra}")
+    };
+    let gw = Reloadable::start("eject", &body(""));
+    for _ in 0..12 {
+        assert_eq!(get(gw.addr, "x", "/a").status, 200, "connect failures are retried on the good endpoint");
+    }
+    let ejected = |gw: &Reloadable| {
+        eventually(Duration::from_secs(3), || {
+            let u = gw.admin("/upstreams");
+            u.contains(&format!("\"addr\":\"{}\",\"weight\":1,\"state\":\"ejected\"", dead.addr))
+        })
+    };
+    assert!(ejected(&gw), "{}", gw.admin("/upstreams"));
+    let before = gw.admin("/metrics");
+    gw.write(&format!("{}{}", body(""), api("b", "/b", "B")));
+    assert_eq!(gw.post_reload().status, 200);
+    let u = gw.admin("/upstreams");
+    assert!(ejected(&gw), "still ejected after the reload: {u}");
+    let count = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ringway_requests_total{service=\"s\",api=\"a\",class=\"2xx\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count(&before) >= 12, "{before}");
+    assert!(count(&gw.admin("/metrics")) >= count(&before), "the API's counters carried over");
+}
+
+#[test]
+fn twenty_reloads_under_keep_alive_load_lose_no_request() {
+    let up = MockUpstream::echo();
+    let upstream = upstream_toml("u", &[up.addr]);
+    let with_b = |b: bool| {
+        let extra = if b { api("b", "/b", "B") } else { String::new() };
+        format!("{upstream}\n[service.s]\nhosts = []\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"u\"\n{extra}")
+    };
+    let gw = Arc::new(Reloadable::start("load", &with_b(false)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop, ok, bad) = (gw.addr, stop.clone(), ok.clone(), bad.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").try_response(false) {
+                        Some(r) if r.status == 200 => {
+                            if r.header("connection") == Some("close") {
+                                c = Client::connect(addr); // keepalive_requests reached
+                            }
+                            ok.fetch_add(1, Ordering::SeqCst)
+                        }
+                        other => {
+                            eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                            bad.fetch_add(1, Ordering::SeqCst);
+                            c = Client::connect(addr);
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        gw.write(&with_b(i % 2 == 0));
+        let r = gw.post_reload();
+        assert_eq!(r.status, 200, "reload {i}: {}", r.text());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(bad.load(Ordering::SeqCst), 0, "failed or reset requests during the reloads");
+    assert!(ok.load(Ordering::SeqCst) > 20, "the clients kept going");
+    assert!(gw.admin("/config").contains("\"generation\":21,"));
+}
+
+#[test]
+fn sighup_reloads_the_binary_and_a_bad_file_keeps_it_serving() {
+    let body = |b: &str| format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n[service.s]\nhosts = []\n{}", api("a", "/a", b));
+    let mut s = spawn_with("sighup", "", &body("one"));
+    let path = std::env::temp_dir().join(format!("ringway-test-{}-sighup", std::process::id())).join("ringway.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("\"one\"", "\"two\"")).unwrap();
+    signal(&s.child, "HUP");
+    assert!(eventually(Duration::from_secs(3), || get(s.addr, "x", "/a").text() == "two"), "SIGHUP applied the file");
+    std::fs::write(&path, "this is not toml [").unwrap();
+    signal(&s.child, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(s.addr, "x", "/a").text(), "two", "a bad file keeps the running config");
+    assert!(s.child.try_wait().unwrap().is_none(), "SIGHUP never ends the process");
+    sigterm(&s.child);
+    assert!(wait_exit(&mut s.child, Duration::from_secs(5)).is_some());
+}
