@@ -258,3 +258,56 @@ impl Snapshot {
         format!("{}/{}", self.services[api.service].name, api.name)
     }
 }
+
+/// How a new config's items map to the previous config's, by name (computed once per reload,
+/// off the workers): for each item of the new snapshot, its index in the old one.
+#[derive(Debug, Default)]
+pub struct Remap {
+    pub apis: Vec<Option<ApiId>>,
+    pub services: Vec<Option<ServiceId>>,
+    pub upstreams: Vec<Option<UpstreamId>>,
+    pub listeners: Vec<Option<usize>>,
+    /// Per new upstream: each endpoint's index in the old upstream (same address).
+    pub endpoints: Vec<Vec<Option<usize>>>,
+}
+
+impl Remap {
+    pub fn new(old: &Snapshot, new: &Snapshot) -> Self {
+        use std::collections::HashMap;
+        let services: HashMap<&str, usize> =
+            old.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let apis: HashMap<(&str, &str), usize> = old
+            .apis
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((old.services[a.service].name.as_str(), a.name.as_str()), i))
+            .collect();
+        let upstreams: HashMap<&str, usize> =
+            old.upstreams.iter().enumerate().map(|(i, u)| (u.name.as_str(), i)).collect();
+        let listeners: HashMap<&str, usize> =
+            old.listeners.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+        let up_of_new: Vec<Option<usize>> =
+            new.upstreams.iter().map(|u| upstreams.get(u.name.as_str()).copied()).collect();
+        Self {
+            apis: new
+                .apis
+                .iter()
+                .map(|a| apis.get(&(new.services[a.service].name.as_str(), a.name.as_str())).copied())
+                .collect(),
+            services: new.services.iter().map(|s| services.get(s.name.as_str()).copied()).collect(),
+            listeners: new.listeners.iter().map(|l| listeners.get(l.name.as_str()).copied()).collect(),
+            endpoints: new
+                .upstreams
+                .iter()
+                .zip(&up_of_new)
+                .map(|(u, old_i)| {
+                    u.endpoints
+                        .iter()
+                        .map(|e| old_i.and_then(|i| old.upstreams[i].endpoints.iter().position(|o| o.addr == e.addr)))
+                        .collect()
+                })
+                .collect(),
+            upstreams: up_of_new,
+        }
+    }
+}

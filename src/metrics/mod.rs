@@ -102,48 +102,44 @@ impl ShardMetrics {
         }
     }
 
-    /// The metrics for config `new`, carrying every series whose name is in both `old` (what
-    /// these metrics are keyed by) and `new`: APIs by service and API name, services, upstreams
+    /// The metrics for config `new`, taking over every series whose name is in both configs
+    /// (`map`: new index → old index, by name): APIs by service and API name, services, upstreams
     /// and listeners by name. Series of removed names are gone; new names start at zero.
-    pub fn carry(&self, old: &Snapshot, new: &Snapshot) -> Self {
+    pub fn carry(mut self, new: &Snapshot, map: &crate::config::Remap) -> Self {
+        use std::mem::take;
         let mut m = ShardMetrics::new(new);
-        fn find(names: &mut dyn Iterator<Item = bool>) -> Option<usize> {
-            names.enumerate().find_map(|(i, same)| same.then_some(i))
-        }
-        for (j, api) in new.apis.iter().enumerate() {
-            let svc = &new.services[api.service].name;
-            let i = find(&mut old.apis.iter().map(|a| a.name == api.name && old.services[a.service].name == *svc));
-            if let Some(i) = i {
-                m.apis[j] = self.apis[i].clone();
+        for (j, i) in map.apis.iter().enumerate() {
+            if let Some(i) = *i {
+                m.apis[j] = take(&mut self.apis[i]);
                 m.limited[j] = self.limited[i];
                 m.overloaded[j] = self.overloaded[i];
-                m.latency.apis[j] = self.latency.apis[i].clone();
+                m.latency.apis[j] = take(&mut self.latency.apis[i]);
             }
         }
-        for (j, svc) in new.services.iter().enumerate() {
-            if let Some(i) = find(&mut old.services.iter().map(|s| s.name == svc.name)) {
+        for (j, i) in map.services.iter().enumerate() {
+            if let Some(i) = *i {
                 m.denied[j] = self.denied[i];
-                m.latency.services[j] = self.latency.services[i].clone();
+                m.latency.services[j] = take(&mut self.latency.services[i]);
             }
         }
-        for (j, up) in new.upstreams.iter().enumerate() {
-            if let Some(i) = find(&mut old.upstreams.iter().map(|u| u.name == up.name)) {
-                m.upstreams[j] = self.upstreams[i].clone();
-                m.latency.upstreams[j] = self.latency.upstreams[i].clone();
+        for (j, i) in map.upstreams.iter().enumerate() {
+            if let Some(i) = *i {
+                m.upstreams[j] = take(&mut self.upstreams[i]);
+                m.latency.upstreams[j] = take(&mut self.latency.upstreams[i]);
             }
         }
-        for (j, l) in new.listeners.iter().enumerate() {
-            if let Some(i) = find(&mut old.listeners.iter().map(|o| o.name == l.name)) {
-                m.latency.listeners[j] = self.latency.listeners[i].clone();
+        for (j, i) in map.listeners.iter().enumerate() {
+            if let Some(i) = *i {
+                m.latency.listeners[j] = take(&mut self.latency.listeners[i]);
             }
         }
-        m.unrouted = self.unrouted.clone();
+        m.unrouted = self.unrouted;
         m.connections_total = self.connections_total;
         m.connections_refused = self.connections_refused;
         m.connections_evicted = self.connections_evicted;
         m.denied_instance = self.denied_instance;
         m.tls_handshakes = self.tls_handshakes;
-        m.tls_handshake_us = self.tls_handshake_us.clone();
+        m.tls_handshake_us = self.tls_handshake_us;
         m.tls_resumed = self.tls_resumed;
         m
     }

@@ -22,6 +22,8 @@ pub enum ControlMsg {
     Reload {
         snapshot: std::sync::Arc<crate::config::Snapshot>,
         rates: std::sync::Arc<super::SharedRates>,
+        /// The new config's items by their index in the previous one (computed once).
+        map: std::sync::Arc<crate::config::Remap>,
         events: crossbeam_channel::Sender<ControlEvent>,
         ack: crossbeam_channel::Sender<usize>,
     },

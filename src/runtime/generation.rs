@@ -14,9 +14,9 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use crate::config::Snapshot;
+use crate::config::{Remap, Snapshot};
 use crate::filter::FilterChain;
-use crate::limit::{RateRule, ShardLimiter};
+use crate::limit::{Carry, RateRule, ShardLimiter};
 use crate::upstream::UpstreamState;
 
 /// The shared buckets of one config's instance, service and API caps: built once per config and
@@ -106,14 +106,14 @@ impl Generation {
     /// that stayed (by name): endpoint availability (health, ejection) and failure reports per
     /// upstream and endpoint address; limiter leases of kept buckets and per-key tables of
     /// unchanged key rules.
-    pub fn carry(snapshot: Arc<Snapshot>, rates: Arc<SharedRates>, old: &Generation) -> Self {
+    pub fn carry(snapshot: Arc<Snapshot>, rates: Arc<SharedRates>, old: &Generation, map: &Remap) -> Self {
         let next = Generation::new(snapshot, rates);
         let (o, n) = (&old.snapshot, &next.snapshot);
-        for (j, up) in n.upstreams.iter().enumerate() {
-            let Some(i) = o.upstreams.iter().position(|u| u.name == up.name) else { continue };
+        for (j, i) in map.upstreams.iter().enumerate() {
+            let Some(i) = *i else { continue };
             let (from, to) = (&old.upstreams[i], &next.upstreams[j]);
-            for (ej, ep) in up.endpoints.iter().enumerate() {
-                if let Some(ei) = o.upstreams[i].endpoints.iter().position(|e| e.addr == ep.addr) {
+            for (ej, ei) in map.endpoints[j].iter().enumerate() {
+                if let Some(ei) = *ei {
                     to.available[ej].set(from.available[ei].get());
                     to.reported_failure[ej].set(from.reported_failure[ei].get());
                 }
@@ -123,27 +123,26 @@ impl Generation {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        let services: Vec<crate::limit::Carry> = n
+        let services: Vec<Carry> = map
             .services
             .iter()
             .enumerate()
-            .filter_map(|(j, svc)| {
-                let i = o.services.iter().position(|s| s.name == svc.name)?;
+            .filter_map(|(j, i)| {
+                let i = (*i)?;
                 let lease = same(&old.rates.services[i], &next.rates.services[j]);
-                let keys = svc.key_limit.is_some() && o.services[i].key_limit == svc.key_limit;
-                Some(crate::limit::Carry { new: j, old: i, lease, keys })
+                let keys = n.services[j].key_limit.is_some() && o.services[i].key_limit == n.services[j].key_limit;
+                Some(Carry { new: j, old: i, lease, keys })
             })
             .collect();
-        let apis: Vec<crate::limit::Carry> = n
+        let apis: Vec<Carry> = map
             .apis
             .iter()
             .enumerate()
-            .filter_map(|(j, api)| {
-                let svc = &n.services[api.service].name;
-                let i = o.apis.iter().position(|a| a.name == api.name && o.services[a.service].name == *svc)?;
+            .filter_map(|(j, i)| {
+                let i = (*i)?;
                 let lease = same(&old.rates.apis[i], &next.rates.apis[j]);
-                let keys = api.key_limit.is_some() && o.apis[i].key_limit == api.key_limit;
-                Some(crate::limit::Carry { new: j, old: i, lease, keys })
+                let keys = n.apis[j].key_limit.is_some() && o.apis[i].key_limit == n.apis[j].key_limit;
+                Some(Carry { new: j, old: i, lease, keys })
             })
             .collect();
         let instance = same(&old.rates.instance, &next.rates.instance);

@@ -159,6 +159,7 @@ impl Reloader {
         let compiled_us = t0.elapsed().as_micros() as u64;
         let next = Arc::new(next);
         let rates = SharedRates::new(&next, Some((&old, &s.rates)));
+        let map = Arc::new(crate::config::Remap::new(&old, &next));
         // the supervisor restarts on the new config; it starts from the old one's endpoint table
         let old_status = match s.supervisor.take() {
             Some(sup) => {
@@ -174,6 +175,7 @@ impl Reloader {
             o.send(ControlMsg::Reload {
                 snapshot: next.clone(),
                 rates: rates.clone(),
+                map: map.clone(),
                 events: event_tx.clone(),
                 ack: ack_tx.clone(),
             });

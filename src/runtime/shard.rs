@@ -112,10 +112,9 @@ impl Shard {
     /// Makes `next` the generation new requests start on: metrics re-keyed by name, pooled
     /// connections re-tagged by upstream identity (those of removed upstreams closed). Requests
     /// in flight keep the generation they started on.
-    pub fn switch(&self, next: Generation) {
-        let old = self.generation();
-        let carried = ShardMetrics::carry(&self.metrics.borrow(), &old.snapshot, &next.snapshot);
-        *self.metrics.borrow_mut() = carried;
+    pub fn switch(&self, next: Generation, map: &crate::config::Remap) {
+        let old = std::mem::replace(&mut *self.metrics.borrow_mut(), ShardMetrics::new(&next.snapshot));
+        *self.metrics.borrow_mut() = old.carry(&next.snapshot, map);
         let by_identity: ahash::AHashMap<u64, usize> =
             next.snapshot.upstreams.iter().enumerate().map(|(i, u)| (u.pool_identity, i)).collect();
         self.pool.borrow_mut().retain_keyed(|key, idle| match by_identity.get(&key.identity) {

@@ -159,11 +159,11 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
             ControlMsg::Stats { reply } => {
                 let _ = reply.send(shard.metrics_snapshot());
             }
-            ControlMsg::Reload { snapshot, rates, events, ack } => {
+            ControlMsg::Reload { snapshot, rates, map, events, ack } => {
                 let t0 = Instant::now();
                 let generation = snapshot.generation;
-                let next = super::Generation::carry(snapshot, rates, &shard.generation());
-                shard.switch(next);
+                let next = super::Generation::carry(snapshot, rates, &shard.generation(), &map);
+                shard.switch(next, &map);
                 *shard.events.borrow_mut() = Some(events);
                 tracing::info!(
                     worker = id,
