@@ -72,7 +72,7 @@ impl Conn {
     /// fails from then on; the caller closes it after the error).
     pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
-        let droppable = self.stream.tls().is_some();
+        let droppable = !self.stream.cancellable_reads();
         let canceller = Canceller::new();
         let mut outcome = None;
         let finished = {

@@ -153,3 +153,6 @@ async fn linger(client: &mut Conn) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

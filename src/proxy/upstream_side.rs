@@ -260,6 +260,11 @@ async fn dial_or_reuse(
     }
     let slot = crate::upstream::ConnSlot::new(&state.open);
     let t0 = Instant::now();
+    #[cfg(test)]
+    if let Some(stream) = test_dial::next() {
+        let conn = Conn::new(stream, Vec::new());
+        return Ok(UpSide { conn, slot, ep, key, requests: 0, reused: false });
+    }
     let source_ip = state.egress_for_new_connection(up, shard.worker);
     let dialed = connect(key.endpoint, source_ip, up.connect_timeout).await;
     let dialed = match (dialed, &up.tls) {
@@ -351,5 +356,29 @@ impl<'a> EndpointFlight<'a> {
 impl Drop for EndpointFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight[self.1].set(self.0.in_flight[self.1].get() - 1);
+    }
+}
+
+/// Driver tests: new upstream connections come from this queue (in-memory streams) while it
+/// holds any, instead of being dialled.
+#[cfg(test)]
+pub(super) mod test_dial {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    thread_local! {
+        static QUEUE: RefCell<VecDeque<crate::net::Stream>> = RefCell::default();
+    }
+
+    pub(in crate::proxy) fn push(stream: crate::net::Stream) {
+        QUEUE.with(|q| q.borrow_mut().push_back(stream));
+    }
+
+    pub(in crate::proxy) fn next() -> Option<crate::net::Stream> {
+        QUEUE.with(|q| q.borrow_mut().pop_front())
+    }
+
+    pub(in crate::proxy) fn left() -> usize {
+        QUEUE.with(|q| q.borrow().len())
     }
 }

@@ -86,6 +86,9 @@ pub fn peer_quiet(stream: &impl AsRawFd) -> bool {
 /// reading anything: a client that leaves while its unread upload still sits in our receive buffer
 /// is seen too. One `getsockopt` call; used only while an exchange is stalled.
 pub fn peer_gone(fd: std::os::fd::RawFd) -> bool {
+    if fd < 0 {
+        return false; // not a socket (the tests' in-memory streams)
+    }
     // SAFETY: the caller owns a live socket with this fd for the duration of the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();

@@ -24,7 +24,13 @@ use monoio::BufResult;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<Tls>),
+    /// Scripted reads and recorded writes, for driver tests without sockets.
+    #[cfg(test)]
+    Memory(Box<memory::MemoryIo>),
 }
+
+#[cfg(test)]
+pub mod memory;
 
 /// A TLS connection and what its handshake settled.
 pub struct Tls {
@@ -121,17 +127,23 @@ impl Stream {
     /// The scheme spoken on this stream (`X-Forwarded-Proto`).
     pub fn scheme(&self) -> &'static str {
         match self {
-            Stream::Plain(_) => "http",
             Stream::Tls(_) => "https",
+            _ => "http",
         }
     }
 
     /// The TLS side of the connection, if it has one.
     pub fn tls(&self) -> Option<&Tls> {
         match self {
-            Stream::Plain(_) => None,
             Stream::Tls(t) => Some(t),
+            _ => None,
         }
+    }
+
+    /// Whether a read in flight can be cancelled and its buffer recovered (plain TCP); other
+    /// streams' reads are dropped instead, which retires the stream.
+    pub fn cancellable_reads(&self) -> bool {
+        matches!(self, Stream::Plain(_))
     }
 
     /// Waits until the socket is readable (bytes, FIN or an error). `None` for TLS streams: their
@@ -139,7 +151,7 @@ impl Stream {
     pub fn readable(&self, relaxed: bool) -> Option<impl Future<Output = io::Result<()>> + '_> {
         match self {
             Stream::Plain(s) => Some(s.readable(relaxed)),
-            Stream::Tls(_) => None,
+            _ => None,
         }
     }
 
@@ -159,6 +171,8 @@ impl AsRawFd for Stream {
         match self {
             Stream::Plain(s) => s.as_raw_fd(),
             Stream::Tls(t) => t.fd,
+            #[cfg(test)]
+            Stream::Memory(_) => -1,
         }
     }
 }
@@ -169,12 +183,16 @@ impl AsyncReadRent for Stream {
         match self {
             Stream::Plain(s) => s.read(buf).await,
             Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            #[cfg(test)]
+            Stream::Memory(m) => m.read(buf).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.readv(buf).await,
+            #[cfg(test)]
+            Stream::Memory(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf),
             Stream::Tls(t) => {
                 // SAFETY: the raw buffer points into `buf`, which outlives the read
                 let raw = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
@@ -199,13 +217,15 @@ impl CancelableAsyncReadRent for Stream {
         match self {
             Stream::Plain(s) => s.cancelable_read(buf, c).await,
             Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            #[cfg(test)]
+            Stream::Memory(m) => m.read(buf).await,
         }
     }
 
     async fn cancelable_readv<T: IoVecBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.cancelable_readv(buf, c).await,
-            Stream::Tls(_) => self.readv(buf).await,
+            _ => self.readv(buf).await,
         }
     }
 }
@@ -216,12 +236,16 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.write(buf).await,
             Stream::Tls(t) => Box::pin(t.write(buf)).await,
+            #[cfg(test)]
+            Stream::Memory(m) => m.write(buf),
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.writev(buf_vec).await,
+            #[cfg(test)]
+            Stream::Memory(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf_vec),
             Stream::Tls(t) => {
                 // TLS frames one buffer at a time: write the first non-empty one
                 // SAFETY: the raw buffer points into `buf_vec`, which outlives the write
@@ -239,6 +263,8 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.flush().await,
             Stream::Tls(t) => t.flush().await,
+            #[cfg(test)]
+            Stream::Memory(_) => Ok(()),
         }
     }
 
@@ -246,6 +272,11 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.shutdown().await,
+            #[cfg(test)]
+            Stream::Memory(m) => {
+                m.shut = true;
+                Ok(())
+            }
         }
     }
 }
