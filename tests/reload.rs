@@ -21,15 +21,24 @@ struct Reloadable {
 }
 
 fn config_text(body: &str) -> String {
+    config_text_admin(body, "")
+}
+
+/// With extra `[admin]` keys.
+fn config_text_admin(body: &str, admin: &str) -> String {
     format!(
-        "[instance]\nworkers = 2\nio_driver = \"{}\"\ndrain_timeout_ms = 2000\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\n{body}",
+        "[instance]\nworkers = 2\nio_driver = \"{}\"\ndrain_timeout_ms = 2000\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n\n[[listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\n{body}",
         driver()
     )
 }
 
 impl Reloadable {
     fn start(name: &str, body: &str) -> Self {
-        let path = write_config(&format!("reload-{name}"), &config_text(body));
+        Self::start_text(name, &config_text(body))
+    }
+
+    fn start_text(name: &str, text: &str) -> Self {
+        let path = write_config(&format!("reload-{name}"), text);
         let snapshot = ringway::config::load(&path, 1).expect("test config compiles");
         let running = ringway::start_file(Arc::new(snapshot), path.clone()).expect("gateway starts");
         let (addr, admin) = (running.addrs[0], running.admin_addr.unwrap());
@@ -250,4 +259,79 @@ fn sighup_reloads_the_binary_and_a_bad_file_keeps_it_serving() {
     assert!(s.child.try_wait().unwrap().is_none(), "SIGHUP never ends the process");
     sigterm(&s.child);
     assert!(wait_exit(&mut s.child, Duration::from_secs(5)).is_some());
+}
+
+const TOKEN: &str = "s3cret-token-for-tests-0123456789";
+
+fn admin_request(gw: &Reloadable, method: &str, path: &str, auth: Option<&str>, body: &str) -> Response {
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    request(
+        gw.admin,
+        &format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()),
+    )
+}
+
+#[test]
+fn put_config_needs_the_token_validates_and_replaces_the_file_atomically() {
+    let svc = format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A"));
+    let dir = write_config("reload-put", "").parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let gw = Reloadable::start_text("put", &config_text_admin(&svc, "token_file = \"token\""));
+    let original = std::fs::read_to_string(&gw.path).unwrap();
+    let next = config_text_admin(&format!("{svc}{}", api("b", "/b", "B")), "token_file = \"token\"");
+    assert_eq!(admin_request(&gw, "PUT", "/config", None, &next).status, 401);
+    assert_eq!(admin_request(&gw, "PUT", "/config", Some("wrong-token-wrong-token"), &next).status, 401);
+    assert_eq!(admin_request(&gw, "POST", "/reload", None, "").status, 401, "reload needs the token too");
+    assert_eq!(admin_request(&gw, "GET", "/stats/latency?reset=1", None, "").status, 401);
+    assert_eq!(admin_request(&gw, "GET", "/stats/latency", None, "").status, 200, "reading needs none");
+    // a bad body: refused, the file untouched
+    let r = admin_request(&gw, "PUT", "/config", Some(TOKEN), "[service.s\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&gw.path).unwrap(), original);
+    // a good one: written, the old one kept as .bak, running
+    let r = admin_request(&gw, "PUT", "/config", Some(TOKEN), &next);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&gw.path).unwrap(), next);
+    assert_eq!(std::fs::read_to_string(gw.path.with_extension("toml.bak")).unwrap(), original);
+    assert_eq!(get(gw.addr, "x", "/b").text(), "B");
+    assert_eq!(admin_request(&gw, "POST", "/reload", Some(TOKEN), "").status, 200);
+}
+
+#[test]
+fn put_config_is_disabled_without_a_token_file() {
+    let svc = format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A"));
+    let gw = Reloadable::start("put-off", &svc);
+    let r = admin_request(&gw, "PUT", "/config", None, &config_text(&svc));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(admin_request(&gw, "POST", "/reload", None, "").status, 200, "no token: reload stays open");
+}
+
+#[test]
+fn a_storm_of_reload_requests_coalesces() {
+    // a health-checked upstream: each reload restarts its prober (tens of milliseconds), so
+    // requests arriving meanwhile must share the next reload instead of queueing one each
+    let up = MockUpstream::echo();
+    let body = format!(
+        "[upstream.u]\nendpoints = [{{ addr = \"{}\" }}]\nhealth = {{ interval_ms = 1000 }}\n\n[service.s]\nhosts = []\n[[service.s.api]]\nname = \"a\"\npath = \"/a\"\nupstream = \"u\"\n",
+        up.addr
+    );
+    let gw = Arc::new(Reloadable::start("storm", &body));
+    // every client connects first, then all send at once
+    let barrier = Arc::new(std::sync::Barrier::new(40));
+    let threads: Vec<_> = (0..40)
+        .map(|_| {
+            let (admin, barrier) = (gw.admin, barrier.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(admin);
+                barrier.wait();
+                c.send(b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").response(false).status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let config = gw.admin("/config");
+    let generation: u64 = config["{\"generation\":".len()..].split(',').next().unwrap().parse().unwrap();
+    assert!(generation > 1 && generation <= 11, "40 requests, {} reloads", generation - 1);
 }

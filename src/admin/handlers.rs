@@ -59,11 +59,27 @@ impl Reply {
 }
 
 /// Routes one admin request.
-pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
+/// One admin request.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+pub fn handle(state: &mut AdminState, req: &Request<'_>) -> Reply {
     let current = state.refresh();
+    let (method, target) = (req.method, req.target);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let flag = |name: &str| query.split('&').any(|kv| kv == format!("{name}=1") || kv == name);
     let format_text = query.split('&').any(|kv| kv == "format=text");
+    // requests that change state need the token when one is configured
+    let changes = matches!((method, path), ("POST", "/reload") | ("PUT", "/config")) || flag("reset");
+    if changes {
+        if let Some(refused) = authorize(state, req.authorization) {
+            return refused;
+        }
+    }
     match (method, path) {
         ("GET", "/healthz") => Reply::text(200, "ok\n"),
         ("GET", "/stats/latency") => latency(state, format_text, flag("reset")),
@@ -91,18 +107,59 @@ pub fn handle(state: &mut AdminState, method: &str, target: &str) -> Reply {
             content_type: "text/html; charset=utf-8",
             body: super::dashboard::PAGE.as_bytes().to_vec(),
         },
+        ("PUT", "/config") => put_config(state, req.body),
         ("POST", "/reload") => match &state.reloader {
             None => Reply::text(501, "reload is not available here\n"),
-            Some(r) => match r.reload() {
-                Ok(generation) => Reply::json(format!("{{\"ok\":true,\"generation\":{generation}}}")),
-                Err(e @ crate::runtime::ReloadError::Slow(_)) => Reply::text(503, &format!("{e}\n")),
-                Err(e) => Reply::text(400, &format!("{e}\n")),
-            },
+            Some(r) => reload(r, req.authorization),
         },
-        (_, "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/config" | "/" | "/dashboard") => {
+        (_, "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/config" | "/reload" | "/" | "/dashboard") => {
             Reply::text(405, "method not allowed\n")
         }
         _ => Reply::text(404, "not found; see GET /healthz /stats/latency /metrics /upstreams /config /dashboard\n"),
+    }
+}
+
+/// `POST /reload`: re-reads the config file (requests made while one runs share the next one).
+pub fn reload(r: &crate::runtime::Reloader, authorization: Option<&str>) -> Reply {
+    if let Some(refused) = check_token(r.snapshot().admin_token.as_ref(), authorization) {
+        return refused;
+    }
+    match r.reload() {
+        Ok(generation) => Reply::json(format!("{{\"ok\":true,\"generation\":{generation}}}")),
+        Err(e @ crate::runtime::ReloadError::Slow(_)) => Reply::text(503, &format!("{e}\n")),
+        Err(e) => Reply::text(400, &format!("{e}\n")),
+    }
+}
+
+/// `None` when the request may change state: no token configured, or the right bearer token.
+fn authorize(state: &AdminState, authorization: Option<&str>) -> Option<Reply> {
+    check_token(state.snapshot.admin_token.as_ref(), authorization)
+}
+
+fn check_token(token: Option<&crate::config::Secret>, authorization: Option<&str>) -> Option<Reply> {
+    let token = token?;
+    let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default().trim();
+    // compare without an early exit, so the time taken does not tell how much matched
+    let same =
+        given.len() == token.0.len() && given.bytes().zip(token.0.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+    if same {
+        return None;
+    }
+    Some(Reply::text(401, "this request needs Authorization: Bearer <the [admin] token_file token>\n"))
+}
+
+/// `PUT /config`: validates the TOML body as the next config; if it would reload, writes it over
+/// the config file (atomically, the previous one kept as `.bak`) and reloads.
+fn put_config(state: &AdminState, body: &[u8]) -> Reply {
+    if state.snapshot.admin_token.is_none() {
+        return Reply::text(403, "PUT /config is disabled: set [admin] token_file to enable it\n");
+    }
+    let Some(r) = &state.reloader else { return Reply::text(501, "reload is not available here\n") };
+    let Ok(text) = std::str::from_utf8(body) else { return Reply::text(400, "the body is not UTF-8 TOML\n") };
+    match r.replace_file(text) {
+        Ok(generation) => Reply::json(format!("{{\"ok\":true,\"generation\":{generation}}}")),
+        Err(e @ crate::runtime::ReloadError::Slow(_)) => Reply::text(503, &format!("{e}\n")),
+        Err(e) => Reply::text(400, &format!("{e}\n")),
     }
 }
 
@@ -327,7 +384,8 @@ mod tests {
             reloader: None,
         };
         let t0 = Instant::now();
-        let reply = handle(&mut state, "GET", "/stats/latency");
+        let req = Request { method: "GET", target: "/stats/latency", authorization: None, body: &[] };
+        let reply = handle(&mut state, &req);
         assert!(t0.elapsed() < super::super::SCRAPE_DEADLINE * 2, "the scrape waited {:?}", t0.elapsed());
         let body = String::from_utf8(reply.body).unwrap();
         assert_eq!(reply.status, 200);

@@ -18,6 +18,8 @@ use super::handlers::{handle, AdminState, Reply};
 
 /// Largest admin request head accepted.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Largest admin request body (a config for `PUT /config`).
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Time allowed for a whole request head to arrive.
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Time allowed for writing a response.
@@ -48,6 +50,9 @@ struct Shared {
     state: Mutex<AdminState>,
     active: AtomicUsize,
     draining: Arc<AtomicBool>,
+    /// For `POST /reload`, served outside the state lock so concurrent requests coalesce into
+    /// one reload.
+    reloader: Option<Arc<crate::runtime::Reloader>>,
 }
 
 /// Binds `addr` and serves admin requests from new threads. `draining` turns `/healthz` into
@@ -57,7 +62,8 @@ pub fn start(addr: SocketAddr, state: AdminState, draining: Arc<AtomicBool>) -> 
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let shared = Arc::new(Shared { state: Mutex::new(state), active: AtomicUsize::new(0), draining });
+    let reloader = state.reloader.clone();
+    let shared = Arc::new(Shared { state: Mutex::new(state), active: AtomicUsize::new(0), draining, reloader });
     let thread = std::thread::Builder::new().name("ringway-admin".into()).spawn(move || {
         for conn in listener.incoming() {
             if flag.load(Ordering::SeqCst) {
@@ -90,7 +96,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let deadline = Instant::now() + HEAD_DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
-    let (method, target) = loop {
+    let (method, target, authorization, body_len, head_len) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return write_reply(&mut stream, &Reply::text(408, "request head timeout\n"), false);
@@ -110,13 +116,41 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
+            Ok(httparse::Status::Complete(n)) => {
+                let field = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                };
+                let body_len = match field("content-length").map(|v| v.trim().parse::<usize>()) {
+                    None => 0,
+                    Some(Ok(n)) if n <= MAX_BODY_BYTES => n,
+                    Some(Ok(_)) => return write_reply(&mut stream, &Reply::text(413, "body too large\n"), false),
+                    Some(Err(_)) => return write_reply(&mut stream, &Reply::text(400, "bad content-length\n"), false),
+                };
+                let (m, t) = (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
+                break (m, t, field("authorization"), body_len, n);
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => continue,
             _ => return write_reply(&mut stream, &Reply::text(400, "bad request\n"), false),
         }
     };
+    // the body (PUT /config), within the same deadline
+    let mut body = buf.split_off(head_len.min(buf.len()));
+    while body.len() < body_len {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return write_reply(&mut stream, &Reply::text(408, "request body timeout\n"), false);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut tmp) {
+            Ok(0) => return Ok(()),
+            Ok(n) => body.extend_from_slice(&tmp[..n]),
+            Err(_) => return write_reply(&mut stream, &Reply::text(408, "request body timeout\n"), false),
+        }
+    }
+    body.truncate(body_len);
     // HEAD is answered like GET, without the body
     let head_only = method == "HEAD";
     let method = if head_only { "GET" } else { method.as_str() };
@@ -127,9 +161,13 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             true => Reply::text(503, "draining\n"),
             false => Reply::text(200, "ok\n"),
         }
+    } else if let (Some(r), "POST", "/reload") = (&shared.reloader, method, path) {
+        super::handlers::reload(r, authorization.as_deref())
     } else {
         let mut state = shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        handle(&mut state, method, &target)
+        let req =
+            super::handlers::Request { method, target: &target, authorization: authorization.as_deref(), body: &body };
+        handle(&mut state, &req)
     };
     write_reply(&mut stream, &reply, head_only)
 }

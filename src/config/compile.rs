@@ -160,8 +160,10 @@ impl Compiler<'_> {
                 warnings.push(format!("upstream.{}: no API uses this upstream", u.name));
             }
         }
+        let admin_token = self.admin_token(file.admin.as_ref())?;
         Ok(Snapshot {
             generation,
+            admin_token,
             instance,
             http,
             listeners,
@@ -173,6 +175,20 @@ impl Compiler<'_> {
             routes,
             warnings,
         })
+    }
+
+    /// Reads `[admin] token_file` (relative to the config file): one line, at least 16 characters.
+    fn admin_token(&self, f: Option<&FileAdmin>) -> Result<Option<Secret>, ConfigError> {
+        let Some(t) = f.and_then(|a| a.token_file.as_ref()) else { return Ok(None) };
+        let path = self.dir.join(t.get_ref());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.err("admin.token_file", t.span(), format!("cannot read {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.len() < 16 || token.contains(char::is_whitespace) {
+            let msg = format!("{} must hold one token of at least 16 characters", path.display());
+            return Err(self.err("admin.token_file", t.span(), msg));
+        }
+        Ok(Some(Secret(token.to_string())))
     }
 
     fn instance(&self, f: &FileInstance) -> Result<Instance, ConfigError> {

@@ -115,6 +115,8 @@ pub struct FileHttp {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub listen: Spanned<String>,
+    /// A file holding the bearer token that state-changing admin requests must carry.
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[access_log]`.

@@ -23,6 +23,8 @@ pub type ServiceId = usize;
 pub struct Snapshot {
     /// Monotonic version; 1 for the first load.
     pub generation: u64,
+    /// `[admin] token_file`'s token: state-changing admin requests need `Authorization: Bearer`.
+    pub admin_token: Option<Secret>,
     pub instance: Instance,
     pub http: HttpLimits,
     pub listeners: Vec<ListenerConfig>,
@@ -309,5 +311,15 @@ impl Remap {
                 .collect(),
             upstreams: up_of_new,
         }
+    }
+}
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }

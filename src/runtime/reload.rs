@@ -68,6 +68,10 @@ struct State {
     outboxes: Vec<Outbox>,
     supervisor: Option<Supervisor>,
     last: Option<LastReload>,
+    /// The outcome of the last reload, for requests it served together.
+    last_result: Option<Result<u64, ReloadError>>,
+    /// Reload requests up to this ticket have been served.
+    served: u64,
     switched: Vec<(u64, SystemTime)>,
 }
 
@@ -75,6 +79,10 @@ struct State {
 pub struct Reloader {
     state: Mutex<State>,
     draining: Arc<AtomicBool>,
+    /// Reload requests made so far (tickets).
+    requested: std::sync::atomic::AtomicU64,
+    /// The running snapshot, readable without waiting for a reload in progress.
+    running: Mutex<Arc<Snapshot>>,
 }
 
 impl Reloader {
@@ -87,63 +95,114 @@ impl Reloader {
         draining: Arc<AtomicBool>,
     ) -> Self {
         let switched = vec![(snapshot.generation, SystemTime::now()); outboxes.len()];
-        let state = State { path, snapshot, rates, outboxes, supervisor: Some(supervisor), last: None, switched };
-        Self { state: Mutex::new(state), draining }
+        let state = State {
+            path,
+            snapshot,
+            rates,
+            outboxes,
+            supervisor: Some(supervisor),
+            last: None,
+            last_result: None,
+            served: 0,
+            switched,
+        };
+        let running = Mutex::new(state.snapshot.clone());
+        Self { state: Mutex::new(state), draining, requested: Default::default(), running }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The running config, its endpoint table and the last reload's outcome.
+    /// The running config, without waiting for a reload in progress.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The running config, its endpoint table and the last reload's outcome (waits for a
+    /// reload in progress).
     pub fn current(&self) -> Current {
         let s = self.lock();
         let status = s.supervisor.as_ref().map_or_else(Default::default, |sup| sup.status.clone());
         Current { snapshot: s.snapshot.clone(), status, last: s.last.clone(), switched: s.switched.clone() }
     }
 
-    /// Re-reads the config file and switches to it. Returns the new generation.
+    /// Re-reads the config file and switches to it. Returns the new generation. Requests that
+    /// arrive while a reload runs are served together by the next one (a SIGHUP storm is a
+    /// couple of reloads, each of the file as it is then).
     pub fn reload(&self) -> Result<u64, ReloadError> {
-        let path = self.lock().path.clone();
-        let Some(path) = path else {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut s = self.lock();
+        if s.served >= ticket {
+            return s.last_result.clone().unwrap_or(Ok(s.snapshot.generation));
+        }
+        s.served = self.requested.load(Ordering::SeqCst);
+        let Some(path) = s.path.clone() else {
             return Err(ReloadError::Refused("started without a config file: nothing to re-read".into()));
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ReloadError::Config(format!("cannot read {}: {e}", path.display())));
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        match text {
-            Ok(text) => self.reload_text(&text, dir),
-            Err(e) => {
-                self.record(Err(&e));
-                Err(e)
-            }
-        }
+        let dir =
+            path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
+        let result = match std::fs::read_to_string(&path) {
+            Ok(text) => self.switch(&mut s, &text, &dir),
+            Err(e) => Err(ReloadError::Config(format!("cannot read {}: {e}", path.display()))),
+        };
+        Self::record(&mut s, &result);
+        result
     }
 
     /// Switches to the config `text` (relative paths from `dir`).
     pub fn reload_text(&self, text: &str, dir: &std::path::Path) -> Result<u64, ReloadError> {
-        let result = self.switch(text, dir);
-        self.record(result.as_ref().map(|g| *g));
-        match &result {
-            Ok(generation) => tracing::info!(generation, "Config reloaded"),
-            Err(e) => tracing::error!(error = %e, "Reload failed; the running config stays"),
-        }
+        let mut s = self.lock();
+        let result = self.switch(&mut s, text, dir);
+        Self::record(&mut s, &result);
         result
     }
 
-    fn record(&self, result: Result<u64, &ReloadError>) {
-        let mut s = self.lock();
-        let generation = s.snapshot.generation;
+    fn record(s: &mut State, result: &Result<u64, ReloadError>) {
+        match result {
+            Ok(generation) => tracing::info!(generation, "Config reloaded"),
+            Err(e) => tracing::error!(error = %e, "Reload failed; the running config stays"),
+        }
         s.last = Some(LastReload {
             ok: result.is_ok(),
-            error: result.err().map(ToString::to_string),
+            error: result.as_ref().err().map(ToString::to_string),
             at: SystemTime::now(),
-            generation,
+            generation: s.snapshot.generation,
         });
+        s.last_result = Some(result.clone());
     }
 
-    fn switch(&self, text: &str, dir: &std::path::Path) -> Result<u64, ReloadError> {
-        let mut s = self.lock();
+    /// `PUT /config`: checks `text` as the next config (compiles, fits this host, changes
+    /// nothing that needs a restart), writes it over the config file (a temporary file renamed
+    /// over it; the previous file kept as `FILE.bak`), then reloads it.
+    pub fn replace_file(&self, text: &str) -> Result<u64, ReloadError> {
+        let path = self.lock().path.clone();
+        let Some(path) = path else {
+            return Err(ReloadError::Refused("started without a config file: nothing to write".into()));
+        };
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        {
+            let old = self.lock().snapshot.clone();
+            let next = crate::config::compile_in(text, old.generation + 1, dir)
+                .map_err(|e| ReloadError::Config(e.to_string()))?;
+            restart_only(&old, &next).map_err(ReloadError::Refused)?;
+            super::preflight(&next).map_err(|e| ReloadError::Config(e.to_string()))?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        let bak = path.with_extension("toml.bak");
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&tmp, text)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            if path.exists() {
+                std::fs::copy(&path, &bak)?;
+            }
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| ReloadError::Refused(format!("cannot write {}: {e}", path.display())))?;
+        self.reload()
+    }
+
+    fn switch(&self, s: &mut State, text: &str, dir: &std::path::Path) -> Result<u64, ReloadError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ReloadError::Refused("the gateway is draining; reload refused".into()));
         }
@@ -199,6 +258,7 @@ impl Reloader {
             .map_err(|e| ReloadError::Refused(format!("cannot start the endpoint supervisor: {e}")))?;
         s.supervisor = Some(supervisor);
         s.snapshot = next.clone();
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
         s.rates = rates;
         tracing::info!(
             generation = next.generation,
