@@ -75,13 +75,16 @@ fn main() -> ExitCode {
     for addr in &running.addrs {
         tracing::info!(%addr, workers = running.drivers.len(), drivers = ?running.drivers, "Listening");
     }
+    ringway::runtime::notify::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     // until the first stop signal: reopen logs, note the others
     for sig in signals.forever() {
         match sig {
             SIGUSR1 => running.reopen_logs(),
             // errors are logged by the reload itself and kept for /config
             SIGHUP => {
+                ringway::runtime::notify::reloading();
                 let _ = running.reload();
+                ringway::runtime::notify::sd_notify("READY=1");
             }
             SIGUSR2 => tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; ignored"),
             _ => {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
     }
     // drain delay (health check failing, traffic still served), then stop accepting and drain;
     // a second stop signal at any point ends the process at once
+    ringway::runtime::notify::sd_notify("STOPPING=1");
     running.begin_drain();
     let (tx, rx) = std::sync::mpsc::channel();
     let done = tx.clone();

@@ -145,3 +145,29 @@ fn sigterm_under_keep_alive_load_answers_every_written_request() {
         served.load(Ordering::SeqCst)
     );
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = std::env::temp_dir().join(format!("ringway-test-{}-notify", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = "[service.s]\nhosts = []\n[[service.s.api]]\nname = \"a\"\npath = \"/\"\nmock = { body = \"x\" }\n";
+    let mut s = spawn_with_env("notify", "", body, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.starts_with("READY=1\nMAINPID="), "{ready}");
+    signal(&s.child, "HUP");
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert_eq!(next(), "READY=1", "ready again once the reload is done");
+    sigterm(&s.child);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(wait_exit(&mut s.child, Duration::from_secs(5)).is_some());
+}

@@ -10,6 +10,7 @@ mod control;
 pub mod endpoints;
 mod generation;
 mod listener;
+pub mod notify;
 mod preflight;
 mod reload;
 mod shard;

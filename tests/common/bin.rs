@@ -25,6 +25,11 @@ pub struct Spawned {
 
 /// Starts the binary with `[instance]` extras and `body`, and waits for its start-up lines.
 pub fn spawn_with(name: &str, instance_extra: &str, body: &str) -> Spawned {
+    spawn_with_env(name, instance_extra, body, &[])
+}
+
+/// Same, with extra environment variables.
+pub fn spawn_with_env(name: &str, instance_extra: &str, body: &str, env: &[(&str, &str)]) -> Spawned {
     let text = format!(
         "[instance]\nworkers = 2\nio_driver = \"{}\"\n{instance_extra}\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}",
         super::driver()
@@ -33,6 +38,7 @@ pub fn spawn_with(name: &str, instance_extra: &str, body: &str) -> Spawned {
     let mut child = Command::new(BIN)
         .args(["-c", path.to_str().unwrap()])
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ringway");
