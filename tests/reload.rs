@@ -335,3 +335,50 @@ fn a_storm_of_reload_requests_coalesces() {
     let generation: u64 = config["{\"generation\":".len()..].split(',').next().unwrap().parse().unwrap();
     assert!(generation > 1 && generation <= 11, "40 requests, {} reloads", generation - 1);
 }
+
+/// The bound address `/config` shows for listener `name`.
+fn listener_addr(gw: &Reloadable, name: &str) -> Option<std::net::SocketAddr> {
+    let config = gw.admin("/config");
+    let key = format!("{{\"name\":\"{name}\",\"addr\":\"");
+    let rest = &config[config.find(&key)? + key.len()..];
+    rest.split('"').next()?.parse().ok()
+}
+
+#[test]
+fn listeners_are_added_and_removed_by_reload() {
+    let svc = format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A"));
+    let gw = Reloadable::start("listeners", &svc);
+    let extra = "[[listener]]\nname = \"extra\"\nlisten = \"127.0.0.1:0\"\n\n";
+    gw.write(&format!("{extra}{svc}"));
+    let r = gw.post_reload();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let added = listener_addr(&gw, "extra").expect("the new listener is listed with its bound address");
+    for _ in 0..6 {
+        assert_eq!(get(added, "x", "/a").text(), "A", "both workers accept on the new listener");
+    }
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A", "the kept listener still serves");
+    // a keep-alive connection on the listener about to be removed
+    let mut c = Client::connect(added);
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "A");
+    gw.write(&svc);
+    assert_eq!(gw.post_reload().status, 200);
+    assert!(listener_addr(&gw, "extra").is_none());
+    assert!(std::net::TcpStream::connect(added).is_err(), "a removed listener no longer accepts");
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "A", "its open connections drain");
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A");
+}
+
+#[test]
+fn a_listener_that_cannot_be_bound_fails_the_reload_and_keeps_the_old_config() {
+    let svc = format!("[service.s]\nhosts = []\n{}", api("a", "/a", "A"));
+    let gw = Reloadable::start("bindfail", &svc);
+    // a port held without SO_REUSEPORT cannot be shared
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap();
+    gw.write(&format!("[[listener]]\nname = \"extra\"\nlisten = \"{taken}\"\n\n{svc}{}", api("b", "/b", "B")));
+    let r = gw.post_reload();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("listener[1].listen"), "{}", r.text());
+    assert_eq!(get(gw.addr, "x", "/b").status, 404, "nothing of the new config applied");
+    assert_eq!(get(gw.addr, "x", "/a").text(), "A");
+}

@@ -33,6 +33,7 @@ impl AdminState {
         let current = self.reloader.as_ref()?.current();
         if current.snapshot.generation != self.snapshot.generation {
             self.snapshot = current.snapshot.clone();
+            self.listener_addrs = current.listener_addrs.clone();
             self.endpoint_status = current.status.clone();
             self.window_base = None;
             self.window_start = Instant::now();

@@ -64,7 +64,7 @@ pub fn handler(
     Box::pin(
         async move {
             let crate::runtime::Accepted { stream, peer, listener, idle, over_cap } = conn;
-            let tls = shard.generation().snapshot.listeners.get(listener).and_then(|l| l.tls.clone());
+            let tls = shard.generation().snapshot.listeners.get(listener.get()).and_then(|l| l.tls.clone());
             let _ = stream.set_nodelay(true);
             let (stream, sni_names) = match (over_cap, tls) {
                 (true, None) => return refuse(stream).await,
@@ -88,7 +88,7 @@ pub async fn serve_connection(
     shard: &Shard,
     stream: crate::net::Stream,
     peer: SocketAddr,
-    listener: usize,
+    listener: std::rc::Rc<std::cell::Cell<usize>>,
     idle: std::rc::Rc<std::cell::Cell<bool>>,
     sni_names: Option<Vec<String>>,
 ) {

@@ -67,7 +67,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     let (mut req, step, api_flight) = match read {
         Ok(parts) => parts,
         Err(err) => {
-            let mut session = Session::new(peer.listener, std::time::Instant::now());
+            let mut session = Session::new(peer.listener.get(), std::time::Instant::now());
             let reply = ErrorReply { head_only: false, close: true, id: &[] };
             let next = respond_error(gen, client, &mut s.out, &err, reply, &mut session).await;
             finish(shard, gen, &session, peer, &[]);

@@ -90,7 +90,7 @@ impl Request {
             true => client_ip(peer.addr, head.header("x-forwarded-for"), &snapshot.instance.trusted_proxies),
             false => peer.addr,
         };
-        let mut session = Session::new(peer.listener, Instant::now());
+        let mut session = Session::new(peer.listener.get(), Instant::now());
         session.log = shard.access_log.as_ref().map(|_| {
             let mut query = SmallVec::new();
             let redact = snapshot.access_log.as_ref().map_or(&[][..], |c| &c.redact_query[..]);

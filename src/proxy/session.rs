@@ -72,8 +72,9 @@ pub struct Peer {
     pub addr: IpAddr,
     /// Client IP as text (rendered once per connection).
     pub ip: Vec<u8>,
-    /// Index of the listener that accepted the connection.
-    pub listener: usize,
+    /// Index of the listener that accepted the connection in the current config (read when a
+    /// request starts; `usize::MAX` once a reload removed the listener).
+    pub listener: std::rc::Rc<std::cell::Cell<usize>>,
     /// The peer is one of `instance.trusted_proxies`: its X-Forwarded-For is believed.
     pub trusted: bool,
     /// The scheme the client speaks on this connection ("http" or "https").
@@ -99,6 +100,9 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
         remap(&gen.snapshot, &current.snapshot, session)
     };
     let Some((listener, service, api, upstream)) = ids else { return };
+    if listener >= m.latency.listeners.len() {
+        return; // the listener was removed by a reload
+    }
     m.count(api, session.status, session.bytes_in, session.bytes_out);
     // API and upstream curves show served requests only: a refusal (429, 403, 503 at a cap) or a
     // gateway error answers in microseconds and would drag an API's p50 down to that; the
@@ -151,7 +155,8 @@ fn remap(
     new: &crate::config::Snapshot,
     session: &Session,
 ) -> Option<(usize, Option<ServiceId>, Option<ApiId>, Option<UpstreamId>)> {
-    let listener = new.listeners.iter().position(|l| l.name == old.listeners[session.listener].name)?;
+    let name = &old.listeners.get(session.listener)?.name;
+    let listener = new.listeners.iter().position(|l| l.name == *name)?;
     let service = session.service.and_then(|s| new.services.iter().position(|n| n.name == old.services[s].name));
     let api = session.api.and_then(|a| {
         let (name, svc) = (&old.apis[a].name, &old.services[old.apis[a].service].name);

@@ -60,7 +60,7 @@ fn serve(shard: &Rc<Shard>, client: Vec<Step>) -> (Next, String) {
     let peer = Peer {
         addr: "192.0.2.7".parse().unwrap(),
         ip: b"192.0.2.7".to_vec(),
-        listener: 0,
+        listener: Rc::default(),
         trusted: false,
         scheme: "http",
         idle: Rc::default(),

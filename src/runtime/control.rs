@@ -10,8 +10,17 @@ use std::task::{Poll, Waker};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+/// What a reload does to one of a worker's listeners, in the new config's order.
+#[derive(Debug)]
+pub enum ListenerUpdate {
+    /// The listener stays (same name and address): keep accepting on its socket.
+    Keep { name: String },
+    /// A new (or moved) listener: accept on this socket, bound for this worker.
+    Add { name: String, socket: std::net::TcpListener },
+}
+
 /// Control → worker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ControlMsg {
     /// Stop accepting, let in-flight requests finish (up to the drain deadline), then exit.
     Shutdown,
@@ -25,6 +34,8 @@ pub enum ControlMsg {
         /// The new config's items by their index in the previous one (computed once).
         map: std::sync::Arc<crate::config::Remap>,
         events: crossbeam_channel::Sender<ControlEvent>,
+        /// The new config's listeners, in order; listeners not named here stop accepting.
+        listeners: Vec<ListenerUpdate>,
         ack: crossbeam_channel::Sender<usize>,
     },
     /// An endpoint enters or leaves rotation (health checks, outlier ejection). Indices are

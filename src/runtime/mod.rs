@@ -59,8 +59,9 @@ pub struct Running {
 pub struct Accepted {
     pub stream: monoio::net::TcpStream,
     pub peer: SocketAddr,
-    /// Index of the listener that accepted it.
-    pub listener: usize,
+    /// Index of the listener that accepted it, in the current config (a reload may renumber it;
+    /// `usize::MAX` once the listener is removed).
+    pub listener: std::rc::Rc<std::cell::Cell<usize>>,
     /// Set by the handler while the connection waits for its next request with nothing
     /// buffered: a worker at its connection cap may close it.
     pub idle: std::rc::Rc<std::cell::Cell<bool>>,
@@ -152,6 +153,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, path: Option<std::pa
     let reloader = Arc::new(Reloader::new(
         path,
         snapshot.clone(),
+        running.addrs.clone(),
         rates,
         running.outboxes.clone(),
         supervisor,

@@ -59,6 +59,8 @@ pub struct Current {
     pub last: Option<LastReload>,
     /// Per worker: the generation it confirmed and when.
     pub switched: Vec<(u64, SystemTime)>,
+    /// The bound address of each listener of the running config (port 0 resolved).
+    pub listener_addrs: Vec<std::net::SocketAddr>,
 }
 
 struct State {
@@ -73,6 +75,7 @@ struct State {
     /// Reload requests up to this ticket have been served.
     served: u64,
     switched: Vec<(u64, SystemTime)>,
+    listener_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// The running config and the means to replace it.
@@ -86,9 +89,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         path: Option<PathBuf>,
         snapshot: Arc<Snapshot>,
+        listener_addrs: Vec<std::net::SocketAddr>,
         rates: Arc<SharedRates>,
         outboxes: Vec<Outbox>,
         supervisor: Supervisor,
@@ -105,6 +110,7 @@ impl Reloader {
             last_result: None,
             served: 0,
             switched,
+            listener_addrs,
         };
         let running = Mutex::new(state.snapshot.clone());
         Self { state: Mutex::new(state), draining, requested: Default::default(), running }
@@ -124,7 +130,13 @@ impl Reloader {
     pub fn current(&self) -> Current {
         let s = self.lock();
         let status = s.supervisor.as_ref().map_or_else(Default::default, |sup| sup.status.clone());
-        Current { snapshot: s.snapshot.clone(), status, last: s.last.clone(), switched: s.switched.clone() }
+        Current {
+            snapshot: s.snapshot.clone(),
+            status,
+            last: s.last.clone(),
+            switched: s.switched.clone(),
+            listener_addrs: s.listener_addrs.clone(),
+        }
     }
 
     /// Re-reads the config file and switches to it. Returns the new generation. Requests that
@@ -215,6 +227,9 @@ impl Reloader {
         for w in warnings {
             tracing::warn!("{w}");
         }
+        // new or moved listeners are bound here, before anything changes: a port that cannot be
+        // bound fails the reload with the old config still serving
+        let (mut updates, bound) = plan_listeners(&old, &next, &s.listener_addrs, s.outboxes.len())?;
         let compiled_us = t0.elapsed().as_micros() as u64;
         let next = Arc::new(next);
         let rates = SharedRates::new(&next, Some((&old, &s.rates)));
@@ -230,15 +245,17 @@ impl Reloader {
         };
         let (event_tx, event_rx) = crossbeam_channel::bounded(super::EVENT_QUEUE);
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
-        for o in &s.outboxes {
+        for (o, listeners) in s.outboxes.iter().zip(updates.drain(..)) {
             o.send(ControlMsg::Reload {
                 snapshot: next.clone(),
                 rates: rates.clone(),
                 map: map.clone(),
                 events: event_tx.clone(),
+                listeners,
                 ack: ack_tx.clone(),
             });
         }
+        s.listener_addrs = bound;
         drop(ack_tx);
         let deadline = std::time::Instant::now() + SWITCH_WAIT;
         let mut pending: Vec<usize> = (0..s.outboxes.len()).collect();
@@ -280,9 +297,42 @@ impl Reloader {
     }
 }
 
+/// Per worker, what happens to each listener of `new` (kept by name and configured address, or
+/// added with a socket bound here), and the bound address of each.
+fn plan_listeners(
+    old: &Snapshot,
+    new: &Snapshot,
+    old_bound: &[std::net::SocketAddr],
+    workers: usize,
+) -> Result<(Vec<Vec<super::control::ListenerUpdate>>, Vec<std::net::SocketAddr>), ReloadError> {
+    use super::control::ListenerUpdate;
+    let mut updates: Vec<Vec<ListenerUpdate>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(new.listeners.len());
+    for (j, l) in new.listeners.iter().enumerate() {
+        let kept = old.listeners.iter().position(|o| o.name == l.name && o.addr == l.addr);
+        match kept.and_then(|i| old_bound.get(i)) {
+            Some(addr) => {
+                bound.push(*addr);
+                updates.iter_mut().for_each(|u| u.push(ListenerUpdate::Keep { name: l.name.clone() }));
+            }
+            None => {
+                let (sockets, addrs) = super::listener::bind_all(&[l.addr], workers)
+                    .map_err(|e| ReloadError::Config(format!("listener[{j}].listen: {e}; the running config stays")))?;
+                bound.push(addrs[0]);
+                for (u, mut s) in updates.iter_mut().zip(sockets) {
+                    let socket = s.pop().expect("one socket per worker");
+                    u.push(ListenerUpdate::Add { name: l.name.clone(), socket });
+                }
+                tracing::info!(listener = %l.name, addr = %addrs[0], "Listener added");
+            }
+        }
+    }
+    Ok((updates, bound))
+}
+
 /// What a reload cannot change: the worker count and I/O driver (threads and rings are made at
-/// start), the listeners' addresses (sockets are bound at start), the admin address and the
-/// access-log target. Says which, so the user knows to restart.
+/// start), the admin address and the access-log target. Says which, so the user knows to
+/// restart. Listeners can change: added ones are bound, removed ones stop accepting.
 fn restart_only(old: &Snapshot, new: &Snapshot) -> Result<(), String> {
     let mut changed = Vec::new();
     if old.instance.workers != new.instance.workers {
@@ -290,10 +340,6 @@ fn restart_only(old: &Snapshot, new: &Snapshot) -> Result<(), String> {
     }
     if old.instance.io_driver != new.instance.io_driver {
         changed.push("instance.io_driver");
-    }
-    let addrs = |s: &Snapshot| s.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect::<Vec<_>>();
-    if addrs(old) != addrs(new) {
-        changed.push("listener (names or addresses)");
     }
     if old.admin != new.admin {
         changed.push("admin.listen");

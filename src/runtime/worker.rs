@@ -140,30 +140,31 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     }
     tracing::info!(worker = id, cpu, driver, "Worker started");
     let _ = report.send(WorkerReport::Started { worker: id, cpu, driver });
-    let slots: Vec<Rc<StopSlot>> = accepting
+    let names: Vec<String> = shard.generation().snapshot.listeners.iter().map(|l| l.name.clone()).collect();
+    let mut slots: Vec<Accepting> = accepting
         .into_iter()
+        .zip(names)
         .enumerate()
-        .map(|(i, l)| {
-            let slot = Rc::new(StopSlot::default());
-            monoio::spawn(accept_loop(shard.clone(), l, i, slot.clone(), handler));
-            slot
-        })
+        .map(|(i, (l, name))| Accepting::spawn(&shard, l, name, i, handler))
         .collect();
+    // the worker's own stop signal, for its background tasks
+    let stopped = Rc::new(StopSlot::default());
     if shard.access_log.is_some() {
-        monoio::spawn(flush_access_log(shard.clone(), slots[0].clone()));
+        monoio::spawn(flush_access_log(shard.clone(), stopped.clone()));
     }
-    monoio::spawn(pool_janitor(shard.clone(), slots[0].clone()));
+    monoio::spawn(pool_janitor(shard.clone(), stopped.clone()));
     // `None` (supervisor gone) stops the worker like Shutdown
     while let Some(msg) = inbox.recv().await {
         match msg {
             ControlMsg::Stats { reply } => {
                 let _ = reply.send(shard.metrics_snapshot());
             }
-            ControlMsg::Reload { snapshot, rates, map, events, ack } => {
+            ControlMsg::Reload { snapshot, rates, map, events, listeners, ack } => {
                 let t0 = Instant::now();
                 let generation = snapshot.generation;
                 let next = super::Generation::carry(snapshot, rates, &shard.generation(), &map);
                 shard.switch(next, &map);
+                slots = relisten(&shard, slots, listeners, handler);
                 *shard.events.borrow_mut() = Some(events);
                 tracing::info!(
                     worker = id,
@@ -185,7 +186,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         }
     }
     shard.draining.set(true);
-    slots.iter().for_each(|s| s.stop());
+    slots.iter().for_each(|s| s.stop.stop());
+    stopped.stop();
     let started = Instant::now();
     let drain_timeout = shard.generation().snapshot.instance.drain_timeout;
     let deadline = started + drain_timeout;
@@ -214,6 +216,59 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     // pooled upstream connections explicitly so an in-process stop leaks no sockets
     shard.pool.borrow_mut().clear();
     tracing::info!(worker = id, unfinished, "Worker stopped");
+}
+
+/// One listener this worker accepts on.
+struct Accepting {
+    name: String,
+    stop: Rc<StopSlot>,
+    /// The listener's index in the current config (a reload may renumber it).
+    index: Rc<Cell<usize>>,
+}
+
+impl Accepting {
+    fn spawn(shard: &Rc<Shard>, l: TcpListener, name: String, index: usize, handler: super::ConnHandler) -> Self {
+        let (stop, index) = (Rc::new(StopSlot::default()), Rc::new(Cell::new(index)));
+        monoio::spawn(accept_loop(shard.clone(), l, index.clone(), stop.clone(), handler));
+        Self { name, stop, index }
+    }
+}
+
+/// After a reload: keeps the listeners that stayed (renumbered), starts the added ones, stops
+/// the removed ones (their open connections go on until they close).
+fn relisten(
+    shard: &Rc<Shard>,
+    old: Vec<Accepting>,
+    updates: Vec<super::control::ListenerUpdate>,
+    handler: super::ConnHandler,
+) -> Vec<Accepting> {
+    use super::control::ListenerUpdate;
+    let mut old: Vec<Option<Accepting>> = old.into_iter().map(Some).collect();
+    let mut next = Vec::with_capacity(updates.len());
+    for (index, u) in updates.into_iter().enumerate() {
+        match u {
+            ListenerUpdate::Keep { name } => {
+                let kept = old.iter_mut().find(|a| a.as_ref().is_some_and(|a| a.name == name)).and_then(Option::take);
+                match kept {
+                    Some(a) => {
+                        a.index.set(index);
+                        next.push(a);
+                    }
+                    None => tracing::error!(listener = %name, "Reload kept a listener this worker does not have"),
+                }
+            }
+            ListenerUpdate::Add { name, socket } => match TcpListener::from_std(socket) {
+                Ok(l) => next.push(Accepting::spawn(shard, l, name, index, handler)),
+                Err(e) => tracing::error!(listener = %name, error = %e, "Cannot accept on the new listener"),
+            },
+        }
+    }
+    for gone in old.into_iter().flatten() {
+        tracing::info!(listener = %gone.name, "Listener removed: no longer accepting");
+        gone.index.set(usize::MAX);
+        gone.stop.stop();
+    }
+    next
 }
 
 /// How often a draining worker checks its in-flight count and connections.
@@ -311,18 +366,19 @@ fn admit(
     shard: &Rc<Shard>,
     stream: monoio::net::TcpStream,
     peer: std::net::SocketAddr,
-    index: usize,
+    index: &Rc<Cell<usize>>,
     handler: super::ConnHandler,
     cap: usize,
 ) {
     shard.metrics.borrow_mut().connections_total += 1;
     if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
         shard.metrics.borrow_mut().connections_refused += 1;
-        let conn = super::Accepted { stream, peer, listener: index, idle: Rc::default(), over_cap: true };
+        let conn = super::Accepted { stream, peer, listener: index.clone(), idle: Rc::default(), over_cap: true };
         monoio::spawn(handler(shard.clone(), conn));
         return;
     }
     let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
+    let index = index.clone();
     monoio::spawn(async move {
         let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone(), over_cap: false };
         handler(guard.shard.clone(), conn).await;
@@ -333,7 +389,7 @@ fn admit(
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
-    index: usize,
+    index: Rc<Cell<usize>>,
     stop: Rc<StopSlot>,
     handler: super::ConnHandler,
 ) {
@@ -353,12 +409,12 @@ async fn accept_loop(
                         continue;
                     }
                     if let Ok(stream) = monoio::net::TcpStream::from_std(std_stream) {
-                        admit(&shard, stream, peer, index, handler, cap);
+                        admit(&shard, stream, peer, &index, handler, cap);
                     }
                 }
                 return;
             }
-            Some(Ok((stream, peer))) => admit(&shard, stream, peer, index, handler, cap),
+            Some(Ok((stream, peer))) => admit(&shard, stream, peer, &index, handler, cap),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "Accept failed");
                 // EMFILE and friends: back off instead of spinning
