@@ -38,7 +38,7 @@ pub mod upstream;
 /// Starts a gateway for `snapshot`: the runtime (workers, endpoint supervisor, admin) with the
 /// proxy's request loop serving every accepted connection.
 pub fn start(snapshot: std::sync::Arc<config::Snapshot>) -> std::io::Result<runtime::Running> {
-    runtime::start(snapshot, proxy::handler, None)
+    runtime::start(snapshot, proxy::handler, runtime::StartOptions::default())
 }
 
 /// Like [`start`], for a config read from `path`: SIGHUP / `POST /reload` re-read that file.
@@ -46,5 +46,14 @@ pub fn start_file(
     snapshot: std::sync::Arc<config::Snapshot>,
     path: std::path::PathBuf,
 ) -> std::io::Result<runtime::Running> {
-    runtime::start(snapshot, proxy::handler, Some(path))
+    runtime::start(snapshot, proxy::handler, runtime::StartOptions { path: Some(path), inherited: Vec::new() })
+}
+
+/// Like [`start_file`], taking over listening sockets from a process being upgraded.
+pub fn start_upgrade(
+    snapshot: std::sync::Arc<config::Snapshot>,
+    path: std::path::PathBuf,
+    inherited: Vec<runtime::upgrade::Inherited>,
+) -> std::io::Result<runtime::Running> {
+    runtime::start(snapshot, proxy::handler, runtime::StartOptions { path: Some(path), inherited })
 }

@@ -12,10 +12,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: ringway [-c FILE] [--check]\n  -c, --config FILE  config file (default conf/ringway.toml)\n  --check            validate the config and exit\n  -V, --version      print the version";
+const USAGE: &str = "usage: ringway [-c FILE] [--check | --upgrade]\n  -c, --config FILE  config file (default conf/ringway.toml)\n  --check            validate the config and exit\n  --upgrade          take over the listening sockets of the ringway running with FILE, then\n                     let it drain and exit (binary upgrade without refusing a connection)\n  -V, --version      print the version";
 
 fn main() -> ExitCode {
-    let (mut config, mut check) = (PathBuf::from("conf/ringway.toml"), false);
+    let (mut config, mut check, mut upgrade) = (PathBuf::from("conf/ringway.toml"), false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 None => return usage_error("-c needs a file"),
             },
             "--check" => check = true,
+            "--upgrade" => upgrade = true,
             "-V" | "--version" => return done(&format!("ringway {}", env!("CARGO_PKG_VERSION"))),
             "-h" | "--help" => return done(USAGE),
             other => return usage_error(&format!("unknown argument {other}")),
@@ -60,10 +61,31 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
     let drain_delay = snapshot.instance.drain_delay;
-    let running = match ringway::start_file(Arc::new(snapshot), config.clone()) {
+    let upgrade_path = ringway::runtime::upgrade::socket_path(&config);
+    let (handover, inherited) = match upgrade {
+        false => (None, Vec::new()),
+        true => match ringway::runtime::upgrade::receive(&upgrade_path) {
+            Ok((stream, inherited)) => (Some(stream), inherited),
+            Err(e) => return fail(&e.to_string()),
+        },
+    };
+    let running = match ringway::start_upgrade(Arc::new(snapshot), config.clone(), inherited) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
+    if let Some(stream) = handover {
+        match ringway::runtime::upgrade::confirm(stream) {
+            Ok(()) => tracing::info!("Took over the listening sockets; the previous process drains"),
+            Err(e) => tracing::warn!(error = %e, "Could not tell the previous process; it keeps running"),
+        }
+    }
+    // the next upgrade comes to us; its confirmation starts our drain like SIGTERM
+    let raise = || {
+        let _ = signal_hook::low_level::raise(SIGTERM);
+    };
+    if let Err(e) = running.serve_upgrades(upgrade_path.clone(), raise) {
+        tracing::warn!(error = %e, path = %upgrade_path.display(), "Binary upgrade unavailable");
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.display(),
@@ -86,7 +108,7 @@ fn main() -> ExitCode {
                 let _ = running.reload();
                 ringway::runtime::notify::sd_notify("READY=1");
             }
-            SIGUSR2 => tracing::warn!("SIGUSR2: binary upgrade is not implemented yet; ignored"),
+            SIGUSR2 => tracing::info!("SIGUSR2 ignored: start the new binary with --upgrade to upgrade"),
             _ => {
                 tracing::info!(signal = sig, drain_delay_ms = drain_delay.as_millis() as u64, "Stopping: draining");
                 break;

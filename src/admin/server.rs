@@ -32,13 +32,17 @@ pub struct AdminHandle {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The listening socket, to end the blocking accept.
+    listener: TcpListener,
 }
 
 impl AdminHandle {
     /// Stops accepting and joins the accept thread (connection threads end by their deadlines).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wake the blocking accept
+        // wakes the blocking accept (a connection would not do: with SO_REUSEPORT it may land
+        // on another process's admin socket during an upgrade)
+        let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -55,11 +59,24 @@ struct Shared {
     reloader: Option<Arc<crate::runtime::Reloader>>,
 }
 
+/// The admin socket, with SO_REUSEPORT so a process taking over in a binary upgrade can bind it
+/// while this one still serves.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
 /// Binds `addr` and serves admin requests from new threads. `draining` turns `/healthz` into
 /// 503 `draining` (set during the drain delay on shutdown).
 pub fn start(addr: SocketAddr, state: AdminState, draining: Arc<AtomicBool>) -> io::Result<AdminHandle> {
-    let listener = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("admin bind {addr}: {e}")))?;
+    let listener = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("admin bind {addr}: {e}")))?;
     let addr = listener.local_addr()?;
+    let handle_listener = listener.try_clone()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let reloader = state.reloader.clone();
@@ -88,7 +105,7 @@ pub fn start(addr: SocketAddr, state: AdminState, draining: Arc<AtomicBool>) -> 
             }
         }
     })?;
-    Ok(AdminHandle { addr, stop, thread: Some(thread) })
+    Ok(AdminHandle { addr, stop, thread: Some(thread), listener: handle_listener })
 }
 
 fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {

@@ -24,6 +24,9 @@ pub enum ListenerUpdate {
 pub enum ControlMsg {
     /// Stop accepting, let in-flight requests finish (up to the drain deadline), then exit.
     Shutdown,
+    /// A duplicate of each listening socket this worker accepts on, by listener name (a binary
+    /// upgrade hands them to the new process).
+    ListenFds { reply: Sender<(usize, Vec<(String, std::os::fd::OwnedFd)>)> },
     /// Send a copy of the worker's metrics (cumulative; windows are computed by the admin).
     Stats { reply: Sender<crate::metrics::MetricsSnapshot> },
     /// Switch to a new config (a reload): new requests start on it; the worker answers on `ack`

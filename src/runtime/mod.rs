@@ -14,6 +14,7 @@ pub mod notify;
 mod preflight;
 mod reload;
 mod shard;
+pub mod upgrade;
 mod worker;
 
 pub use affinity::allowed_cpus;
@@ -37,6 +38,14 @@ pub(crate) const EVENT_QUEUE: usize = 65_536;
 /// How long `start` waits for every worker to report in.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to start: the config file (what a reload re-reads) and listening sockets inherited from
+/// a process being upgraded.
+#[derive(Default)]
+pub struct StartOptions {
+    pub path: Option<std::path::PathBuf>,
+    pub inherited: Vec<upgrade::Inherited>,
+}
+
 /// A started gateway.
 pub struct Running {
     /// Bound address of each `[[listener]]`, in config order (port 0 resolved).
@@ -47,7 +56,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     outboxes: Vec<control::Outbox>,
     handles: Vec<JoinHandle<()>>,
-    admin: Option<crate::admin::AdminHandle>,
+    /// Shared with the upgrade thread, which stops it once a new process took over.
+    admin: Arc<std::sync::Mutex<Option<crate::admin::AdminHandle>>>,
     /// The running config and live reload (set once the workers are up).
     reloader: Option<Arc<Reloader>>,
     log_writer: Option<crate::metrics::LogWriter>,
@@ -77,14 +87,15 @@ pub type ConnHandler = fn(std::rc::Rc<Shard>, Accepted) -> std::pin::Pin<Box<dyn
 /// Starts the workers (one per allowed CPU or as configured), the endpoint supervisor and the
 /// admin endpoint; every accepted connection is served by `handler`. `path`: the config file a
 /// reload re-reads (`None`: reloads only from text, [`Reloader::reload_text`]).
-pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, path: Option<std::path::PathBuf>) -> io::Result<Running> {
+pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOptions) -> io::Result<Running> {
+    let StartOptions { path, inherited } = options;
     let cpus = allowed_cpus();
     let workers = match snapshot.instance.workers {
         Workers::Auto => cpus.len(),
         Workers::Count(n) => n,
     };
-    let addrs: Vec<SocketAddr> = snapshot.listeners.iter().map(|l| l.addr).collect();
-    let (mut sockets, bound) = listener::bind_all(&addrs, workers)?;
+    let (mut sockets, bound) = listener::bind_or_inherit(&snapshot.listeners, workers, &inherited)?;
+    drop(inherited); // the workers hold their own descriptors
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (event_tx, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let (log_tx, log_writer) = match &snapshot.access_log {
@@ -125,7 +136,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, path: Option<std::pa
         admin_addr: None,
         outboxes,
         handles,
-        admin: None,
+        admin: Arc::default(),
         reloader: None,
         log_writer,
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -175,7 +186,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, path: Option<std::pa
             Ok(handle) => {
                 tracing::info!(admin = %handle.addr, "Admin listening");
                 running.admin_addr = Some(handle.addr);
-                running.admin = Some(handle);
+                *running.admin.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
             }
             Err(e) => {
                 running.shutdown();
@@ -216,6 +227,32 @@ impl Running {
         }
     }
 
+    /// Listens at `path` for a new process to upgrade to; `on_ready` runs once it serves on the
+    /// sockets handed over (it should start this process's drain).
+    pub fn serve_upgrades(&self, path: std::path::PathBuf, on_ready: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let reloader = self.reloader.clone();
+        let listeners = move || {
+            let Some(r) = &reloader else { return Vec::new() };
+            let current = r.current();
+            current
+                .snapshot
+                .listeners
+                .iter()
+                .zip(&current.listener_addrs)
+                .map(|(l, bound)| (l.name.clone(), l.addr, *bound))
+                .collect()
+        };
+        // the new process answers the admin address from now on (it shares the port)
+        let admin = self.admin.clone();
+        let handed_over = move || {
+            if let Some(h) = admin.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                h.stop();
+            }
+            on_ready();
+        };
+        upgrade::serve(path, self.outboxes.clone(), listeners, handed_over)
+    }
+
     /// The running config and live reload.
     pub fn reloader(&self) -> Option<&Arc<Reloader>> {
         self.reloader.as_ref()
@@ -231,7 +268,7 @@ impl Running {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
-        if let Some(admin) = self.admin.take() {
+        if let Some(admin) = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take() {
             admin.stop();
         }
         if let Some(r) = self.reloader.take() {

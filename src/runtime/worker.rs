@@ -182,6 +182,13 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
                     _ => tracing::debug!(generation, "Endpoint change for another config generation ignored"),
                 }
             }
+            ControlMsg::ListenFds { reply } => {
+                let fds = slots
+                    .iter()
+                    .filter_map(|a| super::listener::dup_fd(a.fd).ok().map(|fd| (a.name.clone(), fd)))
+                    .collect();
+                let _ = reply.send((id, fds));
+            }
             ControlMsg::Shutdown => break,
         }
     }
@@ -221,6 +228,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
 /// One listener this worker accepts on.
 struct Accepting {
     name: String,
+    /// The listening socket (a binary upgrade duplicates it).
+    fd: RawFd,
     stop: Rc<StopSlot>,
     /// The listener's index in the current config (a reload may renumber it).
     index: Rc<Cell<usize>>,
@@ -229,8 +238,9 @@ struct Accepting {
 impl Accepting {
     fn spawn(shard: &Rc<Shard>, l: TcpListener, name: String, index: usize, handler: super::ConnHandler) -> Self {
         let (stop, index) = (Rc::new(StopSlot::default()), Rc::new(Cell::new(index)));
+        let fd = l.as_raw_fd();
         monoio::spawn(accept_loop(shard.clone(), l, index.clone(), stop.clone(), handler));
-        Self { name, stop, index }
+        Self { name, fd, stop, index }
     }
 }
 
@@ -386,6 +396,11 @@ fn admit(
     });
 }
 
+/// Accepts on `listener` until stopped. It waits for readiness and then takes every queued
+/// connection with non-blocking accept4 calls, rather than keeping an accept operation in flight:
+/// cancelling an in-flight io_uring accept at stop can lose a connection the kernel completed in
+/// the meantime, and the listening socket may be shared with an upgrading process that keeps
+/// serving it. Connections queued when the stop comes are taken and answered too.
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
@@ -394,17 +409,16 @@ async fn accept_loop(
     handler: super::ConnHandler,
 ) {
     let cap = connection_cap(&shard);
+    let legacy = monoio::utils::is_legacy();
+    let fd = listener.as_raw_fd();
     loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
+        let ready = monoio::select! {
+            r = listener.readable(false) => Some(r),
             _ = stop.wait() => None,
         };
-        match accepted {
-            None => {
-                // connections the kernel already completed would be reset when the listener
-                // closes: take them and answer their requests (with `Connection: close`)
-                let legacy = monoio::utils::is_legacy();
-                while let Some((std_stream, peer)) = super::listener::accept_queued(listener.as_raw_fd()) {
+        loop {
+            match super::listener::accept_queued(fd) {
+                Ok(Some((std_stream, peer))) => {
                     if legacy && std_stream.set_nonblocking(true).is_err() {
                         continue;
                     }
@@ -412,12 +426,20 @@ async fn accept_loop(
                         admit(&shard, stream, peer, &index, handler, cap);
                     }
                 }
-                return;
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Accept failed");
+                    // EMFILE and friends: back off instead of spinning
+                    monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    break;
+                }
             }
-            Some(Ok((stream, peer))) => admit(&shard, stream, peer, &index, handler, cap),
+        }
+        match ready {
+            None => return,
+            Some(Ok(())) => {}
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "Accept failed");
-                // EMFILE and friends: back off instead of spinning
+                tracing::debug!(error = %e, "Waiting for connections failed");
                 monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }

@@ -58,7 +58,16 @@ pub fn spawn_with_env(name: &str, instance_extra: &str, body: &str, env: &[(&str
             }
         }
     }
-    std::thread::spawn(move || for _ in lines {}); // keep draining the log
+    // keep draining the log (into $RINGWAY_TEST_CHILD_LOG when set, for debugging)
+    let mut keep = std::env::var_os("RINGWAY_TEST_CHILD_LOG").and_then(|p| std::fs::File::create(p).ok());
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
     Spawned { child, addr: addr.unwrap(), admin }
 }
 
