@@ -59,13 +59,23 @@ fn upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     };
     assert!(eventually(Duration::from_secs(5), || seen.lock().unwrap().len() > 20), "the old process serves");
     std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("v1", "v2")).unwrap();
-    let mut new = std::process::Command::new(BIN)
+    let new = std::process::Command::new(BIN)
         .args(["-c", path.to_str().unwrap(), "--upgrade"])
         .envs(env)
         .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn the new binary");
+    // killed however the test ends (a panic must not leave it holding the port)
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut new = Reap(new);
     let old_exit = wait_exit(&mut old.child, Duration::from_secs(15));
     assert!(old_exit.is_some_and(|s| s.success()), "the old process drained and exited cleanly: {old_exit:?}");
     assert!(
@@ -76,14 +86,11 @@ fn upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     assert!(eventually(Duration::from_secs(5), || seen.lock().unwrap().len() > before + 20), "and keeps serving");
     stop.store(true, Ordering::SeqCst);
     client.join().unwrap();
-    // KNOWN GAP: about one run in eight loses one request at the moment the old process exits
-    // (accepted, then closed without an answer); its cause is not found yet. More than one, or
-    // any refused connection, fails the test.
-    assert!(failed.load(Ordering::SeqCst) <= 1, "refused or failed requests during the upgrade");
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "refused or failed requests during the upgrade");
     let seen = seen.lock().unwrap();
     assert!(seen.iter().any(|t| t == "v1") && seen.iter().any(|t| t == "v2"));
-    sigterm(&new);
-    assert!(wait_exit(&mut new, Duration::from_secs(5)).is_some());
+    sigterm(&new.0);
+    assert!(wait_exit(&mut new.0, Duration::from_secs(5)).is_some());
     let _ = std::fs::remove_file(&sock);
 }
 

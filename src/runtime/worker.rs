@@ -97,6 +97,8 @@ fn build_uring(entries: u32) -> io::Result<monoio::Runtime<TimeDriver<IoUringDri
 struct StopSlot {
     stopped: Cell<bool>,
     waker: RefCell<Option<Waker>>,
+    /// The task it stops has returned (an accept loop has taken its last queued connection).
+    finished: Cell<bool>,
 }
 
 impl StopSlot {
@@ -195,6 +197,12 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
     shard.draining.set(true);
     slots.iter().for_each(|s| s.stop.stop());
     stopped.stop();
+    // the accept loops take what is queued and admit it before the drain counts connections:
+    // otherwise a connection taken at the last moment would be dropped unanswered with the runtime
+    let settle = Instant::now() + CLOSE_WAIT;
+    while slots.iter().any(|s| !s.stop.finished.get()) && Instant::now() < settle {
+        monoio::time::sleep(CLOSE_POLL).await;
+    }
     let started = Instant::now();
     let drain_timeout = shard.generation().snapshot.instance.drain_timeout;
     let deadline = started + drain_timeout;
@@ -411,6 +419,14 @@ async fn accept_loop(
     let cap = connection_cap(&shard);
     let legacy = monoio::utils::is_legacy();
     let fd = listener.as_raw_fd();
+    // marks the loop finished however it returns
+    struct Finished(Rc<StopSlot>);
+    impl Drop for Finished {
+        fn drop(&mut self) {
+            self.0.finished.set(true);
+        }
+    }
+    let _finished = Finished(stop.clone());
     loop {
         let ready = monoio::select! {
             r = listener.readable(false) => Some(r),

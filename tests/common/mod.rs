@@ -69,13 +69,19 @@ impl TestGateway {
         let running = ringway::start(Arc::new(snapshot)).expect("gateway starts");
         let addr = running.addrs[0];
         if let Some(c) = client {
-            TLS_CLIENTS.lock().unwrap().push((addr, c));
+            // a port reused from an earlier (stopped) gateway must not keep that one's CA
+            let mut clients = TLS_CLIENTS.lock().unwrap();
+            clients.retain(|(a, _)| *a != addr);
+            clients.push((addr, c));
         }
         Self { addr, admin: running.admin_addr, running: Some(running), _certs: certs }
     }
 
     /// Shuts down (drain) and waits for the workers.
     pub fn stop(&mut self) {
+        if self._certs.is_some() {
+            TLS_CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _)| *a != self.addr);
+        }
         if let Some(r) = self.running.take() {
             r.shutdown();
             r.join();
