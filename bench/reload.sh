@@ -3,7 +3,9 @@
 # load: wrk (50 connections, DUR seconds) against ringway proxying to an nginx origin, once steady
 # and once while RELOADS reloads (alternately adding and removing an API) are spread over the
 # run. Prints wrk's p50/p99/max and errors for both, and the reloads' outcomes.
-# Knobs: DUR [10], RELOADS [20], CONNS [50]. Needs wrk and nginx. Loopback only, bounded.
+# Knobs: DUR [10], RELOADS [20], CONNS [50], CONTROL=1 (same cadence of curl calls, but to
+# /healthz: separates the cost of the reloads from that of the harness's curl processes).
+# Needs wrk and nginx. Loopback only, bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-10}; RELOADS=${RELOADS:-20}; CONNS=${CONNS:-50}
@@ -46,8 +48,12 @@ echo "steady:       $(run)"
   sleep 1
   gap=$(awk -v d="$DUR" -v n="$RELOADS" 'BEGIN{printf "%.3f", (d-2)/n}')
   for i in $(seq 1 "$RELOADS"); do
-    write $((i % 2))
-    curl -s -o /dev/null -w "%{http_code} " -XPOST "127.0.0.1:$ADMIN/reload"
+    if [[ "${CONTROL:-0}" == 1 ]]; then
+      curl -s -o /dev/null -w "%{http_code} " "127.0.0.1:$ADMIN/healthz"
+    else
+      write $((i % 2))
+      curl -s -o /dev/null -w "%{http_code} " -XPOST "127.0.0.1:$ADMIN/reload"
+    fi
     sleep "$gap"
   done
   echo

@@ -146,10 +146,19 @@ impl Shard {
 
     /// Puts a connection back in the pool (the janitor starts watching it after a tick).
     /// `gen`: the generation the request that used it ran on.
-    pub fn pool_checkin(&self, gen: &Generation, key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
-        if gen.id() != self.current.borrow().id() {
-            return; // the config changed meanwhile: a new connection is cheap, a wrong one is not
-        }
+    pub fn pool_checkin(&self, gen: &Generation, mut key: PoolKey, conn: UpstreamConn, now: std::time::Instant) {
+        let current = self.current.borrow();
+        let gen: &Generation = if gen.id() == current.id() {
+            gen
+        } else {
+            // the config changed during the request: the connection stays pooled if the new
+            // config has an upstream of the same identity (name, egress IPs, TLS settings)
+            match current.snapshot.upstreams.iter().position(|u| u.pool_identity == key.identity) {
+                Some(i) => key.upstream = i,
+                None => return,
+            }
+            &current
+        };
         let up = &gen.snapshot.upstreams[key.upstream];
         let idle = IdleConn::new(key.upstream, conn);
         self.pool.borrow_mut().checkin(key, idle, now, up.pool_idle_timeout, up.pool_max_idle_per_endpoint);
