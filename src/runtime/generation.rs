@@ -33,44 +33,34 @@ pub struct SharedRates {
 
 impl SharedRates {
     /// Buckets for `snapshot`; a rule whose name and rate are unchanged from `previous` keeps its
-    /// bucket (and so the tokens already spent).
-    pub fn new(snapshot: &Snapshot, previous: Option<(&Snapshot, &SharedRates)>) -> Arc<Self> {
+    /// bucket (and so the tokens already spent). `previous` comes with the name→index map of the
+    /// reload ([`Remap`]), so services and APIs are matched as everywhere else (an API by its
+    /// service's name and its own).
+    pub fn new(snapshot: &Snapshot, previous: Option<(&SharedRates, &Remap)>) -> Arc<Self> {
         let carry = |old: Option<&Arc<RateRule>>, rate: crate::limit::Rate| match old {
             Some(r) if r.bucket.rate == rate => r.clone(),
             _ => RateRule::new(rate),
         };
-        let instance = snapshot.instance.limit.map(|rate| {
-            let old = previous.and_then(|(_, p)| p.instance.as_ref());
-            carry(old, rate)
-        });
-        let services = snapshot
-            .services
-            .iter()
-            .map(|svc| {
-                svc.limit.map(|rate| {
-                    let old = previous.and_then(|(s, p)| {
-                        let i = s.services.iter().position(|o| o.name == svc.name)?;
-                        p.services[i].as_ref()
-                    });
-                    carry(old, rate)
-                })
+        let instance = snapshot.instance.limit.map(|rate| carry(previous.and_then(|(p, _)| p.instance.as_ref()), rate));
+        let services = (snapshot.services.iter().enumerate())
+            .map(|(j, svc)| {
+                let old = previous.and_then(|(p, m)| kept(&p.services, &m.services, j));
+                svc.limit.map(|rate| carry(old, rate))
             })
             .collect();
-        let apis = snapshot
-            .apis
-            .iter()
-            .map(|api| {
-                api.limit.map(|rate| {
-                    let old = previous.and_then(|(s, p)| {
-                        let i = s.apis.iter().position(|o| o.name == api.name)?;
-                        p.apis[i].as_ref()
-                    });
-                    carry(old, rate)
-                })
+        let apis = (snapshot.apis.iter().enumerate())
+            .map(|(j, api)| {
+                let old = previous.and_then(|(p, m)| kept(&p.apis, &m.apis, j));
+                api.limit.map(|rate| carry(old, rate))
             })
             .collect();
         Arc::new(Self { instance, services, apis })
     }
+}
+
+/// The previous config's rule for item `j` of the new one (`map`: new index → old index).
+fn kept<'a>(rules: &'a [Option<Arc<RateRule>>], map: &[Option<usize>], j: usize) -> Option<&'a Arc<RateRule>> {
+    map[j].and_then(|i| rules[i].as_ref())
 }
 
 /// One config's per-core state.
@@ -191,7 +181,7 @@ max_qps = 7
         let old = snapshot(50, 1);
         let old_rates = SharedRates::new(&old, None);
         let new = snapshot(60, 2);
-        let new_rates = SharedRates::new(&new, Some((&old, &old_rates)));
+        let new_rates = SharedRates::new(&new, Some((&old_rates, &Remap::new(&old, &new))));
         let same = |a: &Option<Arc<RateRule>>, b: &Option<Arc<RateRule>>| {
             Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap())
         };

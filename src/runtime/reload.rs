@@ -232,8 +232,8 @@ impl Reloader {
         let (mut updates, bound) = plan_listeners(&old, &next, &s.listener_addrs, s.outboxes.len())?;
         let compiled_us = t0.elapsed().as_micros() as u64;
         let next = Arc::new(next);
-        let rates = SharedRates::new(&next, Some((&old, &s.rates)));
         let map = Arc::new(crate::config::Remap::new(&old, &next));
+        let rates = SharedRates::new(&next, Some((&s.rates, &map)));
         // the supervisor restarts on the new config; it starts from the old one's endpoint table
         let old_status = match s.supervisor.take() {
             Some(sup) => {
