@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# reload.sh - latency under keep-alive load with and without live reloads, same process, same
-# load: wrk (50 connections, DUR seconds) against ringway proxying to an nginx origin, once steady
-# and once while RELOADS reloads (alternately adding and removing an API) are spread over the
-# run. Prints wrk's p50/p99/max and errors for both, and the reloads' outcomes.
-# Knobs: DUR [10], RELOADS [20], CONNS [50], CONTROL=1 (same cadence of curl calls, but to
-# /healthz: separates the cost of the reloads from that of the harness's curl processes).
-# Needs wrk and nginx. Loopback only, bounded.
+# reload.sh - latency under keep-alive load while live reloads happen, against the same load
+# with the same client activity but no reloads. wrk (CONNS keep-alive connections, DUR seconds)
+# drives ringway proxying to an nginx origin. Each of REPS rounds runs twice, interleaved:
+#   control: bench/reload_driver.py sends RELOADS GET /healthz calls spread over the run;
+#   reload:  it swaps the config file (alternately adding and removing an API) and posts
+#            RELOADS POST /reload calls at the same cadence.
+# One Python process does all the calls (no fork/exec per call), so both runs load the
+# machine alike and the p99 ratio isolates what the reloads cost. Prints each run's wrk
+# p50/p99/max/errors and, at the end, the median p99 of each kind and their ratio.
+# Knobs: DUR [10], RELOADS [20], CONNS [50], REPS [3]. Needs wrk, nginx, python3. Loopback, bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${DUR:-10}; RELOADS=${RELOADS:-20}; CONNS=${CONNS:-50}
+DUR=${DUR:-10}; RELOADS=${RELOADS:-20}; CONNS=${CONNS:-50}; REPS=${REPS:-3}
 source bench/lib.sh reload
 write() { # $1: 1 = with the extra API
   local extra=""
@@ -38,28 +41,27 @@ write 0
 RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
 PIDS+=($!)
 for _ in $(seq 1 50); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+cp "$W/ringway.toml" "$W/cfg0.toml"; write 1; cp "$W/ringway.toml" "$W/cfg1.toml"; cp "$W/cfg0.toml" "$W/ringway.toml"
+ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
 run() { wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$PROXY/" | awk '
   /Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
   /^    Latency/ {max=$4} /Socket errors/ {err=$0} /Non-2xx/ {non=$0} /Requests\/sec/ {rps=$2}
   END {printf "rps=%s p50=%s p99=%s max=%s %s %s\n", rps, p50, p99, max, err, non}'; }
 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PROXY/" >/dev/null   # warm-up
-echo "steady:       $(run)"
-(
-  sleep 1
-  gap=$(awk -v d="$DUR" -v n="$RELOADS" 'BEGIN{printf "%.3f", (d-2)/n}')
-  for i in $(seq 1 "$RELOADS"); do
-    if [[ "${CONTROL:-0}" == 1 ]]; then
-      curl -s -o /dev/null -w "%{http_code} " "127.0.0.1:$ADMIN/healthz"
-    else
-      write $((i % 2))
-      curl -s -o /dev/null -w "%{http_code} " -XPOST "127.0.0.1:$ADMIN/reload"
-    fi
-    sleep "$gap"
+driver() { python3 bench/reload_driver.py --admin "127.0.0.1:$ADMIN" --config "$W/ringway.toml" \
+  --alt "$W/cfg1.toml" "$W/cfg0.toml" --count "$RELOADS" --window "$((DUR - 2))" "$@"; }
+CTL=(); REL=()
+for r in $(seq 1 "$REPS"); do
+  for kind in control reload; do
+    flag=(); [[ $kind == control ]] && flag=(--control)
+    driver "${flag[@]}" >"$W/driver.txt" & dp=$!
+    line=$(run); wait "$dp" || echo "  (driver reported a non-200 answer)"
+    p99=$(ms "$(sed -n 's/.* p99=\([^ ]*\).*/\1/p' <<<"$line")")
+    [[ $kind == control ]] && CTL+=("$p99") || REL+=("$p99")
+    printf '%d %-8s %s | %s\n' "$r" "$kind" "$line" "$(cat "$W/driver.txt")"
   done
-  echo
-) > "$W/reloads.txt" &
-reloader=$!
-echo "with reloads: $(run)"
-wait "$reloader"
-echo "reload answers: $(cat "$W/reloads.txt")"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+mc=$(median "${CTL[@]}"); mr=$(median "${REL[@]}")
+echo "median p99: control ${mc} ms, reload ${mr} ms, ratio $(awk -v a="$mr" -v b="$mc" 'BEGIN{printf "%.2f", a/b}')"
 curl -s "127.0.0.1:$ADMIN/config" | head -c 120; echo

@@ -6,11 +6,20 @@
 //! gateway sends instead of forwarding. A filter that continues may add fields to the upstream
 //! request through [`Effects`]. Each API has its own chain, built per config generation; an
 //! empty chain costs one length check per request.
+//!
+//! A filter that inspects the body says how much it wants ([`RequestFilter::body_bytes`]): the
+//! driver reads that much ahead into the connection's buffer (the upstream still receives all of
+//! it) and hands it over decoded. A filter reaches other upstreams (the WAF) through
+//! [`Upstreams`], so it can be tested without sockets.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
+
+use crate::config::UpstreamId;
+use crate::error::Error;
 
 /// The request head as every phase reads it, whatever the protocol.
 pub trait HeadView {
@@ -60,6 +69,24 @@ pub struct FilterRequest<'a> {
     pub service: &'a str,
     pub api: &'a str,
     pub request_id: &'a [u8],
+    /// The first bytes of the request body (decoded when chunked), as many as the chain's
+    /// largest [`RequestFilter::body_bytes`]; empty when no filter asked.
+    pub body: &'a [u8],
+    /// More body followed what `body` holds.
+    pub body_truncated: bool,
+    /// Requests to other upstreams.
+    pub upstreams: &'a dyn Upstreams,
+}
+
+/// The future of a call to an upstream: the response status.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<u16, Error>> + 'a>>;
+
+/// Gateway-made requests to configured upstreams (pooled connections, health, outlier
+/// reports as for proxied requests).
+pub trait Upstreams {
+    /// Sends `request` (a complete HTTP/1.1 request, framed with Content-Length) to `upstream`
+    /// and returns the response status; the whole exchange, connecting included, within `timeout`.
+    fn call<'a>(&'a self, upstream: UpstreamId, request: &'a [u8], timeout: Duration) -> CallFuture<'a>;
 }
 
 /// A response a filter makes instead of forwarding the request.
@@ -83,6 +110,8 @@ pub enum Verdict {
 pub struct Effects {
     /// Fields appended to the upstream request head (name in lower case).
     pub upstream_headers: Vec<(String, Vec<u8>)>,
+    /// The WAF's verdict and time, for the access log and metrics.
+    pub waf: Option<crate::waf::WafRecord>,
 }
 
 /// The future a filter returns.
@@ -92,6 +121,10 @@ pub type FilterFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + 'a>>;
 pub trait RequestFilter {
     /// For logs and metrics.
     fn name(&self) -> &str;
+    /// Request body bytes this filter inspects (read ahead before the chain runs).
+    fn body_bytes(&self) -> usize {
+        0
+    }
     fn on_request<'a>(&'a self, req: &'a FilterRequest<'a>, effects: &'a mut Effects) -> FilterFuture<'a>;
 }
 
@@ -164,6 +197,13 @@ mod tests {
         }
     }
 
+    struct NoUpstreams;
+    impl Upstreams for NoUpstreams {
+        fn call<'a>(&'a self, _: UpstreamId, _: &'a [u8], _: Duration) -> CallFuture<'a> {
+            Box::pin(async { Err(Error::upstream(crate::error::Kind::ConnectRefused, "none")) })
+        }
+    }
+
     fn run(chain: &[Rc<dyn RequestFilter>]) -> (Verdict, Effects) {
         let req = FilterRequest {
             head: &Head,
@@ -172,6 +212,9 @@ mod tests {
             service: "s",
             api: "a",
             request_id: b"id",
+            body: b"",
+            body_truncated: false,
+            upstreams: &NoUpstreams,
         };
         let mut effects = Effects::default();
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();

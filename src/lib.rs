@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod tls;
 pub mod upstream;
+pub mod waf;
 
 /// Starts a gateway for `snapshot`: the runtime (workers, endpoint supervisor, admin) with the
 /// proxy's request loop serving every accepted connection.

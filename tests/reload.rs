@@ -191,30 +191,54 @@ fn ejected_endpoints_stay_ejected_and_counters_carry_over() {
     assert!(count(&gw.admin("/metrics")) >= count(&before), "the API's counters carried over");
 }
 
+/// Every response must come from a generation that was valid while its request was in flight:
+/// the mock API's body names the generation (`g0`, `g1`, ...), so a response is checked against
+/// the reloads confirmed before its request was sent and those written before its answer came,
+/// and a keep-alive connection never goes back to an older generation. Half the requests go to
+/// an upstream whose endpoint alternates between two origins.
 #[test]
-fn twenty_reloads_under_keep_alive_load_lose_no_request() {
-    let up = MockUpstream::echo();
-    let upstream = upstream_toml("u", &[up.addr]);
-    let with_b = |b: bool| {
-        let extra = if b { api("b", "/b", "B") } else { String::new() };
-        format!("{upstream}\n[service.s]\nhosts = []\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"u\"\n{extra}")
+fn twenty_reloads_under_keep_alive_load_lose_no_request_and_answer_from_a_valid_generation() {
+    let (up0, up1) = (MockUpstream::echo(), MockUpstream::echo());
+    let config = |g: usize| {
+        let up = if g % 2 == 0 { up0.addr } else { up1.addr };
+        let upstream = upstream_toml("u", &[up]);
+        let extra = if g % 2 == 1 { api("b", "/b", "B") } else { String::new() };
+        format!(
+            "{upstream}\n[service.s]\nhosts = []\n[[service.s.api]]\nname = \"m\"\npath = \"/m/*\"\nmock = {{ body = \"g{g}\" }}\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"u\"\n{extra}"
+        )
     };
-    let gw = Arc::new(Reloadable::start("load", &with_b(false)));
+    let gw = Arc::new(Reloadable::start("load", &config(0)));
     let stop = Arc::new(AtomicBool::new(false));
+    // `written`: generations whose file has been written (may be live); `confirmed`: generations
+    // every worker has switched to (POST /reload answered 200).
+    let (written, confirmed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let clients: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|n| {
             let (addr, stop, ok, bad) = (gw.addr, stop.clone(), ok.clone(), bad.clone());
+            let (written, confirmed) = (written.clone(), confirmed.clone());
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                for _ in 0..100_000 {
+                let mut last = 0;
+                for i in 0..100_000usize {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    match c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").try_response(false) {
+                    let mock = (i + n) % 2 == 0;
+                    let lo = confirmed.load(Ordering::SeqCst);
+                    let req: &[u8] = if mock { b"GET /m/x HTTP/1.1\r\nHost: x\r\n\r\n" } else { b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" };
+                    match c.send(req).try_response(false) {
                         Some(r) if r.status == 200 => {
+                            if mock {
+                                let hi = written.load(Ordering::SeqCst);
+                                let g: usize = r.text().trim_start_matches('g').parse().expect("mock body names its generation");
+                                assert!(lo <= g && g <= hi, "generation {g} answered a request sent when {lo} was confirmed and {hi} written");
+                                assert!(g >= last, "a keep-alive connection went back from generation {last} to {g}");
+                                last = g;
+                            }
                             if r.header("connection") == Some("close") {
                                 c = Client::connect(addr); // keepalive_requests reached
+                                last = 0;
                             }
                             ok.fetch_add(1, Ordering::SeqCst)
                         }
@@ -222,6 +246,7 @@ fn twenty_reloads_under_keep_alive_load_lose_no_request() {
                             eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
                             bad.fetch_add(1, Ordering::SeqCst);
                             c = Client::connect(addr);
+                            last = 0;
                             0
                         }
                     };
@@ -229,10 +254,13 @@ fn twenty_reloads_under_keep_alive_load_lose_no_request() {
             })
         })
         .collect();
-    for i in 0..20 {
-        gw.write(&with_b(i % 2 == 0));
+    for g in 1..=20 {
+        written.store(g, Ordering::SeqCst);
+        std::fs::write(&gw.path, config_text(&config(g))).unwrap();
         let r = gw.post_reload();
-        assert_eq!(r.status, 200, "reload {i}: {}", r.text());
+        assert_eq!(r.status, 200, "reload {g}: {}", r.text());
+        confirmed.store(g, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::SeqCst);
     for c in clients {
@@ -241,6 +269,7 @@ fn twenty_reloads_under_keep_alive_load_lose_no_request() {
     assert_eq!(bad.load(Ordering::SeqCst), 0, "failed or reset requests during the reloads");
     assert!(ok.load(Ordering::SeqCst) > 20, "the clients kept going");
     assert!(gw.admin("/config").contains("\"generation\":21,"));
+    assert!(!up0.requests().is_empty() && !up1.requests().is_empty(), "both origins served: the endpoint change took effect");
 }
 
 #[test]

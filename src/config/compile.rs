@@ -106,6 +106,7 @@ impl Compiler<'_> {
             upstream_ids.insert(name.clone(), upstreams.len());
             upstreams.push(self.upstream(name, up, &instance.egress_ips)?);
         }
+        let (wafs, waf_ids) = self.wafs(&file.waf, &upstream_ids)?;
         let mut services = Vec::new();
         let mut apis = Vec::new();
         let mut routes = RouteTable::default();
@@ -147,7 +148,8 @@ impl Compiler<'_> {
                     );
                     return Err(self.err(format!("{path}.path"), api.path.span(), msg));
                 }
-                let (compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids, &instance, &service)?;
+                let (mut compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids, &instance, &service)?;
+                compiled.waf = self.api_waf(&path, (name, svc), api, &waf_ids, &wafs)?;
                 routes.add_api(sid, apis.len(), &pattern, methods);
                 apis.push(compiled);
             }
@@ -156,7 +158,8 @@ impl Compiler<'_> {
         routes.finish();
         let mut warnings = self.warnings.take();
         for (id, u) in upstreams.iter().enumerate() {
-            if !apis.iter().any(|a: &Api| matches!(a.target, Target::Upstream(u) if u == id)) {
+            let used_by_api = apis.iter().any(|a: &Api| matches!(a.target, Target::Upstream(u) if u == id));
+            if !used_by_api && !wafs.iter().any(|w| w.upstream == id) {
                 warnings.push(format!("upstream.{}: no API uses this upstream", u.name));
             }
         }
@@ -173,6 +176,7 @@ impl Compiler<'_> {
             services,
             apis,
             routes,
+            wafs,
             warnings,
         })
     }
@@ -510,6 +514,7 @@ impl Compiler<'_> {
             timeout,
             rewrite,
             max_body_bytes: f.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            waf: None, // set by the caller, which knows the service's `waf`
         };
         Ok((api, pattern, methods))
     }
@@ -557,7 +562,7 @@ fn ms(v: Option<u64>, default: u64) -> Duration {
 }
 
 /// Names become metric labels and log fields: keep them simple.
-fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
@@ -583,6 +588,7 @@ fn check_host(host: &str) -> Result<(), String> {
 mod limits;
 mod tls;
 mod upstream;
+mod waf;
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,22 @@ pub struct FileConfig {
     pub upstream: BTreeMap<String, FileUpstream>,
     #[serde(default)]
     pub service: BTreeMap<String, FileService>,
+    #[serde(default)]
+    pub waf: BTreeMap<String, Spanned<FileWaf>>,
+}
+
+/// `[waf.NAME]`: an external web application firewall called over HTTP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWaf {
+    pub upstream: Spanned<String>,
+    /// "block" | "monitor" | "off".
+    pub mode: Option<Spanned<String>>,
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// "allow" | "deny".
+    pub on_error: Option<Spanned<String>>,
+    pub send_body_bytes: Option<Spanned<usize>>,
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[instance]`: process-wide settings.
@@ -238,6 +254,8 @@ pub struct FileService {
     pub key_qps: Option<Spanned<u64>>,
     pub key_burst: Option<Spanned<u64>>,
     pub key_table_size: Option<Spanned<usize>>,
+    /// A `[waf.NAME]` for every API of the service.
+    pub waf: Option<Spanned<String>>,
     #[serde(default)]
     pub api: Vec<FileApi>,
 }
@@ -268,6 +286,8 @@ pub struct FileApi {
     pub key_qps: Option<Spanned<u64>>,
     pub key_burst: Option<Spanned<u64>>,
     pub key_table_size: Option<Spanned<usize>>,
+    /// Overrides the service's `waf`; "" turns it off for this API.
+    pub waf: Option<Spanned<String>>,
 }
 
 /// `mock = { status, headers, body }`: a static response served by the gateway itself.

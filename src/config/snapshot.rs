@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub apis: Vec<Api>,
     pub routes: RouteTable,
+    /// `[waf.NAME]` sections (`mode = "off"` ones included: APIs just do not call them).
+    pub wafs: Vec<WafConfig>,
     /// Things that are valid but probably not meant (printed by `--check` and at start-up).
     pub warnings: Vec<String>,
 }
@@ -251,6 +253,39 @@ pub struct Api {
     pub retry_on_connection_error: bool,
     /// Response-head timeout of each try.
     pub per_try_timeout: Duration,
+    /// The WAF this API's requests are checked by (none when unset, "" or `mode = "off"`).
+    pub waf: Option<WafId>,
+}
+
+/// Index into [`Snapshot::wafs`].
+pub type WafId = usize;
+
+/// What a WAF's verdict does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WafMode {
+    /// A 4xx verdict is sent to the client.
+    Block,
+    /// Verdicts are logged and counted; the request always goes on.
+    Monitor,
+    /// Not called.
+    Off,
+}
+
+/// `[waf.NAME]`, compiled.
+#[derive(Debug, Clone)]
+pub struct WafConfig {
+    pub name: String,
+    /// The upstream the WAF is reached through (pools, health checks, TLS).
+    pub upstream: UpstreamId,
+    pub mode: WafMode,
+    /// Budget for the WAF's answer, connecting included; then `on_error` applies.
+    pub timeout: Duration,
+    /// Fail closed (503) instead of open when the WAF cannot give a verdict.
+    pub deny_on_error: bool,
+    /// Request body bytes sent for inspection (0: the head only).
+    pub send_body_bytes: usize,
+    /// Prefix put before the original target ("" for `path = "/"`).
+    pub path_prefix: String,
 }
 
 impl Snapshot {
@@ -269,6 +304,7 @@ pub struct Remap {
     pub services: Vec<Option<ServiceId>>,
     pub upstreams: Vec<Option<UpstreamId>>,
     pub listeners: Vec<Option<usize>>,
+    pub wafs: Vec<Option<WafId>>,
     /// Per new upstream: each endpoint's index in the old upstream (same address).
     pub endpoints: Vec<Vec<Option<usize>>>,
 }
@@ -298,6 +334,7 @@ impl Remap {
                 .collect(),
             services: new.services.iter().map(|s| services.get(s.name.as_str()).copied()).collect(),
             listeners: new.listeners.iter().map(|l| listeners.get(l.name.as_str()).copied()).collect(),
+            wafs: new.wafs.iter().map(|w| old.wafs.iter().position(|o| o.name == w.name)).collect(),
             endpoints: new
                 .upstreams
                 .iter()

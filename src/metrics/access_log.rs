@@ -58,6 +58,8 @@ pub struct Entry<'a> {
     pub connect_us: Option<u64>,
     pub first_byte_us: Option<u64>,
     pub error: Option<&'static str>,
+    /// The WAF's outcome (`allow`, `block`, `error`, `monitor_block`) and its time, µs.
+    pub waf: Option<(&'static str, u64)>,
 }
 
 /// `query` (without `?`) with the values of the parameters named in `redact` (case-insensitive)
@@ -225,6 +227,9 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
         }
         None => b.push_str("null"),
     }
+    if let Some((outcome, us)) = e.waf {
+        let _ = write!(b, ",\"waf\":\"{outcome}\",\"waf_us\":{us}");
+    }
     b.push_str("}\n");
 }
 
@@ -262,6 +267,9 @@ fn logfmt_line(b: &mut String, e: &Entry<'_>) {
     }
     if let Some(err) = e.error {
         let _ = write!(b, " error={err}");
+    }
+    if let Some((outcome, us)) = e.waf {
+        let _ = write!(b, " waf={outcome} waf_us={us}");
     }
     b.push('\n');
 }
@@ -328,6 +336,7 @@ mod tests {
             connect_us: None,
             first_byte_us: Some(300),
             error: None,
+            waf: Some(("monitor_block", 812)),
         }
     }
 
@@ -339,6 +348,7 @@ mod tests {
         assert!(b.contains("\"path\":\"/a\\\"b\""));
         assert!(b.contains("\"endpoint\":\"127.0.0.1:9001\",\"status\":200"));
         assert!(b.contains("\"connect_us\":null,\"first_byte_us\":300,\"error\":null"));
+        assert!(b.ends_with(",\"waf\":\"monitor_block\",\"waf_us\":812}\n"), "{b}");
     }
 
     #[test]
@@ -353,6 +363,7 @@ mod tests {
         let mut b = String::new();
         logfmt_line(&mut b, &entry());
         assert!(b.contains(" service=shop api=orders endpoint=127.0.0.1:9001 status=200 "), "{b}");
+        assert!(b.ends_with(" waf=monitor_block waf_us=812\n"), "{b}");
     }
 
     #[test]

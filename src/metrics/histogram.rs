@@ -17,25 +17,31 @@ pub enum Phase {
     Connect,
     /// Request fully sent upstream → response head parsed.
     FirstByte,
+    /// Waiting on the WAF's verdict (connecting included). For the WAF's own upstream, the same
+    /// calls are recorded under this phase.
+    Waf,
 }
+
+/// Phases kept per API and per upstream, in [`Phase`] order.
+pub const PHASES: usize = 4;
 
 /// A histogram per (scope, phase). Scopes: listeners, services, APIs, upstreams.
 #[derive(Debug, Clone)]
 pub struct LatencySet {
     pub listeners: Vec<Histogram>,
     pub services: Vec<Histogram>,
-    /// Per API: [total, connect, first byte].
-    pub apis: Vec<[Histogram; 3]>,
-    /// Per upstream: [total, connect, first byte].
-    pub upstreams: Vec<[Histogram; 3]>,
+    /// Per API: [total, connect, first byte, waf].
+    pub apis: Vec<[Histogram; PHASES]>,
+    /// Per upstream: [total, connect, first byte, waf].
+    pub upstreams: Vec<[Histogram; PHASES]>,
 }
 
 fn hist() -> Histogram {
     Histogram::default()
 }
 
-fn triple() -> [Histogram; 3] {
-    [hist(), hist(), hist()]
+fn phases() -> [Histogram; PHASES] {
+    std::array::from_fn(|_| hist())
 }
 
 impl LatencySet {
@@ -43,8 +49,8 @@ impl LatencySet {
         Self {
             listeners: s.listeners.iter().map(|_| hist()).collect(),
             services: s.services.iter().map(|_| hist()).collect(),
-            apis: s.apis.iter().map(|_| triple()).collect(),
-            upstreams: s.upstreams.iter().map(|_| triple()).collect(),
+            apis: s.apis.iter().map(|_| phases()).collect(),
+            upstreams: s.upstreams.iter().map(|_| phases()).collect(),
         }
     }
 
@@ -71,11 +77,7 @@ impl LatencySet {
 
     /// Records an upstream phase for an API and its upstream.
     pub fn record_phase(&mut self, phase: Phase, api: usize, upstream: usize, us: u64) {
-        let i = match phase {
-            Phase::Total => 0,
-            Phase::Connect => 1,
-            Phase::FirstByte => 2,
-        };
+        let i = phase as usize;
         self.apis[api][i].record(us);
         self.upstreams[upstream][i].record(us);
     }
@@ -92,8 +94,8 @@ impl LatencySet {
     /// What was recorded since `earlier` (an older copy of the same set): a measurement window.
     pub fn since(&self, earlier: &LatencySet) -> LatencySet {
         let pairs = |a: &[Histogram], b: &[Histogram]| a.iter().zip(b).map(|(x, y)| x.since(y)).collect();
-        let triples = |a: &[[Histogram; 3]], b: &[[Histogram; 3]]| {
-            a.iter().zip(b).map(|(x, y)| [x[0].since(&y[0]), x[1].since(&y[1]), x[2].since(&y[2])]).collect()
+        let triples = |a: &[[Histogram; PHASES]], b: &[[Histogram; PHASES]]| {
+            a.iter().zip(b).map(|(x, y)| std::array::from_fn(|i| x[i].since(&y[i]))).collect()
         };
         LatencySet {
             listeners: pairs(&self.listeners, &earlier.listeners),

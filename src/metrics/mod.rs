@@ -73,6 +73,8 @@ pub struct ShardMetrics {
     pub tls_handshake_us: LogHist,
     /// Successful client handshakes that resumed a session (ticket or session id).
     pub tls_resumed: u64,
+    /// WAF calls per `[waf.NAME]`, by outcome ([`crate::waf::WAF_OUTCOMES`]).
+    pub waf: Vec<[u64; 4]>,
 }
 
 /// Outcomes of a client's TLS handshake, as counted.
@@ -99,6 +101,7 @@ impl ShardMetrics {
             tls_handshakes: [[0; 3]; 7],
             tls_handshake_us: LogHist::default(),
             tls_resumed: 0,
+            waf: vec![[0; 4]; snapshot.wafs.len()],
         }
     }
 
@@ -141,6 +144,11 @@ impl ShardMetrics {
         m.tls_handshakes = self.tls_handshakes;
         m.tls_handshake_us = self.tls_handshake_us;
         m.tls_resumed = self.tls_resumed;
+        for (j, i) in map.wafs.iter().enumerate() {
+            if let Some(i) = *i {
+                m.waf[j] = self.waf[i];
+            }
+        }
         m
     }
 
@@ -211,6 +219,9 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
         }
         total.tls_handshake_us.add(&m.tls_handshake_us);
         total.tls_resumed += m.tls_resumed;
+        for (a, b) in total.waf.iter_mut().zip(&m.waf) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
     }
     Some(total)
 }

@@ -11,7 +11,7 @@ const BUCKETS_S: [f64; 18] = [
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0,
 ];
-const PHASES: [&str; 3] = ["total", "connect", "first_byte"];
+const PHASES: [&str; super::histogram::PHASES] = ["total", "connect", "first_byte", "waf"];
 
 /// One row of latency output.
 struct Row<'a> {
@@ -177,15 +177,37 @@ pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -
         &mut o,
         "ringway_upstream_phase_seconds",
         "histogram",
-        "Upstream connect time and time to first response byte.",
+        "Upstream connect time and time to first response byte (and WAF calls, for a WAF's upstream).",
     );
-    for (u, hs) in s.upstreams.iter().zip(&m.latency.upstreams) {
-        for (phase, h) in PHASES.iter().zip(hs).skip(1) {
+    for (ui, (u, hs)) in s.upstreams.iter().zip(&m.latency.upstreams).enumerate() {
+        let is_waf = s.wafs.iter().any(|w| w.upstream == ui);
+        for (phase, h) in PHASES.iter().zip(hs).skip(1).filter(|(p, _)| **p != "waf" || is_waf) {
             let labels = format!("upstream=\"{}\",phase=\"{phase}\"", esc(&u.name));
             histogram(&mut o, "ringway_upstream_phase_seconds", &labels, h);
         }
     }
+    waf_series(&mut o, s, m);
     o
+}
+
+/// WAF verdicts by outcome and the time calls took, per `[waf.NAME]`.
+fn waf_series(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
+    if s.wafs.is_empty() {
+        return;
+    }
+    let name = "ringway_waf_requests_total";
+    header(o, name, "counter", "WAF calls by outcome (allow, block, error, monitor_block).");
+    for (w, counts) in s.wafs.iter().zip(&m.waf) {
+        for (outcome, n) in crate::waf::WAF_OUTCOMES.iter().zip(counts) {
+            let _ = writeln!(o, "{name}{{waf=\"{}\",outcome=\"{outcome}\"}} {n}", esc(&w.name));
+        }
+    }
+    let name = "ringway_waf_duration_seconds";
+    header(o, name, "histogram", "Time waiting on the WAF's verdict, connecting included (per WAF upstream).");
+    for w in &s.wafs {
+        let labels = format!("waf=\"{}\"", esc(&w.name));
+        histogram(o, name, &labels, &m.latency.upstreams[w.upstream][crate::metrics::Phase::Waf as usize]);
+    }
 }
 
 fn admission_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) {

@@ -3,6 +3,7 @@
 //! [`serve_connection`] owns the client socket and its buffers and calls [`phases::run`] once per
 //! request until the connection closes. Everything it touches is the worker's own `Shard`.
 
+mod body_peek;
 mod forward;
 mod headers;
 mod io;
@@ -12,6 +13,7 @@ mod request;
 mod respond;
 mod route;
 mod session;
+mod subrequest;
 mod tls_accept;
 mod tunnel;
 mod upstream_side;
@@ -24,6 +26,8 @@ use monoio::net::TcpStream;
 
 pub use io::{Conn, STREAM_BUF_BYTES};
 pub use phases::{Next, Scratch};
+pub use session::micros_since;
+pub use subrequest::ShardCalls;
 
 use crate::runtime::Shard;
 

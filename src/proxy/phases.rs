@@ -7,7 +7,7 @@
 //! | context | `request::Request::new` (id, client address, keep-alive, log fields) | — |
 //! | route (IP lists, route table) | `route::route` | 403; 404 / 405 (keep-alive when no body is pending) |
 //! | admit (rates, concurrency and body caps; returns its guard) | `route::admit` | 429 + Retry-After; 503; 413 |
-//! | filters (async: WAF, auth, policies) | `filter::run_chain` | the filter's own response |
+//! | filters (async: WAF, auth, policies; body read ahead for those that inspect it) | `body_peek`, `filter::run_chain` | the filter's own response; 400/408 for the body |
 //! | upstream head | `route::upstream_head` | — |
 //! | forward (endpoint, connection, send, response head, one retry loop) | `forward::forward` | 502 / 503 / 504; truncate after head |
 //! | finish (metrics, access log) | `session::finish` | — |
@@ -18,12 +18,14 @@
 
 use std::time::Duration;
 
+use super::body_peek::peek_body;
 use super::forward::{forward, Failure};
 use super::io::Conn;
 use super::local::{respond_error, serve_filter_response, serve_mock, serve_server_options, ErrorReply};
 use super::request::{Action, OwnedHead, Request, Routed};
 use super::route::{admit, route, upstream_head, Route};
 use super::session::{finish, ApiFlight, InFlight, Peer, Session};
+use super::subrequest::ShardCalls;
 use crate::config::Target;
 use crate::error::{Error, Kind};
 use crate::filter::{run_chain, FilterRequest, Verdict};
@@ -80,7 +82,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
         Step::Done(action) => action,
         // boxed: its state is only paid for by requests that run filters
         Step::Filter { routed, head } => {
-            Box::pin(filter(gen, peer, &mut req, &routed, &head, &limits, &mut s.up_head)).await
+            Box::pin(filter(shard, gen, client, peer, &mut req, &routed, &head, &limits, &mut s.up_head)).await
         }
     };
     // respond: forward, or answer here
@@ -158,9 +160,13 @@ fn head_phases<'g>(
     Ok((req, step, flight))
 }
 
-/// The API's request filters, in order; then the upstream head from the copied head.
+/// The API's request filters, in order (after reading ahead the body they inspect); then the
+/// upstream head from the copied head.
+#[allow(clippy::too_many_arguments)]
 async fn filter(
+    shard: &Shard,
     gen: &Generation,
+    client: &mut Conn,
     peer: &Peer,
     req: &mut Request,
     routed: &Routed,
@@ -169,6 +175,14 @@ async fn filter(
     up_head: &mut Vec<u8>,
 ) -> Action {
     let api = &gen.snapshot.apis[routed.api];
+    let chain = &gen.filters[routed.api];
+    let want = chain.iter().map(|f| f.body_bytes()).max().unwrap_or(0);
+    let mut body = Vec::new();
+    let body_truncated = match peek_body(gen, client, req, want, &mut body).await {
+        Ok(truncated) => truncated,
+        Err(err) => return Action::Reject(err),
+    };
+    let mut effects = std::mem::take(&mut req.effects);
     let view = FilterRequest {
         head,
         path: routed.path(head),
@@ -176,8 +190,14 @@ async fn filter(
         service: &gen.snapshot.services[api.service].name,
         api: &api.name,
         request_id: &req.id,
+        body: &body,
+        body_truncated,
+        upstreams: &ShardCalls { shard, gen },
     };
-    if let Verdict::Respond(response) = run_chain(&gen.filters[routed.api], &view, &mut req.effects).await {
+    let verdict = run_chain(chain, &view, &mut effects).await;
+    req.session.waf = effects.waf;
+    req.effects = effects;
+    if let Verdict::Respond(response) = verdict {
         return Action::Local(Box::new(response));
     }
     let mut headers = crate::http::header_buf();

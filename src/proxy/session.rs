@@ -30,6 +30,8 @@ pub struct Session {
     pub error: Option<&'static str>,
     /// Method, path and host, captured only when the access log is on.
     pub log: Option<Box<LogFields>>,
+    /// The WAF's verdict and time, when the API has one.
+    pub waf: Option<crate::waf::WafRecord>,
 }
 
 /// Request fields kept for the access log.
@@ -57,6 +59,7 @@ impl Session {
             first_byte_us: None,
             error: None,
             log: None,
+            waf: None,
         }
     }
 }
@@ -121,6 +124,11 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             m.latency.record_phase(Phase::FirstByte, api, up, f);
         }
     }
+    // the WAF phase: under the API and the WAF's own upstream (indices of the request's config)
+    if let (Some(w), Some(api), true) = (session.waf, api, m.generation == gen.id()) {
+        m.waf[w.waf][w.outcome.index()] += 1;
+        m.latency.record_phase(Phase::Waf, api, gen.snapshot.wafs[w.waf].upstream, w.us);
+    }
     drop(m);
     if let Some(log) = &shard.access_log {
         let snapshot = &gen.snapshot;
@@ -143,6 +151,7 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             connect_us: session.connect_us,
             first_byte_us: session.first_byte_us,
             error: session.error,
+            waf: session.waf.map(|w| (w.outcome.as_str(), w.us)),
         });
     }
 }

@@ -7,12 +7,11 @@
 //! cap) is made once here, so an ejected endpoint leaves rotation on every core at once.
 //! `EndpointStatus` is shared with the admin thread behind a mutex (control path only).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::control::{ControlEvent, ControlMsg, Outbox};
 use crate::config::Snapshot;
@@ -37,17 +36,18 @@ pub type StatusTable = Arc<Mutex<Vec<Vec<EndpointStatus>>>>;
 
 /// The running supervisor and its probers.
 pub struct Supervisor {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Dropped to stop: every thread waits on its receiver, so they all wake at once.
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
     pub status: StatusTable,
 }
 
 impl Supervisor {
+    /// Stops the supervisor thread and waits for it (it wakes at once). Probers are not waited
+    /// for: one may be inside a probe (bounded by its timeout); it exits when the probe ends.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
-        }
+        drop(self.stop);
+        let _ = self.thread.join();
     }
 }
 
@@ -75,7 +75,7 @@ pub fn start(
     tx: crossbeam_channel::Sender<ControlEvent>,
     carried: Option<Carried<'_>>,
 ) -> std::io::Result<Supervisor> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let status: StatusTable = Arc::new(Mutex::new(
         snapshot
             .upstreams
@@ -83,7 +83,6 @@ pub fn start(
             .map(|u| vec![EndpointStatus { healthy: true, ..Default::default() }; u.endpoints.len()])
             .collect(),
     ));
-    let mut threads = Vec::new();
     for (ui, up) in snapshot.upstreams.iter().enumerate() {
         let Some(cfg) = up.health.clone() else { continue };
         let tls = up.tls.clone();
@@ -92,12 +91,12 @@ pub fn start(
             up.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
             up.egress_ips.first().copied(),
             tx.clone(),
-            stop.clone(),
+            stopped.clone(),
         );
         let name = format!("ringway-hc-{}", up.name);
-        threads.push(std::thread::Builder::new().name(name).spawn(move || {
+        std::thread::Builder::new().name(name).spawn(move || {
             let mut seed = (ui as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            while !stop.load(Ordering::SeqCst) {
+            loop {
                 for (ei, addr) in addrs.iter().enumerate() {
                     let result = probe(*addr, source, &cfg, tls.as_deref());
                     if tx.send(ControlEvent::Probe { generation, upstream: ui, endpoint: ei, result }).is_err() {
@@ -110,12 +109,11 @@ pub fn start(
                 seed ^= seed << 17;
                 let jitter = (seed % 2001) as f64 / 10_000.0 - 0.1;
                 let wait = cfg.interval.mul_f64(1.0 + jitter);
-                let t0 = Instant::now();
-                while t0.elapsed() < wait && !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(TICK.min(wait));
+                if stop.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                    return; // the supervisor stopped
                 }
             }
-        })?);
+        })?;
     }
     let mut tracks: Vec<UpstreamTrack> = snapshot
         .upstreams
@@ -131,14 +129,17 @@ pub fn start(
     if let Some(c) = &carried {
         carry(&snapshot, &mut tracks, c, &status);
     }
-    let (st, flag, snap) = (status.clone(), stop.clone(), snapshot);
-    threads.push(std::thread::Builder::new().name("ringway-endpoints".into()).spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
+    let (st, snap) = (status.clone(), snapshot);
+    let thread = std::thread::Builder::new().name("ringway-endpoints".into()).spawn(move || {
+        loop {
             let now = Instant::now();
-            match events.recv_timeout(TICK) {
-                Ok(ev) => handle(&snap, &mut tracks, &st, ev, now),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            crossbeam_channel::select! {
+                recv(events) -> ev => match ev {
+                    Ok(ev) => handle(&snap, &mut tracks, &st, ev, now),
+                    Err(_) => return,
+                },
+                recv(stopped) -> _ => return, // only ever disconnected: stop
+                default(TICK) => {}
             }
             for (ui, t) in tracks.iter_mut().enumerate() {
                 if let Some(o) = &mut t.outlier {
@@ -151,8 +152,8 @@ pub fn start(
                 publish(&snap, ui, t, &st, &outboxes);
             }
         }
-    })?);
-    Ok(Supervisor { stop, threads, status })
+    })?;
+    Ok(Supervisor { stop, thread, status })
 }
 
 fn handle(snap: &Snapshot, tracks: &mut [UpstreamTrack], status: &StatusTable, ev: ControlEvent, now: Instant) {

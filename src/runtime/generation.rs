@@ -82,11 +82,21 @@ impl Generation {
         let api_keys: Vec<Option<usize>> =
             snapshot.apis.iter().map(|a| a.key_limit.as_ref().map(|k| k.table_size)).collect();
         let no_filters: FilterChain = std::rc::Rc::new([]);
+        // one chain per WAF, shared by the APIs that use it
+        let waf_chains: Vec<FilterChain> = (snapshot.wafs.iter().enumerate())
+            .map(|(id, w)| {
+                let filter: std::rc::Rc<dyn crate::filter::RequestFilter> =
+                    std::rc::Rc::new(crate::waf::WafFilter::new(id, w.clone()));
+                std::rc::Rc::from(vec![filter])
+            })
+            .collect();
         Self {
             upstreams: snapshot.upstreams.iter().map(UpstreamState::new).collect(),
             limiter: RefCell::new(ShardLimiter::new(&service_keys, &api_keys)),
             api_in_flight: RefCell::new(vec![0; snapshot.apis.len()]),
-            filters: vec![no_filters; snapshot.apis.len()],
+            filters: (snapshot.apis.iter())
+                .map(|a| a.waf.map_or_else(|| no_filters.clone(), |w| waf_chains[w].clone()))
+                .collect(),
             snapshot,
             rates,
         }
