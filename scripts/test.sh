@@ -2,17 +2,21 @@
 # The test command (README, CI): format and lint checks, unit tests, then the integration suite
 # under both I/O drivers (io_uring and epoll). Besides cargo and loopback networking the tests
 # need python3 with prometheus_client (the reference parser for /metrics), promtool (Debian's
-# prometheus package, for `promtool check metrics`) and nginx (HTTPS origins): installed here
-# if missing.
+# prometheus package, for `promtool check metrics`), nginx (HTTPS origins) and Apache with
+# ModSecurity and the OWASP Core Rule Set (the WAF tests): installed here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests start as real components: promtool (`promtool check metrics`) and
-# nginx (the HTTPS origin of the upstream TLS tests). Their services are never started by the
+# Debian packages the tests start as real components: promtool (`promtool check metrics`),
+# nginx (the HTTPS origin of the upstream TLS tests) and Apache + ModSecurity 2 + OWASP CRS
+# (the WAF verdict service, scripts/waf-crs.sh). Their services are never started by the
 # install (policy-rc.d); tests start their own instances on loopback ports and stop them by PID.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x /usr/sbin/apache2 ] || missing+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_security2.so ] || missing+=(libapache2-mod-security2)
+[ -d /usr/share/modsecurity-crs/rules ] || missing+=(modsecurity-crs)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages; their services are not started)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -6,6 +6,7 @@
 
 pub mod bin;
 pub mod tls;
+pub mod waf;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

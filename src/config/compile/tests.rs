@@ -233,3 +233,44 @@ fn unused_upstreams_are_warnings() {
     let s = compile(&text, 1).unwrap();
     assert_eq!(s.warnings, vec!["upstream.spare: no API uses this upstream".to_string()]);
 }
+
+#[test]
+fn waf_sections_compile_and_apis_inherit_or_override_them() {
+    let text = format!(
+        "{OK}\n[upstream.waf]\nendpoints = [{{ addr = \"127.0.0.1:9400\" }}]\n[waf.crs]\nupstream = \"waf\"\npath = \"/check/\"\n[waf.quiet]\nupstream = \"waf\"\nmode = \"off\"\n"
+    )
+    .replace("hosts = [\"shop.example.com\"]", "hosts = [\"shop.example.com\"]\nwaf = \"crs\"")
+    .replace("path = \"/ping\"", "path = \"/ping\"\nwaf = \"\"");
+    let s = compile(&text, 1).unwrap();
+    let crs = &s.wafs[0];
+    assert_eq!((crs.name.as_str(), crs.mode, crs.deny_on_error), ("crs", WafMode::Block, false));
+    assert_eq!((crs.timeout, crs.send_body_bytes), (Duration::from_millis(50), 8192), "the defaults");
+    assert_eq!(crs.path_prefix, "/check");
+    assert_eq!(s.apis[0].waf, Some(0), "an API inherits its service's WAF");
+    assert_eq!(s.apis[1].waf, None, "waf = \"\" turns it off");
+    assert!(!s.warnings.iter().any(|w| w.contains("upstream.waf")), "a WAF's upstream is in use: {:?}", s.warnings);
+    let off = text.replace("waf = \"crs\"", "waf = \"quiet\"");
+    assert_eq!(compile(&off, 1).unwrap().apis[0].waf, None, "a WAF in mode = \"off\" is not called");
+}
+
+#[test]
+fn waf_errors_name_the_key_and_line() {
+    let line_of = |text: &str, needle: &str| 1 + text.lines().position(|l| l.contains(needle)).unwrap();
+    let base = format!("{OK}\n[upstream.waf]\nendpoints = [{{ addr = \"127.0.0.1:9400\" }}]\n");
+    let text = format!("{base}[waf.crs]\nupstream = \"nope\"\n");
+    let line = format!("line {}", line_of(&text, "\"nope\""));
+    let e = err(&text);
+    assert!(e.contains("waf.crs.upstream") && e.contains(&line) && e.contains("no upstream named \"nope\""), "{e}");
+    let e = err(&format!("{base}[waf.crs]\nupstream = \"waf\"\nmode = \"strict\"\n"));
+    assert!(e.contains("waf.crs.mode") && e.contains("\"block\", \"monitor\" or \"off\""), "{e}");
+    let e = err(&format!("{base}[waf.crs]\nupstream = \"waf\"\non_error = \"panic\"\n"));
+    assert!(e.contains("waf.crs.on_error"), "{e}");
+    let e = err(&format!("{base}[waf.crs]\nupstream = \"waf\"\ntimeout_ms = 0\n"));
+    assert!(e.contains("waf.crs.timeout_ms") && e.contains("from 1 to 60000"), "{e}");
+    let e = err(&format!("{base}[waf.crs]\nupstream = \"waf\"\npath = \"check\"\n"));
+    assert!(e.contains("waf.crs.path"), "{e}");
+    let text = OK.replace("hosts = [\"shop.example.com\"]", "hosts = [\"shop.example.com\"]\nwaf = \"crs\"");
+    let line = format!("line {}", line_of(&text, "waf = \"crs\""));
+    let e = err(&text);
+    assert!(e.contains("service.shop.waf") && e.contains(&line) && e.contains("no [waf.crs] section"), "{e}");
+}
