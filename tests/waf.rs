@@ -275,3 +275,18 @@ fn waf_connections_are_pooled() {
     assert_eq!(waf.request_count(), 50);
     assert!(waf.connection_count() <= 2, "{} connections to the WAF for 50 requests", waf.connection_count());
 }
+
+#[test]
+fn a_head_request_is_checked_without_waiting_for_a_body() {
+    let origin = MockUpstream::echo();
+    // the WAF answers HEAD like GET: a Content-Length and (correctly) no body
+    let waf = MockUpstream::start(|_| Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()));
+    let gw = gateway_with_waf(waf.addr, origin.addr, "timeout_ms = 5000\non_error = \"deny\"", "");
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert_eq!(c.send(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n").response(true).status, 200);
+        assert!(t0.elapsed() < Duration::from_secs(3), "waited for a body the HEAD answer cannot have");
+    }
+    assert_eq!(metric(&gw, "allow"), 3);
+}

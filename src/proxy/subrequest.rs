@@ -91,7 +91,8 @@ async fn exchange(conn: &mut Conn, request: &[u8], max: usize, timeout: Duration
         if !conn.pending().is_empty() {
             got_bytes = true;
             let mut headers = crate::http::header_buf();
-            let parsed = parse_response(conn.pending(), &mut headers, max, false)
+            // the answer to a HEAD has no body, whatever its Content-Length says
+            let parsed = parse_response(conn.pending(), &mut headers, max, request.starts_with(b"HEAD "))
                 .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
             if let Some((status, body, keep_alive, len)) = parsed.map(|h| (h.status, h.body, h.keep_alive, h.head_len)) {
                 conn.consume(len);
