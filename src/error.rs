@@ -32,6 +32,10 @@ pub enum Kind {
     Forbidden,
     /// The request's Host is not a name of the certificate its TLS connection negotiated.
     Misdirected,
+    /// No valid credential for an API with `auth`: 401 with `WWW-Authenticate`.
+    Unauthorized(Box<Challenge>),
+    /// A valid consumer that the API does not allow: 403.
+    ConsumerNotAllowed,
     /// A QPS cap refused the request.
     RateLimited(crate::limit::Refusal),
     /// The API's concurrency cap is reached.
@@ -54,6 +58,36 @@ pub enum Kind {
     /// (`tls_cert_expired`, `tls_cert_name_mismatch`, `tls_cert_unknown_issuer`, ...).
     UpstreamTls(&'static str),
     Internal,
+}
+
+/// What a 401 says: the accepted credentials, and why (for the access log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// `auth_missing`, `auth_bad_key`, `auth_bad_token`, `auth_token_expired`.
+    pub flag: &'static str,
+    /// The API-key field, when API keys are accepted.
+    pub key_header: Option<String>,
+    pub jwt: bool,
+}
+
+impl Challenge {
+    /// The `WWW-Authenticate` value: a `Bearer` challenge (RFC 6750, with `error="invalid_token"`
+    /// for a token that did not verify) and/or an `ApiKey` one naming the field.
+    pub fn header_value(&self) -> String {
+        let mut v = Vec::new();
+        if self.jwt {
+            let bad = matches!(self.flag, "auth_bad_token" | "auth_token_expired");
+            v.push(if bad {
+                "Bearer realm=\"ringway\", error=\"invalid_token\"".to_string()
+            } else {
+                "Bearer realm=\"ringway\"".to_string()
+            });
+        }
+        if let Some(h) = &self.key_header {
+            v.push(format!("ApiKey realm=\"ringway\", header=\"{h}\""));
+        }
+        v.join(", ")
+    }
 }
 
 /// Whether the request may be sent again.

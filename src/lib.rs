@@ -30,6 +30,7 @@ pub mod http;
 pub mod limit;
 pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;

@@ -226,13 +226,21 @@ fn twenty_reloads_under_keep_alive_load_lose_no_request_and_answer_from_a_valid_
                     }
                     let mock = (i + n) % 2 == 0;
                     let lo = confirmed.load(Ordering::SeqCst);
-                    let req: &[u8] = if mock { b"GET /m/x HTTP/1.1\r\nHost: x\r\n\r\n" } else { b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" };
+                    let req: &[u8] = if mock {
+                        b"GET /m/x HTTP/1.1\r\nHost: x\r\n\r\n"
+                    } else {
+                        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                    };
                     match c.send(req).try_response(false) {
                         Some(r) if r.status == 200 => {
                             if mock {
                                 let hi = written.load(Ordering::SeqCst);
-                                let g: usize = r.text().trim_start_matches('g').parse().expect("mock body names its generation");
-                                assert!(lo <= g && g <= hi, "generation {g} answered a request sent when {lo} was confirmed and {hi} written");
+                                let g: usize =
+                                    r.text().trim_start_matches('g').parse().expect("mock body names its generation");
+                                assert!(
+                                    lo <= g && g <= hi,
+                                    "generation {g} answered a request sent when {lo} was confirmed and {hi} written"
+                                );
                                 assert!(g >= last, "a keep-alive connection went back from generation {last} to {g}");
                                 last = g;
                             }
@@ -269,7 +277,10 @@ fn twenty_reloads_under_keep_alive_load_lose_no_request_and_answer_from_a_valid_
     assert_eq!(bad.load(Ordering::SeqCst), 0, "failed or reset requests during the reloads");
     assert!(ok.load(Ordering::SeqCst) > 20, "the clients kept going");
     assert!(gw.admin("/config").contains("\"generation\":21,"));
-    assert!(!up0.requests().is_empty() && !up1.requests().is_empty(), "both origins served: the endpoint change took effect");
+    assert!(
+        !up0.requests().is_empty() && !up1.requests().is_empty(),
+        "both origins served: the endpoint change took effect"
+    );
 }
 
 #[test]

@@ -52,11 +52,15 @@ fn the_core_rule_set_blocks_attacks_and_passes_clean_traffic() {
     let dir = common::tls::TempDir::new("waf-log");
     let log = dir.path("access.log");
     let gw = crs_gateway(crs.addr, origin.addr, &log);
-    let get = |target: &str, extra: &str| send(&gw, &format!("GET {target} HTTP/1.1\r\nHost: shop.test\r\n{extra}\r\n"));
+    let get =
+        |target: &str, extra: &str| send(&gw, &format!("GET {target} HTTP/1.1\r\nHost: shop.test\r\n{extra}\r\n"));
 
     // clean traffic passes, every method, with its body
     assert_eq!(get("/items?q=walking+shoes", "").status, 200);
-    assert_eq!(send(&gw, &post("shop.test", "/login", "application/x-www-form-urlencoded", "user=alice&note=hello")).status, 200);
+    assert_eq!(
+        send(&gw, &post("shop.test", "/login", "application/x-www-form-urlencoded", "user=alice&note=hello")).status,
+        200
+    );
     for method in ["PUT", "PATCH", "DELETE"] {
         let raw = format!(
             "{method} /items/7 HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{{\"count\": 2}}\n"
@@ -75,7 +79,10 @@ fn the_core_rule_set_blocks_attacks_and_passes_clean_traffic() {
         ("a scanner's User-Agent", get("/", "User-Agent: sqlmap/1.7.2#stable (https://sqlmap.org)\r\n")),
         (
             "SQL injection in a form body",
-            send(&gw, &post("shop.test", "/login", "application/x-www-form-urlencoded", "user=admin%27%20OR%201=1--&pw=x")),
+            send(
+                &gw,
+                &post("shop.test", "/login", "application/x-www-form-urlencoded", "user=admin%27%20OR%201=1--&pw=x"),
+            ),
         ),
     ];
     for (what, r) in &attacks {
@@ -187,7 +194,8 @@ fn a_waf_that_cannot_answer_fails_open_or_closed_as_configured() {
             assert_eq!(r.status, want, "a WAF that {what}, on_error = {on_error}: {}", r.text());
             assert_eq!(metric(&gw, "error"), 1);
             // monitor mode never blocks, even with on_error = "deny"
-            let gw = gateway_with_waf(waf, origin.addr, "mode = \"monitor\"\non_error = \"deny\"\ntimeout_ms = 1000", "");
+            let gw =
+                gateway_with_waf(waf, origin.addr, "mode = \"monitor\"\non_error = \"deny\"\ntimeout_ms = 1000", "");
             assert_eq!(get(gw.addr, "x", "/a").status, 200, "monitor mode, a WAF that {what}");
         }
     }
@@ -259,7 +267,10 @@ fn the_waf_sees_the_request_its_client_and_id_and_its_verdict_decides() {
     assert_eq!(r.status, 406, "a 4xx verdict is the client's answer");
     assert_eq!(origin.request_count(), 1);
     // an API with waf = "" is not checked
-    assert_eq!(request(gw.addr, "POST /open/x HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\nevil").status, 200);
+    assert_eq!(
+        request(gw.addr, "POST /open/x HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\nevil").status,
+        200
+    );
     assert_eq!(waf.request_count(), 2);
 }
 

@@ -107,6 +107,7 @@ impl Compiler<'_> {
             upstreams.push(self.upstream(name, up, &instance.egress_ips)?);
         }
         let (wafs, waf_ids) = self.wafs(&file.waf, &upstream_ids)?;
+        let (consumers, credentials, consumer_ids) = self.consumers(&file.consumer)?;
         let mut services = Vec::new();
         let mut apis = Vec::new();
         let mut routes = RouteTable::default();
@@ -150,6 +151,14 @@ impl Compiler<'_> {
                 }
                 let (mut compiled, pattern, methods) = self.api(&path, sid, api, &upstream_ids, &instance, &service)?;
                 compiled.waf = self.api_waf(&path, (name, svc), api, &waf_ids, &wafs)?;
+                compiled.auth = self.auth_policy(&path, (name, svc), api, &consumer_ids)?;
+                compiled.policy = self.api_policy(&path, (name, svc), api)?;
+                if compiled.key_limit.as_ref().is_some_and(|k| k.source == crate::limit::KeySource::Consumer)
+                    && compiled.auth.is_none()
+                {
+                    let msg = "limit_by = \"consumer\" needs `auth` on the API or its service";
+                    return Err(self.err(format!("{path}.limit_by"), api.name.span(), msg));
+                }
                 routes.add_api(sid, apis.len(), &pattern, methods);
                 apis.push(compiled);
             }
@@ -177,6 +186,8 @@ impl Compiler<'_> {
             apis,
             routes,
             wafs,
+            consumers,
+            credentials,
             warnings,
         })
     }
@@ -514,7 +525,10 @@ impl Compiler<'_> {
             timeout,
             rewrite,
             max_body_bytes: f.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            waf: None, // set by the caller, which knows the service's `waf`
+            // set by the caller, which knows the service's keys
+            waf: None,
+            auth: None,
+            policy: None,
         };
         Ok((api, pattern, methods))
     }
@@ -586,6 +600,7 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 mod limits;
+mod policy;
 mod tls;
 mod upstream;
 mod waf;

@@ -35,6 +35,67 @@ pub struct FileConfig {
     pub service: BTreeMap<String, FileService>,
     #[serde(default)]
     pub waf: BTreeMap<String, Spanned<FileWaf>>,
+    #[serde(default)]
+    pub consumer: BTreeMap<String, Spanned<FileConsumer>>,
+}
+
+/// `[consumer.NAME]`: a named caller, identified by API keys or JWTs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConsumer {
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+    pub keys_file: Option<Spanned<String>>,
+    pub key_qps: Option<Spanned<u64>>,
+    pub key_burst: Option<Spanned<u64>>,
+    pub jwt: Option<Spanned<FileJwt>>,
+}
+
+/// A consumer's `jwt = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJwt {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_file: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub algorithms: Vec<Spanned<String>>,
+}
+
+/// `auth = { .. }` on a service or an API (an API's keys override the service's one by one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    /// "api_key", "jwt"; empty: public.
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub key_header: Option<Spanned<String>>,
+    pub key_query: Option<Spanned<String>>,
+    pub consumer_header: Option<Spanned<String>>,
+}
+
+/// `request_headers` / `response_headers = { set = { .. }, remove = [..] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderRules {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `cors = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCors {
+    pub origins: Vec<String>,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age_s: Option<u32>,
+    pub credentials: Option<bool>,
 }
 
 /// `[waf.NAME]`: an external web application firewall called over HTTP.
@@ -256,6 +317,11 @@ pub struct FileService {
     pub key_table_size: Option<Spanned<usize>>,
     /// A `[waf.NAME]` for every API of the service.
     pub waf: Option<Spanned<String>>,
+    pub auth: Option<Spanned<FileAuth>>,
+    pub consumers: Option<Spanned<Vec<String>>>,
+    pub request_headers: Option<Spanned<FileHeaderRules>>,
+    pub response_headers: Option<Spanned<FileHeaderRules>>,
+    pub cors: Option<Spanned<FileCors>>,
     #[serde(default)]
     pub api: Vec<FileApi>,
 }
@@ -288,6 +354,13 @@ pub struct FileApi {
     pub key_table_size: Option<Spanned<usize>>,
     /// Overrides the service's `waf`; "" turns it off for this API.
     pub waf: Option<Spanned<String>>,
+    pub auth: Option<Spanned<FileAuth>>,
+    pub consumers: Option<Spanned<Vec<String>>>,
+    pub request_headers: Option<Spanned<FileHeaderRules>>,
+    pub response_headers: Option<Spanned<FileHeaderRules>>,
+    pub cors: Option<Spanned<FileCors>>,
+    /// The Host sent upstream instead of the client's.
+    pub upstream_host: Option<Spanned<String>>,
 }
 
 /// `mock = { status, headers, body }`: a static response served by the gateway itself.

@@ -38,6 +38,10 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// `[waf.NAME]` sections (`mode = "off"` ones included: APIs just do not call them).
     pub wafs: Vec<WafConfig>,
+    /// `[consumer.NAME]` sections, in name order.
+    pub consumers: Vec<crate::policy::Consumer>,
+    /// Every consumer's API keys and the JWT consumers, for lookups.
+    pub credentials: crate::policy::Credentials,
     /// Things that are valid but probably not meant (printed by `--check` and at start-up).
     pub warnings: Vec<String>,
 }
@@ -255,6 +259,10 @@ pub struct Api {
     pub per_try_timeout: Duration,
     /// The WAF this API's requests are checked by (none when unset, "" or `mode = "off"`).
     pub waf: Option<WafId>,
+    /// Who may call (its service's `auth` and `consumers`, overridden by its own); `None`: public.
+    pub auth: Option<std::sync::Arc<crate::policy::AuthPolicy>>,
+    /// Header rewrites, CORS and `upstream_host`; `None` when there are none.
+    pub policy: Option<std::sync::Arc<crate::policy::ApiPolicy>>,
 }
 
 /// Index into [`Snapshot::wafs`].
@@ -305,6 +313,7 @@ pub struct Remap {
     pub upstreams: Vec<Option<UpstreamId>>,
     pub listeners: Vec<Option<usize>>,
     pub wafs: Vec<Option<WafId>>,
+    pub consumers: Vec<Option<crate::policy::ConsumerId>>,
     /// Per new upstream: each endpoint's index in the old upstream (same address).
     pub endpoints: Vec<Vec<Option<usize>>>,
 }
@@ -335,6 +344,7 @@ impl Remap {
             services: new.services.iter().map(|s| services.get(s.name.as_str()).copied()).collect(),
             listeners: new.listeners.iter().map(|l| listeners.get(l.name.as_str()).copied()).collect(),
             wafs: new.wafs.iter().map(|w| old.wafs.iter().position(|o| o.name == w.name)).collect(),
+            consumers: new.consumers.iter().map(|c| old.consumers.iter().position(|o| o.name == c.name)).collect(),
             endpoints: new
                 .upstreams
                 .iter()

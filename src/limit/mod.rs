@@ -47,6 +47,8 @@ pub enum KeySource {
     ClientIp,
     /// A request header (lower-case name); requests without it share one key.
     Header(String),
+    /// The authenticated consumer (`auth` on the API); anonymous requests share one key.
+    Consumer,
 }
 
 /// A per-key limit.
@@ -65,10 +67,13 @@ pub enum Level {
     Api,
     ServiceKey,
     ApiKey,
+    /// A consumer's own cap over every API (`[consumer.NAME] key_qps`).
+    Consumer,
 }
 
 impl Level {
-    pub const ALL: [Level; 5] = [Level::Instance, Level::Service, Level::Api, Level::ServiceKey, Level::ApiKey];
+    pub const ALL: [Level; 6] =
+        [Level::Instance, Level::Service, Level::Api, Level::ServiceKey, Level::ApiKey, Level::Consumer];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -77,6 +82,7 @@ impl Level {
             Level::Api => "api",
             Level::ServiceKey => "service_key",
             Level::ApiKey => "api_key",
+            Level::Consumer => "consumer",
         }
     }
 }
@@ -96,6 +102,8 @@ pub struct Rules<'a> {
     pub api: Option<&'a RateRule>,
     pub service_key: Option<(&'a KeyRule, u64)>,
     pub api_key: Option<(&'a KeyRule, u64)>,
+    /// The caller's consumer cap and the consumer's index.
+    pub consumer: Option<(&'a RateRule, usize)>,
 }
 
 /// What a reload keeps of one service's or API's limiter state ([`ShardLimiter::carry_from`]).
@@ -116,6 +124,8 @@ pub struct ShardLimiter {
     apis: Vec<Lease>,
     service_keys: Vec<Option<KeyTable>>,
     api_keys: Vec<Option<KeyTable>>,
+    /// Leases of consumer caps, by consumer index (grown on first use).
+    consumers: Vec<Lease>,
     epoch: Instant,
 }
 
@@ -128,6 +138,7 @@ impl ShardLimiter {
             apis: vec![Lease::default(); api_keys.len()],
             service_keys: service_keys.iter().map(|s| s.map(KeyTable::new)).collect(),
             api_keys: api_keys.iter().map(|s| s.map(KeyTable::new)).collect(),
+            consumers: Vec::new(),
             epoch: Instant::now(),
         }
     }
@@ -145,6 +156,15 @@ impl ShardLimiter {
             let t = rule.now_ns(now);
             if !lease.ensure(&rule.bucket, t) {
                 return Err(refusal(level, &rule.bucket.rate, rule.bucket.wait_ns(t)));
+            }
+        }
+        if let Some((rule, c)) = rules.consumer {
+            if self.consumers.len() <= c {
+                self.consumers.resize(c + 1, Lease::default());
+            }
+            let t = rule.now_ns(now);
+            if !self.consumers[c].ensure(&rule.bucket, t) {
+                return Err(refusal(Level::Consumer, &rule.bucket.rate, rule.bucket.wait_ns(t)));
             }
         }
         let local = now.saturating_duration_since(self.epoch).as_nanos() as u64 + NS;
@@ -168,6 +188,9 @@ impl ShardLimiter {
         }
         if rules.api.is_some() {
             self.apis[api].spend();
+        }
+        if let Some((_, c)) = rules.consumer {
+            self.consumers[c].spend();
         }
         for (level, key) in [(Level::ServiceKey, rules.service_key), (Level::ApiKey, rules.api_key)] {
             let Some((rule, k)) = key else { continue };
@@ -203,6 +226,18 @@ impl ShardLimiter {
             }
             if c.keys {
                 self.api_keys[c.new] = old.api_keys[c.old].take();
+            }
+        }
+    }
+
+    /// Keeps the leases of consumer caps that a reload kept: `(new index, old index)` pairs.
+    pub fn carry_consumers(&mut self, old: &ShardLimiter, kept: impl Iterator<Item = (usize, usize)>) {
+        for (new, was) in kept {
+            if let Some(lease) = old.consumers.get(was) {
+                if self.consumers.len() <= new {
+                    self.consumers.resize(new + 1, Lease::default());
+                }
+                self.consumers[new] = *lease;
             }
         }
     }

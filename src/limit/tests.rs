@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 
 fn rules<'a>(i: Option<&'a RateRule>, s: Option<&'a RateRule>, a: Option<&'a RateRule>) -> Rules<'a> {
-    Rules { instance: i, service: s, api: a, service_key: None, api_key: None }
+    Rules { instance: i, service: s, api: a, service_key: None, api_key: None, consumer: None }
 }
 
 #[test]
@@ -49,8 +49,14 @@ fn per_key_limits_are_per_key() {
     let key_rule = KeyRule { source: KeySource::ClientIp, rate: Rate::new(1, 2), table_size: 100 };
     let mut l = ShardLimiter::new(&[None], &[Some(100)]);
     let t0 = Instant::now();
-    let with_key =
-        |k| Rules { instance: None, service: None, api: None, service_key: None, api_key: Some((&key_rule, k)) };
+    let with_key = |k| Rules {
+        instance: None,
+        service: None,
+        api: None,
+        service_key: None,
+        api_key: Some((&key_rule, k)),
+        consumer: None,
+    };
     assert!(l.check(0, 0, &with_key(1), t0).is_ok());
     assert!(l.check(0, 0, &with_key(1), t0).is_ok());
     let refused = l.check(0, 0, &with_key(1), t0).unwrap_err();
@@ -65,8 +71,14 @@ fn key_refusal_spends_no_shared_tokens() {
     let key_rule = KeyRule { source: KeySource::ClientIp, rate: Rate::new(1, 1), table_size: 100 };
     let mut l = ShardLimiter::new(&[None], &[Some(100)]);
     let t0 = Instant::now();
-    let r =
-        |k| Rules { instance: None, service: None, api: Some(&*api), service_key: None, api_key: Some((&key_rule, k)) };
+    let r = |k| Rules {
+        instance: None,
+        service: None,
+        api: Some(&*api),
+        service_key: None,
+        api_key: Some((&key_rule, k)),
+        consumer: None,
+    };
     assert!(l.check(0, 0, &r(1), t0).is_ok());
     for _ in 0..10 {
         assert_eq!(l.check(0, 0, &r(1), t0).unwrap_err().level, Level::ApiKey);
@@ -80,7 +92,14 @@ fn a_key_spread_over_cores_gets_at_most_cores_times_its_rate() {
     // documented guarantee: per-key buckets are per core, so N cores admit at most N x (rate + burst)
     let key_rule = KeyRule { source: KeySource::ClientIp, rate: Rate::new(10, 1), table_size: 100 };
     let mut shards: Vec<ShardLimiter> = (0..3).map(|_| ShardLimiter::new(&[None], &[Some(100)])).collect();
-    let r = Rules { instance: None, service: None, api: None, service_key: None, api_key: Some((&key_rule, 7)) };
+    let r = Rules {
+        instance: None,
+        service: None,
+        api: None,
+        service_key: None,
+        api_key: Some((&key_rule, 7)),
+        consumer: None,
+    };
     let t0 = Instant::now();
     let mut admitted = 0;
     for ms in 0..1000u64 {

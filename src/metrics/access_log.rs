@@ -60,6 +60,8 @@ pub struct Entry<'a> {
     pub error: Option<&'static str>,
     /// The WAF's outcome (`allow`, `block`, `error`, `monitor_block`) and its time, µs.
     pub waf: Option<(&'static str, u64)>,
+    /// The authenticated consumer's name (empty: none).
+    pub consumer: &'a str,
 }
 
 /// `query` (without `?`) with the values of the parameters named in `redact` (case-insensitive)
@@ -230,6 +232,9 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
     if let Some((outcome, us)) = e.waf {
         let _ = write!(b, ",\"waf\":\"{outcome}\",\"waf_us\":{us}");
     }
+    if !e.consumer.is_empty() {
+        let _ = write!(b, ",\"consumer\":\"{}\"", e.consumer);
+    }
     b.push_str("}\n");
 }
 
@@ -270,6 +275,9 @@ fn logfmt_line(b: &mut String, e: &Entry<'_>) {
     }
     if let Some((outcome, us)) = e.waf {
         let _ = write!(b, " waf={outcome} waf_us={us}");
+    }
+    if !e.consumer.is_empty() {
+        let _ = write!(b, " consumer={}", e.consumer);
     }
     b.push('\n');
 }
@@ -337,6 +345,7 @@ mod tests {
             first_byte_us: Some(300),
             error: None,
             waf: Some(("monitor_block", 812)),
+            consumer: "",
         }
     }
 

@@ -58,8 +58,8 @@ pub struct ShardMetrics {
     pub connections_refused: u64,
     /// Idle keep-alive connections closed to make room at the connection cap.
     pub connections_evicted: u64,
-    /// Rate-limit refusals per API, by level (instance, service, API, service key, API key).
-    pub limited: Vec<[u64; 5]>,
+    /// Rate-limit refusals per API, by level (instance, service, API, service key, API key, consumer).
+    pub limited: Vec<[u64; 6]>,
     /// Requests refused by an API's `max_in_flight`.
     pub overloaded: Vec<u64>,
     /// Requests refused by a service's IP lists.
@@ -75,6 +75,8 @@ pub struct ShardMetrics {
     pub tls_resumed: u64,
     /// WAF calls per `[waf.NAME]`, by outcome ([`crate::waf::WAF_OUTCOMES`]).
     pub waf: Vec<[u64; 4]>,
+    /// Requests per authenticated consumer (refused ones included).
+    pub consumers: Vec<u64>,
 }
 
 /// Outcomes of a client's TLS handshake, as counted.
@@ -93,7 +95,7 @@ impl ShardMetrics {
             connections_total: 0,
             connections_refused: 0,
             connections_evicted: 0,
-            limited: vec![[0; 5]; snapshot.apis.len()],
+            limited: vec![[0; 6]; snapshot.apis.len()],
             overloaded: vec![0; snapshot.apis.len()],
             denied: vec![0; snapshot.services.len()],
             denied_instance: 0,
@@ -102,6 +104,7 @@ impl ShardMetrics {
             tls_handshake_us: LogHist::default(),
             tls_resumed: 0,
             waf: vec![[0; 4]; snapshot.wafs.len()],
+            consumers: vec![0; snapshot.consumers.len()],
         }
     }
 
@@ -147,6 +150,11 @@ impl ShardMetrics {
         for (j, i) in map.wafs.iter().enumerate() {
             if let Some(i) = *i {
                 m.waf[j] = self.waf[i];
+            }
+        }
+        for (j, i) in map.consumers.iter().enumerate() {
+            if let Some(i) = *i {
+                m.consumers[j] = self.consumers[i];
             }
         }
         m
@@ -222,6 +230,7 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
         for (a, b) in total.waf.iter_mut().zip(&m.waf) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
+        total.consumers.iter_mut().zip(&m.consumers).for_each(|(a, b)| *a += b);
     }
     Some(total)
 }

@@ -187,6 +187,13 @@ pub fn prometheus(s: &Snapshot, m: &ShardMetrics, workers: &[MetricsSnapshot]) -
         }
     }
     waf_series(&mut o, s, m);
+    if !s.consumers.is_empty() {
+        let name = "ringway_consumer_requests_total";
+        header(&mut o, name, "counter", "Requests by authenticated consumer (configured names only).");
+        for (c, n) in s.consumers.iter().zip(&m.consumers) {
+            let _ = writeln!(o, "{name}{{consumer=\"{}\"}} {n}", esc(&c.name));
+        }
+    }
     o
 }
 

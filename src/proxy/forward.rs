@@ -246,6 +246,10 @@ async fn try_once(
         upgrade: req.upgrade.as_deref(),
         id: &req.id,
         keep_alive: req.keep_alive,
+        policy: super::headers::ResponsePolicy {
+            policy: api.policy.as_deref(),
+            cors_origin: req.cors_origin.as_deref(),
+        },
     };
     if req.expect_continue && client.pending().is_empty() {
         s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");

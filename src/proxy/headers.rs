@@ -71,6 +71,22 @@ pub struct RequestContext<'a> {
     /// Fields the request filters add (lower-case names); they replace client fields of the same
     /// name, so a client cannot pose as what a filter asserts (`X-Consumer` and the like).
     pub extra: &'a [(String, Vec<u8>)],
+    /// The query to send (the client's, or without an API key that was in it).
+    pub query: &'a [u8],
+    /// The API's policies: `request_headers` and `upstream_host`.
+    pub policy: Option<&'a crate::policy::ApiPolicy>,
+    /// For an API with `auth`: the credential field to drop (the API-key field, or
+    /// `authorization` for a JWT), and the consumer field with the consumer's name (client
+    /// fields of that name are dropped even for anonymous requests).
+    pub auth: Option<AuthFields<'a>>,
+}
+
+/// What authentication changes in the upstream request.
+#[derive(Clone, Copy)]
+pub struct AuthFields<'a> {
+    pub credential: Option<&'a str>,
+    pub consumer_header: &'a str,
+    pub consumer: Option<&'a str>,
 }
 
 /// Serialises the upstream request head into `out`, carrying `request_id` as `X-Request-Id`.
@@ -78,7 +94,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
     out.extend_from_slice(head.method);
     out.push(b' ');
     write_path(out, cx.path, cx);
-    out.extend_from_slice(head.query);
+    out.extend_from_slice(cx.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_names(head.headers);
     let mut via: Option<&[u8]> = None;
@@ -105,11 +121,22 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
         if !cx.extra.is_empty() && cx.extra.iter().any(|(n, _)| eq_ignore_case(name, n.as_bytes())) {
             continue;
         }
+        if let Some(a) = &cx.auth {
+            let credential = a.credential.is_some_and(|c| eq_ignore_case(name, c.as_bytes()));
+            if credential || eq_ignore_case(name, a.consumer_header.as_bytes()) {
+                continue;
+            }
+        }
+        if cx.policy.is_some_and(|p| p.request_headers.drops(name)) {
+            continue;
+        }
         push_header(out, name, h.value);
     }
-    let sent_host = match (head.absolute_form, head.authority, host) {
-        (true, Some(authority), _) => authority,
-        (_, _, Some(h)) => h,
+    let sent_host = match (cx.policy.and_then(|p| p.upstream_host.as_deref()), head.absolute_form, head.authority, host)
+    {
+        (Some(h), ..) => h.as_bytes(),
+        (None, true, Some(authority), _) => authority,
+        (None, _, _, Some(h)) => h,
         _ => cx.default_host.as_bytes(),
     };
     push_header(out, b"host", sent_host);
@@ -139,6 +166,14 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
     push_header(out, b"x-request-id", request_id);
     for (name, value) in cx.extra {
         push_header(out, name.as_bytes(), value);
+    }
+    if let Some(AuthFields { consumer_header, consumer: Some(consumer), .. }) = cx.auth {
+        push_header(out, consumer_header.as_bytes(), consumer.as_bytes());
+    }
+    if let Some(p) = cx.policy {
+        for (name, value) in &p.request_headers.set {
+            push_header(out, name.as_bytes(), value);
+        }
     }
     match via {
         Some(v) => {
@@ -210,6 +245,25 @@ pub enum ResponseFraming {
     Close,
 }
 
+/// What the API's policies add to a response: `response_headers`, and the CORS fields for the
+/// request's (allowed) origin.
+#[derive(Clone, Copy, Default)]
+pub struct ResponsePolicy<'a> {
+    pub policy: Option<&'a crate::policy::ApiPolicy>,
+    pub cors_origin: Option<&'a [u8]>,
+}
+
+/// The `response_headers` sets and the CORS fields (for responses the gateway makes, too).
+pub fn write_response_policy(out: &mut Vec<u8>, rp: ResponsePolicy<'_>) {
+    let Some(p) = rp.policy else { return };
+    for (name, value) in &p.response_headers.set {
+        push_header(out, name.as_bytes(), value);
+    }
+    if let (Some(cors), Some(origin)) = (p.cors.as_deref(), rp.cors_origin) {
+        cors.write_response(origin, out);
+    }
+}
+
 /// Serialises the downstream response head into `out`.
 pub fn write_response_head(
     out: &mut Vec<u8>,
@@ -217,6 +271,7 @@ pub fn write_response_head(
     framing: ResponseFraming,
     client_keep_alive: Option<bool>,
     request_id: Option<&[u8]>,
+    rp: ResponsePolicy<'_>,
 ) {
     if head.reason.is_empty() || head.reason == crate::http::reason(head.status).as_bytes() {
         push_status_line(out, head.status);
@@ -236,8 +291,12 @@ pub fn write_response_head(
         if eq_ignore_case(name, b"content-length") && (framing != ResponseFraming::NoBody || head.status == 204) {
             continue;
         }
+        if rp.policy.is_some_and(|p| p.response_headers.drops(name)) {
+            continue;
+        }
         push_header(out, name, h.value);
     }
+    write_response_policy(out, rp);
     // the id the upstream saw, unless the upstream answered with its own
     if let Some(id) =
         request_id.filter(|_| !head.headers.iter().any(|h| eq_ignore_case(h.name.as_bytes(), b"x-request-id")))

@@ -61,6 +61,11 @@ pub(super) async fn serve_mock(
     };
     out.clear();
     out.extend_from_slice(&mock.head);
+    let policy = gen.snapshot.apis[api].policy.as_deref();
+    super::headers::write_response_policy(
+        out,
+        super::headers::ResponsePolicy { policy, cors_origin: req.cors_origin.as_deref() },
+    );
     send_local(gen, client, out, req, mock.status, &mock.body).await
 }
 
@@ -75,6 +80,25 @@ pub(super) async fn serve_server_options(
     crate::http::push_status_line(out, 200);
     out.extend_from_slice(b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\ncontent-length: 0\r\n");
     send_local(gen, client, out, req, 200, &[]).await
+}
+
+/// A CORS preflight for an API with a CORS policy: 204 with the `Access-Control-*` fields when
+/// the origin is allowed, without them otherwise (the browser then refuses); never forwarded.
+pub(super) async fn serve_preflight(
+    gen: &Generation,
+    client: &mut Conn,
+    out: &mut Vec<u8>,
+    req: &mut Request,
+    api: ApiId,
+) -> Next {
+    out.clear();
+    crate::http::push_status_line(out, 204);
+    if let (Some(cors), Some(origin)) =
+        (gen.snapshot.apis[api].policy.as_ref().and_then(|p| p.cors.as_deref()), req.cors_origin.as_deref())
+    {
+        cors.write_preflight(origin, out);
+    }
+    send_local(gen, client, out, req, 204, &[]).await
 }
 
 /// A request filter's answer, framed with Content-Length.

@@ -3,6 +3,7 @@
 //! [`serve_connection`] owns the client socket and its buffers and calls [`phases::run`] once per
 //! request until the connection closes. Everything it touches is the worker's own `Shard`.
 
+mod auth;
 mod body_peek;
 mod forward;
 mod headers;
@@ -51,6 +52,9 @@ pub fn serialize_for_fuzz(head: &crate::http::RequestHead<'_, '_>) -> Vec<u8> {
         prefix_len: None,
         default_host: "upstream",
         extra: &[],
+        query: head.query,
+        policy: None,
+        auth: None,
     };
     let mut out = Vec::new();
     headers::write_request_head(&mut out, head, &cx, b"fuzz-id");

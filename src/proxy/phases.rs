@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | read head, parse | [`read_head`], `http::parse_request` | 400/408/413/414/417/431/501/505 + close |
 //! | context | `request::Request::new` (id, client address, keep-alive, log fields) | — |
-//! | route (IP lists, route table) | `route::route` | 403; 404 / 405 (keep-alive when no body is pending) |
+//! | route (IP lists, route table; CORS preflights answered) | `route::route` | 403; 404 / 405 (keep-alive when no body is pending); 204 |
+//! | authenticate (consumer from API key or JWT; CORS origin) | `auth::authenticate` | 401 + WWW-Authenticate; 403 |
 //! | admit (rates, concurrency and body caps; returns its guard) | `route::admit` | 429 + Retry-After; 503; 413 |
 //! | filters (async: WAF, auth, policies; body read ahead for those that inspect it) | `body_peek`, `filter::run_chain` | the filter's own response; 400/408 for the body |
 //! | upstream head | `route::upstream_head` | — |
@@ -18,10 +19,13 @@
 
 use std::time::Duration;
 
+use super::auth::authenticate;
 use super::body_peek::peek_body;
 use super::forward::{forward, Failure};
 use super::io::Conn;
-use super::local::{respond_error, serve_filter_response, serve_mock, serve_server_options, ErrorReply};
+use super::local::{
+    respond_error, serve_filter_response, serve_mock, serve_preflight, serve_server_options, ErrorReply,
+};
 use super::request::{Action, OwnedHead, Request, Routed};
 use super::route::{admit, route, upstream_head, Route};
 use super::session::{finish, ApiFlight, InFlight, Peer, Session};
@@ -93,6 +97,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
             respond_error(gen, client, &mut s.out, &err, reply, &mut req.session).await
         }
         Action::ServerOptions => serve_server_options(gen, client, &mut s.out, &mut req).await,
+        Action::Preflight(api) => serve_preflight(gen, client, &mut s.out, &mut req, api).await,
         Action::Mock(api) => serve_mock(gen, client, &mut s.out, &mut req, api).await,
         Action::Local(response) => serve_filter_response(gen, client, &mut s.out, &mut req, &response).await,
         Action::Proxy(upstream) => {
@@ -145,7 +150,13 @@ fn head_phases<'g>(
     let step = match route(shard, gen, &head, peer, &mut req) {
         Err(err) => Step::Done(Action::Reject(err)),
         Ok(Route::ServerOptions) => Step::Done(Action::ServerOptions),
-        Ok(Route::Api(routed)) => match admit(shard, gen, &head, &req, routed.api) {
+        Ok(Route::Preflight(api)) => {
+            req.cors_origin = head.header("origin").map(Into::into);
+            Step::Done(Action::Preflight(api))
+        }
+        Ok(Route::Api(routed)) => match authenticate(gen, &head, &mut req, routed.api)
+            .and_then(|()| admit(shard, gen, &head, &req, routed.api))
+        {
             Err(err) => Step::Done(Action::Reject(err)),
             Ok(guard) => {
                 flight = guard;

@@ -38,6 +38,13 @@ pub(super) struct Request {
     pub(super) hash_key: Option<u64>,
     /// What the request filters asked of the forwarded request.
     pub(super) effects: Effects,
+    /// Who called (an API with `auth`), and where the credential was (removed upstream).
+    pub(super) consumer: Option<(crate::policy::ConsumerId, crate::policy::auth::Via)>,
+    /// The query sent upstream when it differs from the client's (an API key removed from it).
+    pub(super) query_override: Option<Box<[u8]>>,
+    /// The request's `Origin`, when the API's CORS policy allows it (the response gets the
+    /// CORS fields).
+    pub(super) cors_origin: Option<Box<[u8]>>,
     pub(super) session: Session,
 }
 
@@ -64,6 +71,8 @@ pub(super) enum Action {
     Reject(crate::error::Error),
     /// `OPTIONS *`: the gateway answers for the server.
     ServerOptions,
+    /// A CORS preflight for an API with a CORS policy: the gateway answers.
+    Preflight(ApiId),
     Mock(ApiId),
     /// A filter answered instead of the upstream.
     Local(Box<LocalResponse>),
@@ -115,6 +124,9 @@ impl Request {
             client,
             hash_key: None,
             effects: Effects::default(),
+            consumer: None,
+            query_override: None,
+            cors_origin: None,
             session,
         }
     }

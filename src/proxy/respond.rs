@@ -25,6 +25,8 @@ pub fn answer(err: &Error) -> Answer {
         Kind::MethodNotAllowed(_) => (Some(405), false, "method_not_allowed"),
         Kind::Forbidden => (Some(403), false, "ip_denied"),
         Kind::Misdirected => (Some(421), false, "misdirected"),
+        Kind::Unauthorized(c) => (Some(401), false, c.flag),
+        Kind::ConsumerNotAllowed => (Some(403), false, "auth_consumer_not_allowed"),
         Kind::RateLimited(_) => (Some(429), false, "rate_limited"),
         Kind::Overloaded => (Some(503), false, "overloaded"),
         Kind::ClientTimeout => (Some(408), true, "client_timeout"),
@@ -57,6 +59,9 @@ pub fn write_error(out: &mut Vec<u8>, err: &Error, status: u16, head_only: bool,
     out.extend_from_slice(b"\r\n");
     if let Kind::MethodNotAllowed(allow) = &err.kind {
         push_header(out, b"allow", allow.as_bytes());
+    }
+    if let Kind::Unauthorized(c) = &err.kind {
+        push_header(out, b"www-authenticate", c.header_value().as_bytes());
     }
     if let Kind::RateLimited(r) = &err.kind {
         out.extend_from_slice(b"retry-after: ");

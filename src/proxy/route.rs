@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
-use super::headers::{write_request_head, RequestContext};
+use super::headers::{write_request_head, AuthFields, RequestContext};
 use super::request::{Request, Routed};
 use super::session::{ApiFlight, Peer};
 use crate::config::{ApiId, Balance, HashKey, RouteMatch, UpstreamId};
 use crate::error::{Error, Kind};
 use crate::http::{normalize_path, BodyKind, ParseError, RequestHead};
 use crate::limit::{KeyRule, KeySource, Refusal, Rules};
+use crate::policy::auth::Via;
 use crate::runtime::{Generation, Shard};
 use crate::upstream::ring_hash;
 
@@ -18,6 +19,8 @@ use crate::upstream::ring_hash;
 pub(super) enum Route {
     /// `OPTIONS *` asks about the server, not a resource: answered by the gateway.
     ServerOptions,
+    /// A CORS preflight for an API with a CORS policy: answered by the gateway.
+    Preflight(ApiId),
     Api(Routed),
 }
 
@@ -48,8 +51,22 @@ pub(super) fn route(
     // the path routing sees is the path the upstream gets: dot segments removed first
     let normal = normalize_path(head.path, snapshot.http.path_rules)?;
     let path = normal.as_deref().unwrap_or(head.path);
-    let (api, base_len, prefix_len) = match snapshot.routes.find(head.authority.unwrap_or_default(), head.method, path)
-    {
+    let authority = head.authority.unwrap_or_default();
+    // a CORS preflight is routed by the method it asks about; answered here if that API has CORS
+    if let Some(asked) = preflight_method(head) {
+        if let RouteMatch::Found { api, .. } = snapshot.routes.find(authority, asked, path) {
+            if snapshot.apis[api].policy.as_ref().is_some_and(|p| p.cors.is_some()) {
+                let service = snapshot.apis[api].service;
+                (req.session.service, req.session.api) = (Some(service), Some(api));
+                if !snapshot.services[service].ip_filter.permits(req.client) {
+                    shard.count(gen, |m| m.denied[service] += 1);
+                    return Err(Error::downstream(Kind::Forbidden));
+                }
+                return Ok(Route::Preflight(api));
+            }
+        }
+    }
+    let (api, base_len, prefix_len) = match snapshot.routes.find(authority, head.method, path) {
         RouteMatch::Found { api, base_len, prefix_len } => (api, base_len, prefix_len),
         RouteMatch::NotFound => return Err(Error::downstream(Kind::NoRoute)),
         RouteMatch::MethodNotAllowed(allow) => return Err(Error::downstream(Kind::MethodNotAllowed(allow))),
@@ -61,6 +78,15 @@ pub(super) fn route(
         return Err(Error::downstream(Kind::Forbidden));
     }
     Ok(Route::Api(Routed { api, base_len, prefix_len, normal }))
+}
+
+/// The method a CORS preflight asks about (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`).
+fn preflight_method<'b>(head: &RequestHead<'_, 'b>) -> Option<&'b [u8]> {
+    if head.method != b"OPTIONS" || head.header("origin").is_none() {
+        return None;
+    }
+    head.header("access-control-request-method").filter(|m| !m.is_empty())
 }
 
 /// Admit: instance → service → API → per-key rates, then the API's concurrency cap (checked and
@@ -113,11 +139,13 @@ fn spend_rates(
     let rates = &gen.rates;
     let (instance, service, api_rate) =
         (rates.instance.as_deref(), rates.services[api.service].as_deref(), rates.apis[api_id].as_deref());
+    let consumer = req.consumer.and_then(|(c, _)| rates.consumers[c].as_deref().map(|r| (r, c)));
     let unlimited = instance.is_none()
         && service.is_none()
         && api_rate.is_none()
         && svc.key_limit.is_none()
-        && api.key_limit.is_none();
+        && api.key_limit.is_none()
+        && consumer.is_none();
     if unlimited {
         return Ok(());
     }
@@ -125,6 +153,8 @@ fn spend_rates(
         match &rule.source {
             KeySource::ClientIp => shard.key_hasher.hash_one(req.client),
             KeySource::Header(name) => shard.key_hasher.hash_one(head.header(name).unwrap_or_default()),
+            // anonymous requests (a public API) share one key
+            KeySource::Consumer => shard.key_hasher.hash_one(req.consumer.map(|(c, _)| c)),
         }
     };
     let rules = Rules {
@@ -133,6 +163,7 @@ fn spend_rates(
         api: api_rate,
         service_key: svc.key_limit.as_ref().map(|k| (k, key(k))),
         api_key: api.key_limit.as_ref().map(|k| (k, key(k))),
+        consumer,
     };
     gen.limiter.borrow_mut().check(api.service, api_id, &rules, Instant::now())
 }
@@ -169,6 +200,17 @@ pub(super) fn upstream_head(
         prefix_len: routed.prefix_len,
         default_host: &up.name,
         extra: &req.effects.upstream_headers,
+        query: req.query_override.as_deref().unwrap_or(head.query),
+        policy: api.policy.as_deref(),
+        auth: api.auth.as_deref().map(|a| AuthFields {
+            credential: match req.consumer {
+                Some((_, Via::KeyHeader)) => Some(a.key_header.as_str()),
+                Some((_, Via::Bearer)) => Some("authorization"),
+                _ => None,
+            },
+            consumer_header: &a.consumer_header,
+            consumer: req.consumer.map(|(c, _)| snapshot.consumers[c].name.as_str()),
+        }),
     };
     out.clear();
     write_request_head(out, head, &cx, &req.id);

@@ -32,6 +32,8 @@ pub struct Session {
     pub log: Option<Box<LogFields>>,
     /// The WAF's verdict and time, when the API has one.
     pub waf: Option<crate::waf::WafRecord>,
+    /// The authenticated consumer (or the one refused by `consumers`).
+    pub consumer: Option<crate::policy::ConsumerId>,
 }
 
 /// Request fields kept for the access log.
@@ -60,6 +62,7 @@ impl Session {
             error: None,
             log: None,
             waf: None,
+            consumer: None,
         }
     }
 }
@@ -124,6 +127,9 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             m.latency.record_phase(Phase::FirstByte, api, up, f);
         }
     }
+    if let (Some(c), true) = (session.consumer, m.generation == gen.id()) {
+        m.consumers[c] += 1;
+    }
     // the WAF phase: under the API and the WAF's own upstream (indices of the request's config)
     if let (Some(w), Some(api), true) = (session.waf, api, m.generation == gen.id()) {
         m.waf[w.waf][w.outcome.index()] += 1;
@@ -152,6 +158,7 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             first_byte_us: session.first_byte_us,
             error: session.error,
             waf: session.waf.map(|w| (w.outcome.as_str(), w.us)),
+            consumer: session.consumer.map_or("", |c| &snapshot.consumers[c].name),
         });
     }
 }

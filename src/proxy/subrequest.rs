@@ -44,12 +44,12 @@ async fn call(
     let mut use_pool = true;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut up = match monoio::time::timeout(left, upstream_conn(shard, gen, uid, None, use_pool, None, &mut session))
-            .await
-        {
-            Ok(up) => up?,
-            Err(_) => return Err(timed_out()),
-        };
+        let mut up =
+            match monoio::time::timeout(left, upstream_conn(shard, gen, uid, None, use_pool, None, &mut session)).await
+            {
+                Ok(up) => up?,
+                Err(_) => return Err(timed_out()),
+            };
         let left = deadline.saturating_duration_since(Instant::now());
         shard.count(gen, |m| m.upstreams[uid].requests += 1);
         up.requests += 1;
@@ -94,7 +94,8 @@ async fn exchange(conn: &mut Conn, request: &[u8], max: usize, timeout: Duration
             // the answer to a HEAD has no body, whatever its Content-Length says
             let parsed = parse_response(conn.pending(), &mut headers, max, request.starts_with(b"HEAD "))
                 .map_err(|e| Error::upstream(Kind::BadUpstreamResponse(e), ""))?;
-            if let Some((status, body, keep_alive, len)) = parsed.map(|h| (h.status, h.body, h.keep_alive, h.head_len)) {
+            if let Some((status, body, keep_alive, len)) = parsed.map(|h| (h.status, h.body, h.keep_alive, h.head_len))
+            {
                 conn.consume(len);
                 if (100..200).contains(&status) {
                     continue;

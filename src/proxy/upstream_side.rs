@@ -55,6 +55,8 @@ pub(super) struct RequestFacts<'a> {
     pub(super) id: &'a [u8],
     /// The client connection may stay open after the response.
     pub(super) keep_alive: bool,
+    /// `response_headers` and CORS.
+    pub(super) policy: super::headers::ResponsePolicy<'a>,
 }
 
 /// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
@@ -133,7 +135,7 @@ pub(super) async fn read_response_head(
                 };
                 out.clear();
                 let id = gen.snapshot.http.response_request_id.then_some(facts.id);
-                write_response_head(out, &head, framing_out, conn_header, id);
+                write_response_head(out, &head, framing_out, conn_header, id, facts.policy);
                 let result = ResponseStart {
                     status: head.status,
                     body: head.body,

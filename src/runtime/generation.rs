@@ -29,6 +29,8 @@ pub struct SharedRates {
     pub services: Vec<Option<Arc<RateRule>>>,
     /// By API index in the snapshot.
     pub apis: Vec<Option<Arc<RateRule>>>,
+    /// By consumer index in the snapshot.
+    pub consumers: Vec<Option<Arc<RateRule>>>,
 }
 
 impl SharedRates {
@@ -54,7 +56,13 @@ impl SharedRates {
                 api.limit.map(|rate| carry(old, rate))
             })
             .collect();
-        Arc::new(Self { instance, services, apis })
+        let consumers = (snapshot.consumers.iter().enumerate())
+            .map(|(j, c)| {
+                let old = previous.and_then(|(p, m)| kept(&p.consumers, &m.consumers, j));
+                c.limit.map(|rate| carry(old, rate))
+            })
+            .collect();
+        Arc::new(Self { instance, services, apis, consumers })
     }
 }
 
@@ -73,6 +81,8 @@ pub struct Generation {
     pub api_in_flight: RefCell<Vec<u32>>,
     /// Request filters per API (empty chains until a filter is configured).
     pub filters: Vec<FilterChain>,
+    /// JWTs this core verified (on this config's keys), until they expire.
+    pub tokens: RefCell<crate::policy::jwt::TokenCache>,
 }
 
 impl Generation {
@@ -97,6 +107,7 @@ impl Generation {
             filters: (snapshot.apis.iter())
                 .map(|a| a.waf.map_or_else(|| no_filters.clone(), |w| waf_chains[w].clone()))
                 .collect(),
+            tokens: RefCell::default(),
             snapshot,
             rates,
         }
@@ -147,6 +158,10 @@ impl Generation {
             .collect();
         let instance = same(&old.rates.instance, &next.rates.instance);
         next.limiter.borrow_mut().carry_from(&mut old.limiter.borrow_mut(), instance, &services, &apis);
+        let consumers = (map.consumers.iter().enumerate()).filter_map(|(j, i)| {
+            i.filter(|&i| same(&old.rates.consumers[i], &next.rates.consumers[j])).map(|i| (j, i))
+        });
+        next.limiter.borrow_mut().carry_consumers(&old.limiter.borrow(), consumers);
         next
     }
 

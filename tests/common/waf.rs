@@ -18,7 +18,9 @@ impl CrsWaf {
     /// are not installed: this test never passes without the real rule set.
     pub fn start() -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/waf-crs.sh");
-        for need in ["/usr/sbin/apache2", "/usr/lib/apache2/modules/mod_security2.so", "/usr/share/modsecurity-crs/rules"] {
+        for need in
+            ["/usr/sbin/apache2", "/usr/lib/apache2/modules/mod_security2.so", "/usr/share/modsecurity-crs/rules"]
+        {
             assert!(
                 Path::new(need).exists(),
                 "MISSING COMPONENT: {need} (the WAF tests need apache2, libapache2-mod-security2 and \

@@ -94,12 +94,13 @@ impl Compiler<'_> {
         };
         let source = match by.get_ref().as_str() {
             "client_ip" => KeySource::ClientIp,
+            "consumer" => KeySource::Consumer,
             h => match h.strip_prefix("header:") {
                 Some(name) if !name.is_empty() && name.bytes().all(is_tchar) => {
                     KeySource::Header(name.to_ascii_lowercase())
                 }
                 _ => {
-                    let msg = format!("\"{h}\" is not \"client_ip\" or \"header:NAME\"");
+                    let msg = format!("\"{h}\" is not \"client_ip\", \"consumer\" or \"header:NAME\"");
                     return Err(self.err(format!("{path}.limit_by"), by.span(), msg));
                 }
             },

@@ -27,6 +27,9 @@ fn upstream_head_with(
         prefix_len,
         default_host: "orders",
         extra,
+        query: head.query,
+        policy: None,
+        auth: None,
     };
     let mut out = Vec::new();
     write_request_head(&mut out, &head, &cx, b"gen-id");
@@ -111,7 +114,7 @@ fn response_head_gets_fresh_framing() {
     let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
     let mut out = Vec::new();
-    write_response_head(&mut out, &head, ResponseFraming::Chunked, Some(false), None);
+    write_response_head(&mut out, &head, ResponseFraming::Chunked, Some(false), None, Default::default());
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text, "HTTP/1.1 200 Fine\r\nX-Keep: 2\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
 }
@@ -122,7 +125,7 @@ fn head_response_keeps_upstream_content_length() {
     let mut h = crate::http::header_buf();
     let head = parse_response(raw, &mut h, 32768, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_response_head(&mut out, &head, ResponseFraming::NoBody, None, Some(b"rid"));
+    write_response_head(&mut out, &head, ResponseFraming::NoBody, None, Some(b"rid"), Default::default());
     assert!(String::from_utf8(out).unwrap().contains("Content-Length: 1234\r\n"));
 }
 
@@ -135,7 +138,7 @@ fn response_request_id_is_added_unless_the_upstream_set_one() {
         let mut h = crate::http::header_buf();
         let head = parse_response(raw, &mut h, 32768, false).unwrap().unwrap();
         let mut out = Vec::new();
-        write_response_head(&mut out, &head, ResponseFraming::Length(0), None, Some(b"rid"));
+        write_response_head(&mut out, &head, ResponseFraming::Length(0), None, Some(b"rid"), Default::default());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(want), "{text}");
         assert_eq!(text.to_ascii_lowercase().matches("x-request-id").count(), 1, "{text}");
