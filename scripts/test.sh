@@ -39,6 +39,12 @@ if ! python3 -c "import prometheus_client" 2>/dev/null; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages prometheus_client
 fi
 
+if ! python3 -c "import jwt, cryptography" 2>/dev/null; then
+  echo "== installing PyJWT with cryptography (PyPI): the JWT consumer tests sign their tokens with it"
+  python3 -m pip install --quiet --disable-pip-version-check "pyjwt[crypto]" \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "pyjwt[crypto]"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -D warnings"

@@ -126,6 +126,50 @@ pub fn normalize_path(data: &[u8]) {
     assert!(twice.is_none_or(|t| t[..] == once[..]), "not idempotent: {}", String::from_utf8_lossy(&once));
 }
 
+/// A public ES256 key (JWKS) and an HMAC secret the credentials target verifies against.
+const FUZZ_JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "Dsj3YrfhwnCywdUhVRS1pec1ArwrRiJdDYNCvgUAydg", "y": "j2gzkX94DLgKp5Ak-GfLnoLAvfhBsiYmcGQcZiuO2XY", "kid": "es-1", "alg": "ES256", "use": "sig"}]}"#;
+
+/// Credentials: the first byte picks the parser. Tokens never panic the verifier and never
+/// verify (nobody but the key holder can sign); key files and JWKS documents never panic;
+/// `Authorization` and query parsing never panic.
+pub fn credentials_any(data: &[u8]) {
+    use crate::policy::jwt::{keys_from_jwks, verify, JwtKey, JwtRule};
+    let Some((&pick, rest)) = data.split_first() else { return };
+    match pick % 4 {
+        0 => {
+            let (keys, _) = keys_from_jwks(FUZZ_JWKS).expect("the fuzz JWKS is valid");
+            let mut hs = vec![JwtKey {
+                kid: None,
+                alg: jsonwebtoken::Algorithm::HS256,
+                key: jsonwebtoken::DecodingKey::from_secret(b"fuzz-secret-fuzz-secret-fuzz-secret!"),
+            }];
+            hs.extend(keys);
+            let rule = JwtRule { issuer: None, audience: None, keys: hs };
+            let result = verify(rest, &[0], |_| Some(&rule));
+            assert!(result.is_err(), "an unsigned input verified: {}", String::from_utf8_lossy(rest));
+        }
+        1 => {
+            if let Ok(text) = std::str::from_utf8(rest) {
+                let _ = keys_from_jwks(text);
+            }
+        }
+        2 => {
+            if let Ok(text) = std::str::from_utf8(rest) {
+                if let Ok(keys) = crate::policy::keys::parse_key_file(text) {
+                    assert!(keys.iter().all(|k| crate::policy::keys::check_key(k).is_ok()));
+                }
+            }
+        }
+        _ => {
+            let _ = crate::policy::auth::bearer(rest);
+            let _ = crate::policy::auth::query_param(rest, "apikey");
+            let mut out = Vec::new();
+            crate::policy::auth::strip_query_param(rest, "apikey", &mut out);
+            assert!(crate::policy::auth::query_param(&out, "apikey").is_none());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,13 +179,14 @@ mod tests {
     fn seed_corpus_replays_without_panics() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
         type Target = (&'static str, fn(&[u8]));
-        let targets: [Target; 6] = [
+        let targets: [Target; 7] = [
             ("parse_request", parse_request_roundtrip),
             ("parse_response", parse_response_any),
             ("chunked", chunked_split_invariance),
             ("route", route_any),
             ("config", config_any),
             ("normalize_path", normalize_path),
+            ("credentials", credentials_any),
         ];
         let mut replayed = 0;
         for (name, f) in targets {
