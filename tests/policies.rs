@@ -34,7 +34,12 @@ impl Jwt {
     /// A token signed with `key` (a file in the key directory).
     fn sign(&self, alg: &str, key: &str, kid: Option<&str>, claims: &str, exp_in: i64) -> String {
         let mut c = Command::new("python3");
-        c.arg(tool()).args(["sign", alg]).arg(self.path(key)).arg("--claims").arg(claims).arg(format!("--exp-in={exp_in}"));
+        c.arg(tool())
+            .args(["sign", alg])
+            .arg(self.path(key))
+            .arg("--claims")
+            .arg(claims)
+            .arg(format!("--exp-in={exp_in}"));
         if let Some(k) = kid {
             c.args(["--kid", k]);
         }
@@ -160,7 +165,10 @@ fn api_keys_identify_consumers_and_never_reach_the_upstream() {
     let r = get(&s, "shop.test", "/orders/1", "");
     assert_eq!(r.status, 401);
     let challenge = r.header("www-authenticate").expect("401 carries WWW-Authenticate");
-    assert!(challenge.contains("Bearer realm=") && challenge.contains("ApiKey realm=\"ringway\", header=\"x-api-key\""), "{challenge}");
+    assert!(
+        challenge.contains("Bearer realm=") && challenge.contains("ApiKey realm=\"ringway\", header=\"x-api-key\""),
+        "{challenge}"
+    );
     // a key nobody has: 401
     assert_eq!(get(&s, "shop.test", "/orders/1", "X-Api-Key: k-nobody\r\n").status, 401);
     assert_eq!(s.origin.request_count(), 0, "refused requests never reach the upstream");
@@ -234,8 +242,14 @@ fn jwts_from_a_jwks_and_a_secret_identify_consumers() {
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
     let bad = [
-        ("wrong audience", s.jwt.sign("ES256", "es256.pem", Some("es-1"), &format!(r#"{{"iss": "{ISS}", "aud": "other"}}"#), 300)),
-        ("wrong issuer", s.jwt.sign("ES256", "es256.pem", Some("es-1"), r#"{"iss": "https://evil.example", "aud": "shop"}"#, 300)),
+        (
+            "wrong audience",
+            s.jwt.sign("ES256", "es256.pem", Some("es-1"), &format!(r#"{{"iss": "{ISS}", "aud": "other"}}"#), 300),
+        ),
+        (
+            "wrong issuer",
+            s.jwt.sign("ES256", "es256.pem", Some("es-1"), r#"{"iss": "https://evil.example", "aud": "shop"}"#, 300),
+        ),
         ("a key nobody trusts", s.jwt.sign("ES256", "other-es256.pem", Some("es-1"), &claims, 300)),
         ("HS256 keyed with the public JWKS (algorithm confusion)", {
             // PyJWT refuses to make this one; jsonwebtoken signs whatever it is given
@@ -266,7 +280,8 @@ fn consumers_have_their_own_limits() {
     let s = setup();
     let key = |k: &str| format!("X-Api-Key: {k}\r\n");
     // partner-a: key_qps = 3, key_burst = 3 over every API
-    let statuses: Vec<u16> = (0..5).map(|_| get(&s, "shop.test", "/orders/1", &key("k-partner-a-0001")).status).collect();
+    let statuses: Vec<u16> =
+        (0..5).map(|_| get(&s, "shop.test", "/orders/1", &key("k-partner-a-0001")).status).collect();
     assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 3, "{statuses:?}");
     let r = get(&s, "shop.test", "/partners/x", &key("k-partner-a-0001"));
     assert_eq!(r.status, 429, "the consumer cap spans APIs");
@@ -331,7 +346,8 @@ fn key_files_are_re_read_on_reload() {
     let snapshot = ringway::config::load(&path, 1).expect("compiles");
     let running = ringway::start_file(std::sync::Arc::new(snapshot), path.clone()).unwrap();
     let (addr, admin) = (running.addrs[0], running.admin_addr.unwrap());
-    let call = |k: &str| request(addr, &format!("GET /orders/1 HTTP/1.1\r\nHost: shop.test\r\nX-Api-Key: {k}\r\n\r\n")).status;
+    let call =
+        |k: &str| request(addr, &format!("GET /orders/1 HTTP/1.1\r\nHost: shop.test\r\nX-Api-Key: {k}\r\n\r\n")).status;
     assert_eq!((call("k-partner-b-0001"), call("k-partner-b-0009")), (200, 401));
     std::fs::write(&keys, "k-partner-b-0009\n").unwrap(); // rotated
     let r = request(admin, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
@@ -352,15 +368,40 @@ fn bad_policy_config_names_the_key_and_line() {
     };
     std::fs::write(dir.path("empty.jwks"), r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).unwrap();
     let cases = [
-        (base("[consumer.a]\nkeys = [\"k-1\"]\n[consumer.b]\nkeys = [\"k-1\"]\n"), "consumer.b.keys[0]", "also a key of consumer \"a\""),
+        (
+            base("[consumer.a]\nkeys = [\"k-1\"]\n[consumer.b]\nkeys = [\"k-1\"]\n"),
+            "consumer.b.keys[0]",
+            "also a key of consumer \"a\"",
+        ),
         (base("[consumer.a]\nkeys_file = \"missing.keys\"\n"), "consumer.a.keys_file", "cannot read"),
         (base("[consumer.a]\njwt = { jwks_file = \"empty.jwks\" }\n"), "consumer.a.jwt.jwks_file", "no usable key"),
-        (base("[consumer.a]\nkeys = [\"k-1\"]\n").replace("upstream = \"o\"\n", "upstream = \"o\"\nconsumers = [\"nobody\"]\n"), "service.s.api[0].consumers", "no [consumer.nobody] section"),
+        (
+            base("[consumer.a]\nkeys = [\"k-1\"]\n")
+                .replace("upstream = \"o\"\n", "upstream = \"o\"\nconsumers = [\"nobody\"]\n"),
+            "service.s.api[0].consumers",
+            "no [consumer.nobody] section",
+        ),
         (base("[consumer.a]\nkeys = [\"k 1\"]\n"), "consumer.a.keys[0]", "visible ASCII"),
-        (base("").replace("[service.s]\n", "[service.s]\nrequest_headers = { set = { \"bad name\" = \"x\" } }\n"), "service.s.request_headers", "not a field name"),
-        (base("").replace("[service.s]\n", "[service.s]\nrequest_headers = { set = { \"host\" = \"x\" } }\n"), "service.s.request_headers", "cannot be set or removed"),
-        (base("").replace("[service.s]\n", "[service.s]\nresponse_headers = { remove = [\"content-length\"] }\n"), "service.s.response_headers", "cannot be set or removed"),
-        (base("").replace("[service.s]\n", "[service.s]\ncors = { origins = [\"shop.example.com\"] }\n"), "service.s.cors.origins", "is not an origin"),
+        (
+            base("").replace("[service.s]\n", "[service.s]\nrequest_headers = { set = { \"bad name\" = \"x\" } }\n"),
+            "service.s.request_headers",
+            "not a field name",
+        ),
+        (
+            base("").replace("[service.s]\n", "[service.s]\nrequest_headers = { set = { \"host\" = \"x\" } }\n"),
+            "service.s.request_headers",
+            "cannot be set or removed",
+        ),
+        (
+            base("").replace("[service.s]\n", "[service.s]\nresponse_headers = { remove = [\"content-length\"] }\n"),
+            "service.s.response_headers",
+            "cannot be set or removed",
+        ),
+        (
+            base("").replace("[service.s]\n", "[service.s]\ncors = { origins = [\"shop.example.com\"] }\n"),
+            "service.s.cors.origins",
+            "is not an origin",
+        ),
         (base("[consumer.a]\njwt = { secret_file = \"short.key\" }\n"), "consumer.a.jwt.secret_file", "cannot read"),
     ];
     let _ = &jwt;

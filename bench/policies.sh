@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# policies.sh - what consumers and policies cost, in one run: wrk (CONNS keep-alive connections,
+# DUR seconds) against ringway proxying GET requests to an nginx origin, on services that
+# differ only in their policies:
+#   off     none
+#   on      auth by API key (header) + one request-header rewrite + CORS (the request has an
+#           allowed Origin, so the response gets the CORS fields)
+#   jwt     auth by an ES256 JWT (JWKS), one token: verified once per core, then cached
+#   jwt-new auth by ES256 JWTs, a different token on every request (30 000 made by PyJWT,
+#           more than the per-core cache keeps): every request pays for the signature check
+# Rows run in turn, REPS rounds. Per run: throughput, wrk p50/p99, ringway's own CPU per request
+# (its threads' run time from /proc/PID/task/*/schedstat, over the requests wrk completed).
+# Knobs: DUR [8], CONNS [50], REPS [3], TOKENS [30000]. Needs wrk, nginx, python3 with PyJWT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-8}; CONNS=${CONNS:-50}; REPS=${REPS:-3}; TOKENS=${TOKENS:-30000}
+source bench/lib.sh policies
+python3 scripts/jwt-tool.py keys "$W/keys"
+ISS=https://id.example.com
+python3 - "$W/keys/es256.pem" "$TOKENS" "$ISS" >"$W/tokens.txt" <<'PY'
+import sys, time, jwt
+key = open(sys.argv[1], "rb").read()
+exp = int(time.time()) + 3600
+for i in range(int(sys.argv[2])):
+    print(jwt.encode({"sub": "u%d" % i, "iss": sys.argv[3], "aud": "shop", "exp": exp}, key, algorithm="ES256", headers={"kid": "es-1"}))
+PY
+TOKEN=$(head -1 "$W/tokens.txt")
+cat >"$W/rotate.lua" <<LUA
+local tokens = {}
+for line in io.lines("$W/tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/items", { ["Host"] = "jwt.test", ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+nginx -p "$W" -e "$W/error.log" -c "$W/origin.conf" &
+PIDS+=($!)
+cat >"$W/ringway.toml" <<TOML
+[instance]
+workers = "auto"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[[listener]]
+listen = "127.0.0.1:$PROXY"
+[http]
+keepalive_requests = 100000000
+[upstream.o]
+endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+[consumer.partner]
+keys = ["k-bench-partner-0001"]
+[consumer.mobile]
+jwt = { issuer = "$ISS", audience = "shop", jwks_file = "$W/keys/jwks.json" }
+[service.off]
+hosts = ["off.test"]
+[[service.off.api]]
+name = "all"
+path = "/*"
+upstream = "o"
+[service.on]
+hosts = ["on.test"]
+auth = { methods = ["api_key"] }
+request_headers = { set = { "x-env" = "prod" } }
+cors = { origins = ["https://shop.example.com"] }
+[[service.on.api]]
+name = "all"
+path = "/*"
+upstream = "o"
+[service.jwt]
+hosts = ["jwt.test"]
+auth = { methods = ["jwt"] }
+[[service.jwt.api]]
+name = "all"
+path = "/*"
+upstream = "o"
+TOML
+RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
+RW=$!
+PIDS+=($RW)
+for _ in $(seq 1 100); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+cpu_ns() { cat /proc/"$RW"/task/*/schedstat | awk '{t+=$1} END {print t}'; }
+URL="http://127.0.0.1:$PROXY/items"
+summ() { awk '/Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
+  / requests in / {n=$1} /Non-2xx/ {non=$5} /Requests\/sec/ {rps=$2}
+  END {printf "%s %s %s %s %s\n", n, rps, p50, p99, (non == "" ? 0 : non)}'; }
+run() { # $1: row
+  local w=(wrk -t1 -c"$CONNS" -d"${DUR}s" --latency)
+  case $1 in
+    off) "${w[@]}" -H "Host: off.test" "$URL" | summ ;;
+    on) "${w[@]}" -H "Host: on.test" -H "x-api-key: k-bench-partner-0001" -H "Origin: https://shop.example.com" "$URL" | summ ;;
+    jwt) "${w[@]}" -H "Host: jwt.test" -H "Authorization: Bearer $TOKEN" "$URL" | summ ;;
+    jwt-new) "${w[@]}" -s "$W/rotate.lua" "$URL" | summ ;;
+  esac
+}
+run off >/dev/null   # warm-up
+printf '%-5s %-8s %10s %9s %9s %7s %11s\n' round row rps p50 p99 non2xx cpu_us/req
+for r in $(seq 1 "$REPS"); do
+  for row in off on jwt jwt-new; do
+    c0=$(cpu_ns)
+    read -r n rps p50 p99 non <<<"$(run "$row")"
+    c1=$(cpu_ns)
+    cpu=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
+    printf '%-5s %-8s %10s %9s %9s %7s %11s\n' "$r" "$row" "$rps" "$p50" "$p99" "$non" "$cpu"
+  done
+done
