@@ -1,6 +1,7 @@
-# Shared setup for latency.sh and ratelimit.sh (sourced, not run): builds the release binary,
+# Shared setup for the single-gateway benches (sourced, not run): builds the release binary,
 # makes a work dir $W cleaned on exit with every PID in $PIDS, picks free ports ORIGIN, PROXY,
-# ADMIN, and writes an nginx origin config ("ok\n" on every path) to $W/origin.conf.
+# ADMIN, and writes an nginx origin config ("ok\n" on every path) to $W/origin.conf. Helpers:
+# start_origin [CONF], start_ringway (on $W/ringway.toml; sets RW), cpu_ns [PID], wrk_summary.
 cargo build --release --quiet
 W=$(mktemp -d -t "ringway-${1:-bench}.XXXXXX"); chmod 755 "$W"
 PIDS=()
@@ -15,3 +16,23 @@ http { access_log off; client_body_temp_path $W/cb; proxy_temp_path $W/pt; fastc
   uwsgi_temp_path $W/ut; scgi_temp_path $W/st; keepalive_requests 100000000; keepalive_timeout 300s;
   server { listen 127.0.0.1:$ORIGIN; location / { default_type text/plain; return 200 "ok\n"; } } }
 NGINX
+
+# Starts nginx on CONF (default: the origin).
+start_origin() { nginx -p "$W" -e "$W/error.log" -c "${1:-$W/origin.conf}" & PIDS+=($!); }
+# Starts ringway on $W/ringway.toml, sets RW to its PID and waits until /healthz answers.
+start_ringway() {
+  RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
+  RW=$!
+  PIDS+=("$RW")
+  for _ in $(seq 1 100); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && return; sleep 0.1; done
+  echo "ringway did not start" >&2
+  exit 1
+}
+# Run time of every thread of process PID (default: ringway) so far, in ns (schedstat).
+cpu_ns() { cat /proc/"${1:-$RW}"/task/*/schedstat | awk '{t+=$1} END {print t}'; }
+# wrk --latency output on stdin -> "requests req/s p50 p99 non2xx".
+wrk_summary() {
+  awk '/Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
+    / requests in / {n=$1} /Non-2xx/ {non=$5} /Requests\/sec/ {rps=$2}
+    END {printf "%s %s %s %s %s\n", n, rps, p50, p99, (non == "" ? 0 : non)}'
+}

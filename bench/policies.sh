@@ -34,8 +34,7 @@ request = function()
   return wrk.format("GET", "/items", { ["Host"] = "jwt.test", ["Authorization"] = "Bearer " .. tokens[i] })
 end
 LUA
-nginx -p "$W" -e "$W/error.log" -c "$W/origin.conf" &
-PIDS+=($!)
+start_origin
 cat >"$W/ringway.toml" <<TOML
 [instance]
 workers = "auto"
@@ -74,22 +73,15 @@ name = "all"
 path = "/*"
 upstream = "o"
 TOML
-RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
-RW=$!
-PIDS+=($RW)
-for _ in $(seq 1 100); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
-cpu_ns() { cat /proc/"$RW"/task/*/schedstat | awk '{t+=$1} END {print t}'; }
+start_ringway
 URL="http://127.0.0.1:$PROXY/items"
-summ() { awk '/Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
-  / requests in / {n=$1} /Non-2xx/ {non=$5} /Requests\/sec/ {rps=$2}
-  END {printf "%s %s %s %s %s\n", n, rps, p50, p99, (non == "" ? 0 : non)}'; }
 run() { # $1: row
   local w=(wrk -t1 -c"$CONNS" -d"${DUR}s" --latency)
   case $1 in
-    off) "${w[@]}" -H "Host: off.test" "$URL" | summ ;;
-    on) "${w[@]}" -H "Host: on.test" -H "x-api-key: k-bench-partner-0001" -H "Origin: https://shop.example.com" "$URL" | summ ;;
-    jwt) "${w[@]}" -H "Host: jwt.test" -H "Authorization: Bearer $TOKEN" "$URL" | summ ;;
-    jwt-new) "${w[@]}" -s "$W/rotate.lua" "$URL" | summ ;;
+    off) "${w[@]}" -H "Host: off.test" "$URL" | wrk_summary ;;
+    on) "${w[@]}" -H "Host: on.test" -H "x-api-key: k-bench-partner-0001" -H "Origin: https://shop.example.com" "$URL" | wrk_summary ;;
+    jwt) "${w[@]}" -H "Host: jwt.test" -H "Authorization: Bearer $TOKEN" "$URL" | wrk_summary ;;
+    jwt-new) "${w[@]}" -s "$W/rotate.lua" "$URL" | wrk_summary ;;
   esac
 }
 run off >/dev/null   # warm-up

@@ -35,12 +35,9 @@ upstream = "o"
 $extra
 EOF
 }
-nginx -p "$W" -e "$W/error.log" -c "$W/origin.conf" &
-PIDS+=($!)
+start_origin
 write 0
-RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
-PIDS+=($!)
-for _ in $(seq 1 50); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+start_ringway
 cp "$W/ringway.toml" "$W/cfg0.toml"; write 1; cp "$W/ringway.toml" "$W/cfg1.toml"; cp "$W/cfg0.toml" "$W/ringway.toml"
 ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
 run() { wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$PROXY/" | awk '

@@ -19,12 +19,10 @@ source bench/lib.sh waf
 WAFPORT=$(free_port)
 bash scripts/waf-crs.sh "$W/crs" "$WAFPORT" >/dev/null 2>&1 &
 PIDS+=($!)
-nginx -p "$W" -e "$W/error.log" -c "$W/origin.conf" &
-PIDS+=($!)
+start_origin
 STUB=$(free_port)
 sed "s/127.0.0.1:$ORIGIN/127.0.0.1:$STUB/; s#$W/nginx.pid#$W/stub.pid#; s#\"ok\\\\n\"#\"\"#" "$W/origin.conf" >"$W/stub.conf"
-nginx -p "$W" -e "$W/error.log" -c "$W/stub.conf" &
-PIDS+=($!)
+start_origin "$W/stub.conf"
 cat >"$W/ringway.toml" <<TOML
 [instance]
 workers = "auto"
@@ -67,20 +65,10 @@ name = "all"
 path = "/*"
 upstream = "o"
 TOML
-RUST_LOG=warn target/release/ringway -c "$W/ringway.toml" &
-RW=$!
-PIDS+=($RW)
-for _ in $(seq 1 100); do
-  curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && curl -s -o /dev/null "127.0.0.1:$WAFPORT/" && break
-  sleep 0.1
-done
-cpu_ns() { cat /proc/"$RW"/task/*/schedstat | awk '{t+=$1} END {print t}'; }
+start_ringway
+for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$WAFPORT/" && break; sleep 0.1; done
 URL="http://127.0.0.1:$PROXY/items?q=walking+shoes"
-run() { # $1: host
-  wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "Host: $1" "$URL" | awk '
-    /Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
-    / requests in / {n=$1} /Non-2xx/ {non=$5} /Requests\/sec/ {rps=$2}
-    END {printf "%s %s %s %s %s\n", n, rps, p50, p99, (non == "" ? 0 : non)}'; }
+run() { wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "Host: $1" "$URL" | wrk_summary; }  # $1: host
 wrk -t1 -c"$CONNS" -d2s -H "Host: on.test" "$URL" >/dev/null   # warm-up (WAF pool, CRS workers)
 printf '%-5s %-4s %10s %9s %9s %9s %12s %14s\n' round waf rps p50 p99 non2xx cpu_us/req "waf p50/p99 us"
 for r in $(seq 1 "$REPS"); do
