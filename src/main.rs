@@ -49,6 +49,11 @@ fn main() -> ExitCode {
         for w in &warnings {
             eprintln!("ringway: {}: warning: {w}", config.display());
         }
+        // names that do not resolve now: not an error (they may be created later; start-up
+        // never waits for DNS), but worth a word
+        for w in ringway::runtime::dns::check_names(&snapshot) {
+            eprintln!("ringway: {}: warning: {w}", config.display());
+        }
         let (l, s, a) = (snapshot.listeners.len(), snapshot.services.len(), snapshot.apis.len());
         return done(&format!("{}: ok ({l} listeners, {s} services, {a} APIs)", config.display()));
     }

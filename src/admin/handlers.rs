@@ -24,6 +24,8 @@ pub struct AdminState {
     pub window_base: Option<crate::metrics::LatencySet>,
     /// The running config and live reload (`None` in unit tests).
     pub reloader: Option<Arc<crate::runtime::Reloader>>,
+    /// What the DNS thread last learned of each name.
+    pub dns: crate::runtime::dns::DnsTable,
 }
 
 impl AdminState {
@@ -202,10 +204,12 @@ fn upstreams(state: &AdminState) -> Reply {
         let egress = ip_list(&u.egress_ips);
         let _ = write!(
             out,
-            "{{\"name\":\"{}\",\"balance\":\"{}\",\"egress_ip\":{egress},\"endpoints\":[",
+            "{{\"name\":\"{}\",\"balance\":\"{}\",\"egress_ip\":{egress},",
             u.name,
             balance_name(&u.balance)
         );
+        dns_names(&mut out, u, &state.dns);
+        out.push_str("\"endpoints\":[");
         let table = state.endpoint_status.lock().map(|t| t[i].clone()).unwrap_or_default();
         for (j, e) in u.endpoints.iter().enumerate() {
             let sep = if j > 0 { "," } else { "" };
@@ -221,9 +225,10 @@ fn upstreams(state: &AdminState) -> Reply {
                 (Some(_), Some(p)) => p.replace(['"', '\\'], "'"),
             };
             let ejected = st.ejected_for_ms.map_or("null".into(), |v| v.to_string());
+            let from = e.from.as_ref().map_or("null".into(), |n| format!("\"{n}\""));
             let _ = write!(
                 out,
-                "{sep}{{\"addr\":\"{}\",\"weight\":{},\"state\":\"{state_name}\",\"last_probe\":\"{probe}\",\"ejected_for_ms\":{ejected},\"times_ejected\":{},\"consecutive_failures\":{}}}",
+                "{sep}{{\"addr\":\"{}\",\"weight\":{},\"state\":\"{state_name}\",\"last_probe\":\"{probe}\",\"ejected_for_ms\":{ejected},\"times_ejected\":{},\"consecutive_failures\":{},\"from\":{from}}}",
                 e.addr, e.weight, st.times_ejected, st.consecutive_failures
             );
         }
@@ -241,6 +246,34 @@ fn upstreams(state: &AdminState) -> Reply {
     }
     out.push_str("]}");
     Reply::json(out)
+}
+
+/// `"names":[..],` for an upstream with DNS-named endpoints: each name, its addresses in use, the
+/// TTL of the last good answer and the last attempt's result.
+fn dns_names(out: &mut String, u: &crate::config::Upstream, dns: &crate::runtime::dns::DnsTable) {
+    if u.names.is_empty() {
+        return;
+    }
+    let table = dns.lock().unwrap_or_else(|e| e.into_inner());
+    out.push_str("\"names\":[");
+    for (i, n) in u.names.iter().enumerate() {
+        let st = table.get(&n.host);
+        let addresses = ip_list(st.map_or(&[][..], |s| &s.addresses));
+        let ttl = st.and_then(|s| s.ttl_s).map_or("null".into(), |t| t.to_string());
+        let last = match st.map(|s| &s.last) {
+            None => "\"pending\"".to_string(),
+            Some(Ok(())) => "\"ok\"".to_string(),
+            Some(Err(e)) => format!("\"{}\"", e.replace(['"', '\\'], "'")),
+        };
+        let at = st.and_then(|s| s.at).map_or("null".into(), |t| format!("\"{}\"", rfc3339(unix(t))));
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(
+            out,
+            "{sep}{{\"name\":\"{}:{}\",\"weight\":{},\"addresses\":{addresses},\"ttl_s\":{ttl},\"last_resolution\":{last},\"resolved_at\":{at}}}",
+            n.host, n.port, n.weight
+        );
+    }
+    out.push_str("],");
 }
 
 /// `["a","b"]` (empty when the kernel picks the source address).

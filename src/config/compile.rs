@@ -51,6 +51,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default burst: a tenth of a second's worth of the rate (at least 1).
 pub const DEFAULT_BURST_DIVISOR: u64 = 10;
 pub const DEFAULT_KEY_TABLE_SIZE: usize = 10_000;
+pub const DEFAULT_DNS_REFRESH_MS: u64 = 30_000;
 /// Method names a lowercase spelling of which is certainly a mistake.
 const STANDARD_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
 /// Header limits above this are refused: the read buffer grows up to it.
@@ -63,16 +64,32 @@ pub fn compile(text: &str, generation: u64) -> Result<Snapshot, ConfigError> {
 }
 
 /// Like [`compile`], with relative file paths taken from `dir` (the config file's directory).
+/// Endpoints given by DNS name have no address yet (see [`compile_with`]).
 pub fn compile_in(text: &str, generation: u64, dir: &std::path::Path) -> Result<Snapshot, ConfigError> {
+    compile_with(text, generation, dir, &Resolutions::new())
+}
+
+/// Like [`compile_in`], with endpoints given by DNS name expanded to the addresses in `resolved`.
+pub fn compile_with(
+    text: &str,
+    generation: u64,
+    dir: &std::path::Path,
+    resolved: &Resolutions,
+) -> Result<Snapshot, ConfigError> {
     let src = Source::new(text);
     let file: FileConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    Compiler { src, dir, warnings: Default::default() }.run(file, generation)
+    let mut snapshot = Compiler { src, dir, resolved, warnings: Default::default() }.run(file, generation)?;
+    snapshot.source = std::sync::Arc::new(SourceText { text: text.to_string(), dir: dir.to_path_buf() });
+    snapshot.resolved = resolved.clone();
+    Ok(snapshot)
 }
 
 struct Compiler<'a> {
     src: Source<'a>,
     /// Relative paths in the file are relative to this directory.
     dir: &'a std::path::Path,
+    /// Addresses of DNS-named endpoints.
+    resolved: &'a Resolutions,
     /// Warnings found on the way (besides the whole-config ones computed at the end).
     warnings: std::cell::RefCell<Vec<String>>,
 }
@@ -188,6 +205,8 @@ impl Compiler<'_> {
             wafs,
             consumers,
             credentials,
+            source: Default::default(),
+            resolved: Resolutions::new(),
             warnings,
         })
     }
@@ -250,7 +269,31 @@ impl Compiler<'_> {
             Some(m) => Some(*m.get_ref()),
             None => None,
         };
+        let mut resolver = Vec::new();
+        if let Some(list) = &f.resolver {
+            for (i, r) in list.get_ref().iter().enumerate() {
+                let addr = r
+                    .parse::<SocketAddr>()
+                    .or_else(|_| r.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+                match addr {
+                    Ok(a) => resolver.push(a),
+                    Err(_) => {
+                        let msg = format!("\"{r}\" is not an IP or IP:port (a DNS server)");
+                        return Err(self.err(format!("instance.resolver[{i}]"), list.span(), msg));
+                    }
+                }
+            }
+        }
+        let egress_bandwidth = match &f.egress_bandwidth_bytes_per_s {
+            Some(b) if *b.get_ref() < 1024 => {
+                return Err(self.err("instance.egress_bandwidth_bytes_per_s", b.span(), "must be at least 1024"))
+            }
+            Some(b) => Some(*b.get_ref()),
+            None => None,
+        };
         Ok(Instance {
+            resolver,
+            egress_bandwidth,
             workers,
             io_driver,
             egress_ips,

@@ -122,6 +122,10 @@ pub struct FileInstance {
     pub io_driver: Option<Spanned<String>>,
     /// Source address(es) bound for upstream connections: one IP or a list (a pool).
     pub egress_ip: Option<Spanned<OneOrMany>>,
+    /// DNS servers ("IP" or "IP:port") for named endpoints; default: /etc/resolv.conf.
+    pub resolver: Option<Spanned<Vec<String>>>,
+    /// Cap on bytes sent to upstreams, whole instance.
+    pub egress_bandwidth_bytes_per_s: Option<Spanned<u64>>,
     /// Graceful-drain deadline on SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
     /// Time between the first SIGTERM and closing the listeners, with `/healthz` failing.
@@ -249,6 +253,8 @@ pub struct FileUpstreamTls {
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
     pub endpoints: Spanned<Vec<FileEndpoint>>,
+    /// Re-resolve DNS-named endpoints this often.
+    pub dns_refresh_ms: Option<Spanned<u64>>,
     pub balance: Option<Spanned<String>>,
     pub egress_ip: Option<Spanned<OneOrMany>>,
     pub connect_timeout_ms: Option<u64>,

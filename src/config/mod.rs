@@ -10,7 +10,7 @@ mod file;
 mod route_table;
 mod snapshot;
 
-pub use compile::{compile, compile_in};
+pub use compile::{compile, compile_in, compile_with};
 pub use error::ConfigError;
 pub use route_table::{MethodSet, PathPattern, RouteMatch, RouteTable};
 pub use snapshot::*;

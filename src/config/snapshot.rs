@@ -42,6 +42,9 @@ pub struct Snapshot {
     pub consumers: Vec<crate::policy::Consumer>,
     /// Every consumer's API keys and the JWT consumers, for lookups.
     pub credentials: crate::policy::Credentials,
+    /// The text and directory it was compiled from, and the DNS addresses it expanded names to.
+    pub source: std::sync::Arc<SourceText>,
+    pub resolved: Resolutions,
     /// Things that are valid but probably not meant (printed by `--check` and at start-up).
     pub warnings: Vec<String>,
 }
@@ -82,6 +85,10 @@ pub struct Instance {
     pub ip_filter: IpFilter,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<Cidr>,
+    /// DNS servers for named endpoints (empty: the host's /etc/resolv.conf).
+    pub resolver: Vec<SocketAddr>,
+    /// Cap on bytes written to upstream sockets by the whole instance, per second.
+    pub egress_bandwidth: Option<u64>,
 }
 
 /// `[http]`, compiled: downstream limits and timeouts.
@@ -152,13 +159,39 @@ pub enum HashKey {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The DNS name this address was resolved from (`None`: configured as an address).
+    pub from: Option<std::sync::Arc<str>>,
+}
+
+/// An endpoint configured by DNS name: every address it resolves to is an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsName {
+    /// Lower case, without a trailing dot.
+    pub host: String,
+    pub port: u16,
+    /// The entry's weight, split among its addresses (each gets `max(1, weight / addresses)`).
+    pub weight: u32,
+}
+
+/// Addresses of DNS names as last resolved, by host (what a compile expands names to).
+pub type Resolutions = std::collections::BTreeMap<String, Vec<IpAddr>>;
+
+/// What a snapshot was compiled from, so a DNS change can compile it again.
+#[derive(Debug, Default)]
+pub struct SourceText {
+    pub text: String,
+    pub dir: std::path::PathBuf,
 }
 
 /// `[upstream.NAME]`, compiled.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
+    /// Configured addresses, then the current addresses of its DNS names.
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints configured by name.
+    pub names: Vec<DnsName>,
+    pub dns_refresh: Duration,
     pub balance: Balance,
     /// Effective source IPs (a pool): the upstream's override, else the instance's.
     pub egress_ips: Vec<IpAddr>,

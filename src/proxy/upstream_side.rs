@@ -201,6 +201,10 @@ pub(super) async fn upstream_conn(
 ) -> Result<UpSide, Error> {
     let up = &gen.snapshot.upstreams[uid];
     let state = &gen.upstreams[uid];
+    if up.endpoints.is_empty() {
+        // every endpoint is a DNS name that has not resolved yet (or resolved to nothing usable)
+        return Err(Error::upstream(Kind::NoHealthyEndpoint, format!("{} has no address yet", up.name)));
+    }
     // a retry avoids the endpoint that just failed, when there is another
     let others = avoid.is_some() && (0..up.endpoints.len()).any(|i| Some(i) != avoid && state.available[i].get());
     let available = |i: usize| state.available[i].get() && !(others && Some(i) == avoid);

@@ -7,6 +7,7 @@
 
 mod affinity;
 mod control;
+pub mod dns;
 pub mod endpoints;
 mod generation;
 mod listener;
@@ -171,6 +172,8 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
         running.draining.clone(),
     ));
     running.reloader = Some(reloader.clone());
+    // DNS-named endpoints: resolved off the workers from now on (start-up does not wait)
+    let dns = dns::start(reloader.clone(), running.draining.clone())?;
     if let Some(addr) = snapshot.admin {
         let state = crate::admin::AdminState {
             snapshot: snapshot.clone(),
@@ -181,6 +184,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
             window_start: std::time::Instant::now(),
             window_base: None,
             reloader: Some(reloader),
+            dns,
         };
         match crate::admin::start(addr, state, running.draining.clone()) {
             Ok(handle) => {

@@ -76,6 +76,8 @@ struct State {
     served: u64,
     switched: Vec<(u64, SystemTime)>,
     listener_addrs: Vec<std::net::SocketAddr>,
+    /// The addresses DNS names resolve to now (every compile expands names with them).
+    resolved: crate::config::Resolutions,
 }
 
 /// The running config and the means to replace it.
@@ -111,6 +113,7 @@ impl Reloader {
             served: 0,
             switched,
             listener_addrs,
+            resolved: Default::default(),
         };
         let running = Mutex::new(state.snapshot.clone());
         Self { state: Mutex::new(state), draining, requested: Default::default(), running }
@@ -159,6 +162,22 @@ impl Reloader {
             Err(e) => Err(ReloadError::Config(format!("cannot read {}: {e}", path.display()))),
         };
         Self::record(&mut s, &result);
+        result
+    }
+
+    /// Compiles the running config's text again with new addresses for its DNS names and switches
+    /// to it (a no-op when nothing changed). Not a reload: `last_reload` is not touched.
+    pub fn refresh_dns(&self, resolved: &crate::config::Resolutions) -> Result<u64, ReloadError> {
+        let mut s = self.lock();
+        if s.snapshot.resolved == *resolved {
+            return Ok(s.snapshot.generation);
+        }
+        s.resolved = resolved.clone();
+        let source = s.snapshot.source.clone();
+        let result = self.switch(&mut s, &source.text, &source.dir);
+        if let Ok(generation) = &result {
+            tracing::info!(generation, "Switched to the new DNS addresses");
+        }
         result
     }
 
@@ -220,8 +239,8 @@ impl Reloader {
         }
         let old = s.snapshot.clone();
         let t0 = std::time::Instant::now();
-        let next =
-            crate::config::compile_in(text, old.generation + 1, dir).map_err(|e| ReloadError::Config(e.to_string()))?;
+        let next = crate::config::compile_with(text, old.generation + 1, dir, &s.resolved)
+            .map_err(|e| ReloadError::Config(e.to_string()))?;
         restart_only(&old, &next).map_err(ReloadError::Refused)?;
         let warnings = super::preflight(&next).map_err(|e| ReloadError::Config(e.to_string()))?;
         for w in warnings {

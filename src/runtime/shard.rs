@@ -117,12 +117,15 @@ impl Shard {
         *self.metrics.borrow_mut() = old.carry(&next.snapshot, map);
         let by_identity: ahash::AHashMap<u64, usize> =
             next.snapshot.upstreams.iter().enumerate().map(|(i, u)| (u.pool_identity, i)).collect();
+        // an idle connection stays if its upstream (same identity) still has its address: an
+        // address a reload or a DNS change removed gets no new request, pooled or not
+        let ups = &next.snapshot.upstreams;
         self.pool.borrow_mut().retain_keyed(|key, idle| match by_identity.get(&key.identity) {
-            Some(&i) => {
+            Some(&i) if ups[i].endpoints.iter().any(|e| e.addr == key.endpoint) => {
                 idle.upstream = i;
                 true
             }
-            None => false,
+            _ => false,
         });
         *self.current.borrow_mut() = Rc::new(next);
     }
@@ -153,7 +156,11 @@ impl Shard {
         } else {
             // the config changed during the request: the connection stays pooled if the new
             // config has an upstream of the same identity (name, egress IPs, TLS settings)
-            match current.snapshot.upstreams.iter().position(|u| u.pool_identity == key.identity) {
+            let kept =
+                current.snapshot.upstreams.iter().position(|u| {
+                    u.pool_identity == key.identity && u.endpoints.iter().any(|e| e.addr == key.endpoint)
+                });
+            match kept {
                 Some(i) => key.upstream = i,
                 None => return,
             }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod dns;
 pub mod tls;
 pub mod waf;
 

@@ -50,26 +50,9 @@ impl Compiler<'_> {
         let own_egress = self.ips(&format!("{base}.egress_ip"), f.egress_ip.as_ref())?;
         let egress_ips = if own_egress.is_empty() { default_egress.to_vec() } else { own_egress };
         let mut endpoints = Vec::with_capacity(list.len());
+        let mut names = Vec::new();
         for (i, e) in list.iter().enumerate() {
             let path = format!("{base}.endpoints[{i}]");
-            let addr: SocketAddr = e.addr.get_ref().parse().map_err(|_| {
-                let text = e.addr.get_ref();
-                let named = text.rsplit_once(':').is_some_and(|(host, port)| {
-                    port.parse::<u16>().is_ok() && host.chars().any(|c| c.is_ascii_alphabetic()) && !host.contains('[')
-                });
-                let msg = if named {
-                    format!("\"{text}\" is a host name: DNS names are not supported yet; give an IP:port")
-                } else {
-                    format!("\"{text}\" is not an IP:port address")
-                };
-                self.err(format!("{path}.addr"), e.addr.span(), msg)
-            })?;
-            if let Some(ip) = egress_ips.first() {
-                if ip.is_ipv4() != addr.is_ipv4() {
-                    let msg = format!("{addr} cannot be reached from egress IP {ip} (address families differ)");
-                    return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
-                }
-            }
             let weight = match &e.weight {
                 Some(w) if !(1..=1000).contains(w.get_ref()) => {
                     return Err(self.err(format!("{path}.weight"), w.span(), "must be from 1 to 1000"));
@@ -77,8 +60,58 @@ impl Compiler<'_> {
                 Some(w) => *w.get_ref(),
                 None => 1,
             };
-            endpoints.push(Endpoint { addr, weight });
+            let text = e.addr.get_ref();
+            let addr: SocketAddr = match text.parse() {
+                Ok(a) => a,
+                Err(_) => match dns_name(text) {
+                    Some((host, port)) => {
+                        if names.iter().any(|n: &DnsName| n.host == host && n.port == port) {
+                            return Err(self.err(
+                                format!("{path}.addr"),
+                                e.addr.span(),
+                                format!("\"{text}\" is listed twice"),
+                            ));
+                        }
+                        names.push(DnsName { host, port, weight });
+                        continue;
+                    }
+                    None => {
+                        let msg = format!("\"{text}\" is not an IP:port address or a host name with a port");
+                        return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
+                    }
+                },
+            };
+            if let Some(ip) = egress_ips.first() {
+                if ip.is_ipv4() != addr.is_ipv4() {
+                    let msg = format!("{addr} cannot be reached from egress IP {ip} (address families differ)");
+                    return Err(self.err(format!("{path}.addr"), e.addr.span(), msg));
+                }
+            }
+            endpoints.push(Endpoint { addr, weight, from: None });
         }
+        // each name expands to its current addresses (those the egress family can reach), its
+        // weight split among them
+        for n in &names {
+            let ips: Vec<IpAddr> = (self.resolved.get(&n.host).into_iter().flatten())
+                .filter(|ip| egress_ips.first().is_none_or(|e| e.is_ipv4() == ip.is_ipv4()))
+                .copied()
+                .collect();
+            let from: std::sync::Arc<str> = n.host.as_str().into();
+            let weight = (n.weight / ips.len().max(1) as u32).max(1);
+            for ip in ips {
+                let addr = SocketAddr::new(ip, n.port);
+                if !endpoints.iter().any(|e: &Endpoint| e.addr == addr) {
+                    endpoints.push(Endpoint { addr, weight, from: Some(from.clone()) });
+                }
+            }
+        }
+        let dns_refresh = match &f.dns_refresh_ms {
+            Some(v) if *v.get_ref() < 100 => {
+                return Err(self.err(format!("{base}.dns_refresh_ms"), v.span(), "must be at least 100"))
+            }
+            Some(v) => Duration::from_millis(*v.get_ref()),
+            None => Duration::from_millis(DEFAULT_DNS_REFRESH_MS),
+        };
         let balance = match f.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
             None | Some(("round_robin", _)) => Balance::RoundRobin,
             Some(("least_request", _)) => Balance::LeastRequest,
@@ -116,6 +149,8 @@ impl Compiler<'_> {
             pool_identity,
             name: name.to_string(),
             endpoints,
+            names,
+            dns_refresh,
             balance,
             egress_ips,
             connect_timeout: ms(f.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
@@ -227,4 +262,24 @@ impl Compiler<'_> {
             max_ejected_percent: pct,
         }))
     }
+}
+
+/// `host:port` with a DNS host name (letters, digits, `-`, `.`; not an address), lower-cased,
+/// without a trailing dot.
+fn dns_name(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let ok = host.len() <= 253
+        && host.split('.').all(label_ok)
+        && host.bytes().any(|b| b.is_ascii_alphabetic())
+        && host.parse::<IpAddr>().is_err();
+    ok.then_some((host, port))
 }
