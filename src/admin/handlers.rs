@@ -416,6 +416,7 @@ mod tests {
             window_start: Instant::now(),
             window_base: None,
             reloader: None,
+            dns: Default::default(),
         };
         let t0 = Instant::now();
         let req = Request { method: "GET", target: "/stats/latency", authorization: None, body: &[] };
