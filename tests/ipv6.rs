@@ -74,11 +74,8 @@ fn ipv6_in_ip_lists_and_forwarded_for() {
     let (_g, addr) = Gw::start("[::1]:0", "", &services(origin.addr, "ip_allow = [\"2001:db8::/32\"]"));
     assert_eq!(get(addr, "x", "/").status, 403);
     // ::1 is a trusted proxy: the client is the IPv6 address it forwarded for
-    let (_g, addr) = Gw::start(
-        "[::1]:0",
-        "trusted_proxies = [\"::1\"]",
-        &services(origin.addr, "ip_allow = [\"2001:db8::/32\"]"),
-    );
+    let (_g, addr) =
+        Gw::start("[::1]:0", "trusted_proxies = [\"::1\"]", &services(origin.addr, "ip_allow = [\"2001:db8::/32\"]"));
     let r = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 2001:db8::7\r\n\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = origin.requests().pop().unwrap();
@@ -97,8 +94,5 @@ fn a_name_with_only_an_aaaa_record() {
         origin.addr.port()
     );
     let (_g, addr) = Gw::start("127.0.0.1:0", &format!("resolver = [\"{}\"]", dns.addr), &body);
-    assert!(
-        eventually(Duration::from_secs(5), || get(addr, "x", "/").text() == "six"),
-        "served from the AAAA address"
-    );
+    assert!(eventually(Duration::from_secs(5), || get(addr, "x", "/").text() == "six"), "served from the AAAA address");
 }

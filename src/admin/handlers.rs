@@ -398,6 +398,8 @@ mod tests {
                         in_flight: 0,
                         pool_idle: 0,
                         evicted_keys: 0,
+                        egress_bytes: 0,
+                        egress_waited_ns: 0,
                         log_dropped_blocks: 0,
                         metrics: m,
                     };

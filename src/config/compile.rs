@@ -285,8 +285,9 @@ impl Compiler<'_> {
             }
         }
         let egress_bandwidth = match &f.egress_bandwidth_bytes_per_s {
-            Some(b) if *b.get_ref() < 1024 => {
-                return Err(self.err("instance.egress_bandwidth_bytes_per_s", b.span(), "must be at least 1024"))
+            Some(b) if !(1024..=100_000_000_000).contains(b.get_ref()) => {
+                let msg = "must be from 1024 to 100000000000 (bytes per second)";
+                return Err(self.err("instance.egress_bandwidth_bytes_per_s", b.span(), msg));
             }
             Some(b) => Some(*b.get_ref()),
             None => None,

@@ -10,6 +10,7 @@
 //! Invariants: a request spends a token at every level only when every level has one; nothing
 //! here allocates per request except a new key's table entry.
 
+pub mod bandwidth;
 mod cidr;
 mod gcra;
 mod keys;
@@ -36,7 +37,7 @@ impl RateRule {
         Arc::new(Self { bucket: SharedBucket::new(rate), epoch: Instant::now() })
     }
 
-    fn now_ns(&self, now: Instant) -> u64 {
+    pub fn now_ns(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_nanos() as u64 + NS
     }
 }

@@ -189,6 +189,9 @@ pub struct MetricsSnapshot {
     pub evicted_keys: u64,
     /// Access-log blocks dropped because the writer fell behind (cumulative).
     pub log_dropped_blocks: u64,
+    /// Bytes written to upstreams under the egress cap, and the time writes waited for it (ns).
+    pub egress_bytes: u64,
+    pub egress_waited_ns: u64,
     pub metrics: ShardMetrics,
 }
 

@@ -323,6 +323,36 @@ fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
             let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
         }
     }
+    if let Some(cap) = s.instance.egress_bandwidth {
+        let name = "ringway_egress_bandwidth_limit_bytes_per_second";
+        header(o, name, "gauge", "The egress bandwidth cap (bytes written to upstreams, whole instance).");
+        let _ = writeln!(o, "{name} {cap}");
+        for (name, help, get) in [
+            (
+                "ringway_egress_bytes_total",
+                "Bytes written to upstreams under the egress cap, per worker.",
+                (|w| w.egress_bytes) as fn(&MetricsSnapshot) -> u64,
+            ),
+            (
+                "ringway_egress_shaped_seconds_total",
+                "Time upstream writes waited for the egress cap, per worker.",
+                |w| w.egress_waited_ns,
+            ),
+        ] {
+            header(o, name, "counter", help);
+            for w in workers {
+                let v = get(w);
+                match name.ends_with("seconds_total") {
+                    true => {
+                        let _ = writeln!(o, "{name}{{worker=\"{}\"}} {:.6}", w.worker, v as f64 / 1e9);
+                    }
+                    false => {
+                        let _ = writeln!(o, "{name}{{worker=\"{}\"}} {v}", w.worker);
+                    }
+                }
+            }
+        }
+    }
     header(o, "ringway_worker_info", "gauge", "One per worker, labelled with its I/O driver and config generation.");
     for w in workers {
         let _ = writeln!(

@@ -269,6 +269,8 @@ async fn try_once(
             bytes_per_s: snapshot.http.body_min_rate_bytes_per_s,
             grace: snapshot.http.body_min_rate_grace,
         }),
+        // everything written to the upstream counts against the egress cap
+        shaper: gen.rates.egress.as_deref().map(|rule| (&shard.egress, rule)),
     };
     upc.requests += 1;
     shard.count(gen, |m| m.upstreams[uid].requests += 1);
@@ -373,7 +375,7 @@ async fn send_body(
     upstream: &mut crate::net::Stream,
     body: BodyKind,
     out: &mut Vec<u8>,
-    opts: PumpOpts,
+    opts: PumpOpts<'_>,
     deadline: Instant,
 ) -> Result<u64, PumpError> {
     use std::os::fd::AsRawFd;
@@ -399,7 +401,7 @@ async fn send_body(
 }
 
 /// Pump settings for a response body (upstream → client).
-fn response_opts(gen: &Generation, uid: UpstreamId, chunked_out: bool) -> PumpOpts {
+fn response_opts(gen: &Generation, uid: UpstreamId, chunked_out: bool) -> PumpOpts<'static> {
     PumpOpts {
         read_timeout: gen.snapshot.upstreams[uid].read_timeout,
         write_timeout: gen.snapshot.http.send_timeout,
@@ -407,6 +409,7 @@ fn response_opts(gen: &Generation, uid: UpstreamId, chunked_out: bool) -> PumpOp
         limit: 0,
         max_trailer_bytes: gen.snapshot.http.max_header_bytes,
         min_rate: None,
+        shaper: None,
     }
 }
 

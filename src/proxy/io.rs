@@ -224,8 +224,8 @@ pub enum PumpError {
 }
 
 /// Per-direction knobs of [`pump`].
-#[derive(Debug, Clone, Copy)]
-pub struct PumpOpts {
+#[derive(Clone, Copy)]
+pub struct PumpOpts<'a> {
     /// Idle time allowed for one read from the source.
     pub read_timeout: Duration,
     /// Time allowed for one write to the destination.
@@ -238,6 +238,16 @@ pub struct PumpOpts {
     pub max_trailer_bytes: usize,
     /// Slowest acceptable average source rate (request bodies), after a grace period.
     pub min_rate: Option<MinRate>,
+    /// The egress bandwidth cap, for writes to an upstream: every write waits for its bytes.
+    pub shaper: Option<(&'a crate::limit::bandwidth::Shaper, &'a crate::limit::RateRule)>,
+}
+
+/// Waits until `n` bytes may be written (when the destination is shaped).
+#[inline]
+async fn shape(o: &PumpOpts<'_>, n: usize) {
+    if let (Some((shaper, rule)), true) = (o.shaper, n > 0) {
+        shaper.acquire(rule, n as u64).await;
+    }
 }
 
 /// A minimum average transfer rate: below it the source counts as timed out (408 for clients).
@@ -262,7 +272,7 @@ pub async fn pump(
     dst: &mut Stream,
     kind: BodyKind,
     out: &mut Vec<u8>,
-    o: PumpOpts,
+    o: PumpOpts<'_>,
 ) -> Result<u64, PumpError> {
     let moved = match kind {
         BodyKind::None => 0,
@@ -270,6 +280,7 @@ pub async fn pump(
         BodyKind::Chunked => pump_chunked(src, dst, out, o).await?,
         BodyKind::UntilClose => pump_until_close(src, dst, out, o).await?,
     };
+    shape(&o, out.len()).await;
     write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
     Ok(moved)
 }
@@ -285,7 +296,7 @@ fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-async fn read_more(src: &mut Conn, o: &PumpOpts, seen: &mut Received) -> Result<usize, PumpError> {
+async fn read_more(src: &mut Conn, o: &PumpOpts<'_>, seen: &mut Received) -> Result<usize, PumpError> {
     let t0 = o.min_rate.map(|_| std::time::Instant::now());
     match src.fill(o.read_timeout, STREAM_BUF_BYTES).await {
         Ok(n) => {
@@ -311,13 +322,14 @@ async fn pump_length(
     dst: &mut Stream,
     len: u64,
     out: &mut Vec<u8>,
-    o: PumpOpts,
+    o: PumpOpts<'_>,
 ) -> Result<u64, PumpError> {
     let mut received = Received::default();
     let mut remaining = len;
     while remaining > 0 {
         let avail = (src.pending().len() as u64).min(remaining) as usize;
         if avail >= DIRECT_WRITE_BYTES {
+            shape(&o, out.len() + avail).await;
             write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
             write_direct(dst, src, avail, o.write_timeout).await.map_err(PumpError::Sink)?;
         } else if avail > 0 {
@@ -328,6 +340,7 @@ async fn pump_length(
         if remaining == 0 {
             break;
         }
+        shape(&o, out.len()).await;
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
         if read_more(src, &o, &mut received).await? == 0 {
             return Err(PumpError::SourceClosed);
@@ -336,7 +349,7 @@ async fn pump_length(
     Ok(len)
 }
 
-async fn pump_chunked(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+async fn pump_chunked(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: PumpOpts<'_>) -> Result<u64, PumpError> {
     let mut received = Received::default();
     let mut decoder = ChunkedDecoder::new(o.limit, o.max_trailer_bytes);
     loop {
@@ -349,6 +362,7 @@ async fn pump_chunked(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: Pu
             }
             return Ok(decoder.total());
         }
+        shape(&o, out.len()).await;
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
         if read_more(src, &o, &mut received).await? == 0 {
             return Err(PumpError::SourceClosed);
@@ -356,7 +370,12 @@ async fn pump_chunked(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: Pu
     }
 }
 
-async fn pump_until_close(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o: PumpOpts) -> Result<u64, PumpError> {
+async fn pump_until_close(
+    src: &mut Conn,
+    dst: &mut Stream,
+    out: &mut Vec<u8>,
+    o: PumpOpts<'_>,
+) -> Result<u64, PumpError> {
     let mut received = Received::default();
     let mut moved = 0u64;
     loop {
@@ -367,6 +386,7 @@ async fn pump_until_close(src: &mut Conn, dst: &mut Stream, out: &mut Vec<u8>, o
             let n = data.len();
             src.consume(n);
         }
+        shape(&o, out.len()).await;
         write_out(dst, out, o.write_timeout).await.map_err(PumpError::Sink)?;
         if read_more(src, &o, &mut received).await? == 0 {
             if o.chunked_out {

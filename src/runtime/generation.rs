@@ -31,6 +31,8 @@ pub struct SharedRates {
     pub apis: Vec<Option<Arc<RateRule>>>,
     /// By consumer index in the snapshot.
     pub consumers: Vec<Option<Arc<RateRule>>>,
+    /// The egress bandwidth cap (tokens are KiB).
+    pub egress: Option<Arc<RateRule>>,
 }
 
 impl SharedRates {
@@ -62,7 +64,9 @@ impl SharedRates {
                 c.limit.map(|rate| carry(old, rate))
             })
             .collect();
-        Arc::new(Self { instance, services, apis, consumers })
+        let egress = (snapshot.instance.egress_bandwidth)
+            .map(|b| carry(previous.and_then(|(p, _)| p.egress.as_ref()), crate::limit::bandwidth::egress_rate(b)));
+        Arc::new(Self { instance, services, apis, consumers, egress })
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Shard {
     /// idle reads and a worker at its connection cap can close the oldest idle one.
     pub open_fds: RefCell<ahash::AHashMap<u64, OpenConn>>,
     pub next_conn_id: Cell<u64>,
+    /// This worker's side of the egress bandwidth cap (and its byte count).
+    pub egress: crate::limit::bandwidth::Shaper,
     request_seq: Cell<u64>,
     id_prefix: u64,
 }
@@ -80,6 +82,7 @@ impl Shard {
             draining: Cell::new(false),
             open_fds: RefCell::default(),
             next_conn_id: Cell::new(0),
+            egress: Default::default(),
             request_seq: Cell::new(0),
             id_prefix,
         }
@@ -143,6 +146,8 @@ impl Shard {
             pool_idle: self.pool.borrow().total_idle(),
             metrics: self.metrics.borrow().clone(),
             evicted_keys,
+            egress_bytes: self.egress.sent.get(),
+            egress_waited_ns: self.egress.waited_ns.get(),
             log_dropped_blocks: self.access_log.as_ref().map_or(0, |l| l.dropped_blocks.get()),
         }
     }
