@@ -223,8 +223,29 @@ fn mistakes_that_would_only_show_in_traffic_are_caught() {
         .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"")
         .replace("[[listener]]", "[admin]\nlisten = \"127.0.0.1:8080\"\n\n[[listener]]"));
     assert!(e.starts_with("admin.listen: 127.0.0.1:8080 is also a listener address"), "{e}");
-    let e = err(&OK.replace("127.0.0.1:9002", "backend.internal:9002"));
-    assert!(e.contains("is a host name: DNS names are not supported yet"), "{e}");
+    let e = err(&OK.replace("127.0.0.1:9002", "backend.internal"));
+    assert!(e.contains("is not an IP:port address or a host name with a port"), "{e}");
+    let e = err(&OK.replace("127.0.0.1:9002", "backend.internal:9002\" }, { addr = \"BACKEND.internal.:9002"));
+    assert!(e.contains("is listed twice"), "{e}");
+}
+
+#[test]
+fn dns_names_expand_to_their_resolved_addresses() {
+    let text = OK.replace("127.0.0.1:9002", "backend.internal:9002");
+    let s = compile(&text, 1).unwrap();
+    assert_eq!(s.upstreams[0].endpoints.len(), 1, "not resolved yet: only the address");
+    assert_eq!(s.upstreams[0].names[0].host, "backend.internal");
+    let mut resolved = Resolutions::new();
+    resolved.insert(
+        "backend.internal".into(),
+        vec!["127.0.0.5".parse().unwrap(), "127.0.0.6".parse().unwrap(), "::1".parse().unwrap()],
+    );
+    let s = compile_with(&text, 2, std::path::Path::new("."), &resolved).unwrap();
+    let addrs: Vec<String> = s.upstreams[0].endpoints.iter().map(|e| e.addr.to_string()).collect();
+    // the instance's egress IP is IPv4: the IPv6 address is left out
+    assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.5:9002", "127.0.0.6:9002"]);
+    assert!(s.upstreams[0].endpoints[1].from.as_deref() == Some("backend.internal"));
+    assert_eq!(s.resolved, resolved, "the snapshot knows what it was expanded with");
 }
 
 #[test]
