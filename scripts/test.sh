@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests start as real components: promtool (`promtool check metrics`),
 # nginx (the HTTPS origin of the upstream TLS tests) and Apache + ModSecurity 2 + OWASP CRS
-# (the WAF verdict service, scripts/waf-crs.sh) and dnsmasq (the DNS server of tests/dns.rs). Their services are never started by the
+# (the WAF verdict service, scripts/waf-crs.sh), dnsmasq (the DNS server of tests/dns.rs) and
+# redis-server (single and 3-master cluster, tests/cluster.rs). Their services are never started by the
 # install (policy-rc.d); tests start their own instances on loopback ports and stop them by PID.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
@@ -18,6 +19,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -e /usr/lib/apache2/modules/mod_security2.so ] || missing+=(libapache2-mod-security2)
 [ -d /usr/share/modsecurity-crs/rules ] || missing+=(modsecurity-crs)
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages; their services are not started)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -26,6 +26,8 @@ pub struct AdminState {
     pub reloader: Option<Arc<crate::runtime::Reloader>>,
     /// What the DNS thread last learned of each name.
     pub dns: crate::runtime::dns::DnsTable,
+    /// The cluster thread's view (with `[cluster]`).
+    pub cluster: Option<crate::cluster::StatusHandle>,
 }
 
 impl AdminState {
@@ -94,6 +96,9 @@ pub fn handle(state: &mut AdminState, req: &Request<'_>) -> Reply {
                 Some(m) => {
                     let mut text = metrics::prometheus(&state.snapshot, &m, &snaps);
                     super::process::append(&mut text, &state.snapshot, &state.endpoint_status);
+                    if let Some(c) = &state.cluster {
+                        cluster_metrics(&mut text, &c.lock().unwrap_or_else(|e| e.into_inner()));
+                    }
                     Reply {
                         status: 200,
                         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -104,6 +109,10 @@ pub fn handle(state: &mut AdminState, req: &Request<'_>) -> Reply {
             }
         }
         ("GET", "/upstreams") => upstreams(state),
+        ("GET", "/cluster") => match &state.cluster {
+            Some(c) => Reply::json(cluster_json(&c.lock().unwrap_or_else(|e| e.into_inner()))),
+            None => Reply::text(404, "no [cluster] section: caps hold per instance\n"),
+        },
         ("GET", "/config") => Reply::json(config(state, current.as_ref())),
         ("GET", "/" | "/dashboard") => Reply {
             status: 200,
@@ -115,9 +124,11 @@ pub fn handle(state: &mut AdminState, req: &Request<'_>) -> Reply {
             None => Reply::text(501, "reload is not available here\n"),
             Some(r) => reload(r, req.authorization),
         },
-        (_, "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/config" | "/reload" | "/" | "/dashboard") => {
-            Reply::text(405, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/cluster" | "/config" | "/reload" | "/"
+            | "/dashboard",
+        ) => Reply::text(405, "method not allowed\n"),
         _ => Reply::text(404, "not found; see GET /healthz /stats/latency /metrics /upstreams /config /dashboard\n"),
     }
 }
@@ -276,6 +287,58 @@ fn dns_names(out: &mut String, u: &crate::config::Upstream, dns: &crate::runtime
     out.push_str("],");
 }
 
+/// `GET /cluster`: this node, its Redis health, the live nodes and the cluster-scoped rules.
+fn cluster_json(c: &crate::cluster::Status) -> String {
+    let esc = |v: &str| v.replace(['"', '\\'], "'");
+    let mut out = format!(
+        "{{\"node\":\"{}\",\"mode\":\"{}\",\"redis\":{{\"latency_us\":{},\"errors\":{}}},\"nodes\":[",
+        esc(&c.node),
+        c.mode,
+        c.redis_latency_us,
+        c.redis_errors
+    );
+    for (i, n) in c.live_nodes.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let heartbeat = rfc3339((n.last_heartbeat_ms / 1000) as i64);
+        let rates: Vec<String> = (n.rates.split(',').filter(|r| !r.is_empty()))
+            .filter_map(|r| r.rsplit_once('='))
+            .map(|(k, v)| format!("\"{}\":{}", esc(k), v.parse::<f64>().unwrap_or(0.0)))
+            .collect();
+        let _ = write!(
+            out,
+            "{sep}{{\"name\":\"{}\",\"last_heartbeat\":\"{heartbeat}\",\"lease_rate_per_s\":{{{}}}}}",
+            esc(&n.name),
+            rates.join(",")
+        );
+    }
+    out.push_str("],\"rules\":{");
+    for (i, (rule, (leased, rate))) in c.rules.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(out, "{sep}\"{}\":{{\"leased_total\":{leased},\"lease_rate_per_s\":{rate:.1}}}", esc(rule));
+    }
+    out.push_str("}}");
+    out
+}
+
+/// The cluster thread's numbers in Prometheus text.
+fn cluster_metrics(o: &mut String, c: &crate::cluster::Status) {
+    use crate::metrics::prometheus_header as header;
+    header(o, "ringway_cluster_nodes", "gauge", "Live nodes sharing the cluster-scoped caps (by heartbeat).");
+    let _ = writeln!(o, "ringway_cluster_nodes {}", c.live_nodes.len());
+    header(o, "ringway_cluster_mode", "gauge", "1 for the mode in force: redis (leasing) or the on_redis_error mode.");
+    for m in ["redis", "local_share", "allow", "deny"] {
+        let _ = writeln!(o, "ringway_cluster_mode{{mode=\"{m}\"}} {}", u8::from(c.mode == m));
+    }
+    header(o, "ringway_cluster_redis_errors_total", "counter", "Failed or too slow Redis calls.");
+    let _ = writeln!(o, "ringway_cluster_redis_errors_total {}", c.redis_errors);
+    header(o, "ringway_cluster_redis_latency_seconds", "gauge", "Round trip of the last Redis call.");
+    let _ = writeln!(o, "ringway_cluster_redis_latency_seconds {:.6}", c.redis_latency_us as f64 / 1e6);
+    header(o, "ringway_cluster_leased_tokens_total", "counter", "Tokens this node leased from Redis, by rule.");
+    for (rule, (leased, _)) in &c.rules {
+        let _ = writeln!(o, "ringway_cluster_leased_tokens_total{{rule=\"{}\"}} {leased}", rule.replace('"', "'"));
+    }
+}
+
 /// `["a","b"]` (empty when the kernel picks the source address).
 fn ip_list(ips: &[std::net::IpAddr]) -> String {
     let items: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
@@ -419,6 +482,7 @@ mod tests {
             window_base: None,
             reloader: None,
             dns: Default::default(),
+            cluster: None,
         };
         let t0 = Instant::now();
         let req = Request { method: "GET", target: "/stats/latency", authorization: None, body: &[] };

@@ -100,7 +100,10 @@ impl Compiler<'_> {
     }
 
     fn run(&self, file: FileConfig, generation: u64) -> Result<Snapshot, ConfigError> {
-        let instance = self.instance(&file.instance)?;
+        let cluster = self.cluster(file.cluster.as_ref())?;
+        let mut instance = self.instance(&file.instance)?;
+        instance.limit_cluster =
+            self.scope("instance", &file.instance.scope, instance.limit.is_some(), cluster.is_some())?;
         let http = self.http(&file.http)?;
         let listeners = self.listeners(&file.listener)?;
         let admin = match &file.admin {
@@ -130,7 +133,9 @@ impl Compiler<'_> {
         let mut routes = RouteTable::default();
         for (name, svc) in &file.service {
             let sid = services.len();
-            let service = self.service(name, svc, &instance)?;
+            let mut service = self.service(name, svc, &instance)?;
+            service.limit_cluster =
+                self.scope(&format!("service.{name}"), &svc.scope, service.limit.is_some(), cluster.is_some())?;
             let shares_hosts =
                 |a: &[String], b: &[String]| a.is_empty() && b.is_empty() || a.iter().any(|h| b.contains(h));
             if let Some(other) = services
@@ -170,6 +175,7 @@ impl Compiler<'_> {
                 compiled.waf = self.api_waf(&path, (name, svc), api, &waf_ids, &wafs)?;
                 compiled.auth = self.auth_policy(&path, (name, svc), api, &consumer_ids)?;
                 compiled.policy = self.api_policy(&path, (name, svc), api)?;
+                compiled.limit_cluster = self.scope(&path, &api.scope, compiled.limit.is_some(), cluster.is_some())?;
                 if compiled.key_limit.as_ref().is_some_and(|k| k.source == crate::limit::KeySource::Consumer)
                     && compiled.auth.is_none()
                 {
@@ -205,6 +211,7 @@ impl Compiler<'_> {
             wafs,
             consumers,
             credentials,
+            cluster,
             source: Default::default(),
             resolved: Resolutions::new(),
             warnings,
@@ -293,6 +300,7 @@ impl Compiler<'_> {
             None => None,
         };
         Ok(Instance {
+            limit_cluster: false, // set by the caller, which knows [cluster]
             resolver,
             egress_bandwidth,
             workers,
@@ -450,7 +458,7 @@ impl Compiler<'_> {
             allow: self.cidrs(&format!("{base}.ip_allow"), &f.ip_allow)?,
             deny: self.cidrs(&format!("{base}.ip_deny"), &f.ip_deny)?,
         };
-        Ok(Service { name: name.to_string(), hosts, base_path, limit, key_limit, ip_filter })
+        Ok(Service { name: name.to_string(), hosts, base_path, limit, key_limit, ip_filter, limit_cluster: false })
     }
 
     fn api(
@@ -573,6 +581,7 @@ impl Compiler<'_> {
             waf: None,
             auth: None,
             policy: None,
+            limit_cluster: false,
         };
         Ok((api, pattern, methods))
     }
@@ -643,6 +652,7 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
+mod cluster;
 mod limits;
 mod policy;
 mod tls;

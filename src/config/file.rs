@@ -37,6 +37,19 @@ pub struct FileConfig {
     pub waf: BTreeMap<String, Spanned<FileWaf>>,
     #[serde(default)]
     pub consumer: BTreeMap<String, Spanned<FileConsumer>>,
+    pub cluster: Option<Spanned<FileCluster>>,
+}
+
+/// `[cluster]`: caps shared by every node using the same Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    pub redis: Option<Spanned<String>>,
+    pub redis_cluster: Option<Spanned<Vec<String>>>,
+    pub node: Option<Spanned<String>>,
+    pub lease_ms: Option<Spanned<u64>>,
+    /// "local_share" | "allow" | "deny".
+    pub on_redis_error: Option<Spanned<String>>,
 }
 
 /// `[consumer.NAME]`: a named caller, identified by API keys or JWTs.
@@ -126,6 +139,8 @@ pub struct FileInstance {
     pub resolver: Option<Spanned<Vec<String>>>,
     /// Cap on bytes sent to upstreams, whole instance.
     pub egress_bandwidth_bytes_per_s: Option<Spanned<u64>>,
+    /// "instance" | "cluster": where `max_qps` holds.
+    pub scope: Option<Spanned<String>>,
     /// Graceful-drain deadline on SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
     /// Time between the first SIGTERM and closing the listeners, with `/healthz` failing.
@@ -323,6 +338,8 @@ pub struct FileService {
     pub key_table_size: Option<Spanned<usize>>,
     /// A `[waf.NAME]` for every API of the service.
     pub waf: Option<Spanned<String>>,
+    /// "instance" | "cluster": where `max_qps` holds.
+    pub scope: Option<Spanned<String>>,
     pub auth: Option<Spanned<FileAuth>>,
     pub consumers: Option<Spanned<Vec<String>>>,
     pub request_headers: Option<Spanned<FileHeaderRules>>,
@@ -360,6 +377,8 @@ pub struct FileApi {
     pub key_table_size: Option<Spanned<usize>>,
     /// Overrides the service's `waf`; "" turns it off for this API.
     pub waf: Option<Spanned<String>>,
+    /// "instance" | "cluster": where `max_qps` holds.
+    pub scope: Option<Spanned<String>>,
     pub auth: Option<Spanned<FileAuth>>,
     pub consumers: Option<Spanned<Vec<String>>>,
     pub request_headers: Option<Spanned<FileHeaderRules>>,

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub consumers: Vec<crate::policy::Consumer>,
     /// Every consumer's API keys and the JWT consumers, for lookups.
     pub credentials: crate::policy::Credentials,
+    /// `[cluster]`: Redis and this node's name, when cluster-scoped caps are used.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The text and directory it was compiled from, and the DNS addresses it expanded names to.
     pub source: std::sync::Arc<SourceText>,
     pub resolved: Resolutions,
@@ -89,6 +91,8 @@ pub struct Instance {
     pub resolver: Vec<SocketAddr>,
     /// Cap on bytes written to upstream sockets by the whole instance, per second.
     pub egress_bandwidth: Option<u64>,
+    /// `max_qps` holds for the whole cluster (`scope = "cluster"`).
+    pub limit_cluster: bool,
 }
 
 /// `[http]`, compiled: downstream limits and timeouts.
@@ -237,6 +241,8 @@ pub struct Service {
     pub limit: Option<Rate>,
     pub key_limit: Option<KeyRule>,
     pub ip_filter: IpFilter,
+    /// `max_qps` holds for the whole cluster.
+    pub limit_cluster: bool,
 }
 
 /// How the upstream path is derived from the request path.
@@ -296,6 +302,8 @@ pub struct Api {
     pub auth: Option<std::sync::Arc<crate::policy::AuthPolicy>>,
     /// Header rewrites, CORS and `upstream_host`; `None` when there are none.
     pub policy: Option<std::sync::Arc<crate::policy::ApiPolicy>>,
+    /// `max_qps` holds for the whole cluster.
+    pub limit_cluster: bool,
 }
 
 /// Index into [`Snapshot::wafs`].

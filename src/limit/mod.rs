@@ -19,7 +19,7 @@ mod shared;
 pub use cidr::{client_ip, Cidr, IpFilter};
 pub use gcra::{LocalBucket, Rate, NS};
 pub use keys::KeyTable;
-pub use shared::{Lease, SharedBucket, LEASE_TTL_NS};
+pub use shared::{Feed, Lease, SharedBucket, LEASE_TTL_NS};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +35,11 @@ pub struct RateRule {
 impl RateRule {
     pub fn new(rate: Rate) -> Arc<Self> {
         Arc::new(Self { bucket: SharedBucket::new(rate), epoch: Instant::now() })
+    }
+
+    /// A cluster-scoped rule: its tokens come from the node quota the cluster thread feeds.
+    pub fn cluster(rate: Rate) -> Arc<Self> {
+        Arc::new(Self { bucket: SharedBucket::fed(rate), epoch: Instant::now() })
     }
 
     pub fn now_ns(&self, now: Instant) -> u64 {

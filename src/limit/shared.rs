@@ -22,11 +22,73 @@ const LEASE_SLICE_NS: u64 = 1_000_000;
 pub struct SharedBucket {
     pub rate: Rate,
     tat: AtomicU64,
+    /// Cluster scope: tokens come from this node quota (kept topped up by the cluster thread
+    /// from a Redis-side bucket) instead of from the clock.
+    pub feed: Option<Box<Feed>>,
+}
+
+/// A node's quota of a cluster-scoped cap: what the cluster thread leased from Redis and the
+/// cores have not taken yet.
+#[derive(Debug, Default)]
+pub struct Feed {
+    quota: AtomicU64,
+    /// Tokens the cores took (minus what they gave back), for the demand estimate.
+    spent: AtomicU64,
+    /// Core leases that found the quota empty.
+    starved: AtomicU64,
+}
+
+impl Feed {
+    pub fn quota(&self) -> u64 {
+        self.quota.load(Ordering::Relaxed)
+    }
+
+    pub fn set_quota(&self, n: u64) {
+        self.quota.store(n, Ordering::Relaxed);
+    }
+
+    pub fn add_quota(&self, n: u64) {
+        self.quota.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Takes up to `n` tokens out of the quota; returns how many.
+    pub fn take_quota(&self, n: u64) -> u64 {
+        match self.quota.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |q| Some(q - q.min(n))) {
+            Ok(q) | Err(q) => q.min(n),
+        }
+    }
+
+    pub fn spent(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
+    }
+
+    pub fn starved(&self) -> u64 {
+        self.starved.load(Ordering::Relaxed)
+    }
+
+    fn lease(&self, want: u64) -> u64 {
+        let got = self.take_quota(want);
+        match got {
+            0 => self.starved.fetch_add(1, Ordering::Relaxed),
+            n => self.spent.fetch_add(n, Ordering::Relaxed),
+        };
+        got
+    }
+
+    fn give_back(&self, n: u64) {
+        self.quota.fetch_add(n, Ordering::AcqRel);
+        let _ = self.spent.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| Some(s.saturating_sub(n)));
+    }
 }
 
 impl SharedBucket {
     pub fn new(rate: Rate) -> Self {
-        Self { rate, tat: AtomicU64::new(0) }
+        Self { rate, tat: AtomicU64::new(0), feed: None }
+    }
+
+    /// A cluster-scoped bucket: empty until the cluster thread feeds it.
+    pub fn fed(rate: Rate) -> Self {
+        Self { rate, tat: AtomicU64::new(0), feed: Some(Box::default()) }
     }
 
     /// Tokens per lease: ~1 ms of the rate, at least 1, at most the burst.
@@ -36,6 +98,9 @@ impl SharedBucket {
 
     /// Takes up to `want` tokens at `now`; returns how many were granted.
     pub fn lease(&self, now: u64, want: u64) -> u64 {
+        if let Some(feed) = &self.feed {
+            return feed.lease(want);
+        }
         let mut cur = self.tat.load(Ordering::Relaxed);
         loop {
             let (k, next) = self.rate.take(cur, now, want);
@@ -51,6 +116,9 @@ impl SharedBucket {
 
     /// Gives back `n` unspent tokens.
     pub fn give_back(&self, n: u64) {
+        if let Some(feed) = &self.feed {
+            return feed.give_back(n);
+        }
         if n > 0 {
             let _ = self
                 .tat

@@ -41,21 +41,27 @@ impl SharedRates {
     /// reload ([`Remap`]), so services and APIs are matched as everywhere else (an API by its
     /// service's name and its own).
     pub fn new(snapshot: &Snapshot, previous: Option<(&SharedRates, &Remap)>) -> Arc<Self> {
-        let carry = |old: Option<&Arc<RateRule>>, rate: crate::limit::Rate| match old {
-            Some(r) if r.bucket.rate == rate => r.clone(),
+        // a cluster-scoped rule's bucket is fed by the cluster thread; a rule keeps its bucket only
+        // if neither its rate nor its scope changed
+        let carry_scoped = |old: Option<&Arc<RateRule>>, rate: crate::limit::Rate, cluster: bool| match old {
+            Some(r) if r.bucket.rate == rate && r.bucket.feed.is_some() == cluster => r.clone(),
+            _ if cluster => RateRule::cluster(rate),
             _ => RateRule::new(rate),
         };
-        let instance = snapshot.instance.limit.map(|rate| carry(previous.and_then(|(p, _)| p.instance.as_ref()), rate));
+        let carry = |old: Option<&Arc<RateRule>>, rate: crate::limit::Rate| carry_scoped(old, rate, false);
+        let instance = (snapshot.instance.limit).map(|rate| {
+            carry_scoped(previous.and_then(|(p, _)| p.instance.as_ref()), rate, snapshot.instance.limit_cluster)
+        });
         let services = (snapshot.services.iter().enumerate())
             .map(|(j, svc)| {
                 let old = previous.and_then(|(p, m)| kept(&p.services, &m.services, j));
-                svc.limit.map(|rate| carry(old, rate))
+                svc.limit.map(|rate| carry_scoped(old, rate, svc.limit_cluster))
             })
             .collect();
         let apis = (snapshot.apis.iter().enumerate())
             .map(|(j, api)| {
                 let old = previous.and_then(|(p, m)| kept(&p.apis, &m.apis, j));
-                api.limit.map(|rate| carry(old, rate))
+                api.limit.map(|rate| carry_scoped(old, rate, api.limit_cluster))
             })
             .collect();
         let consumers = (snapshot.consumers.iter().enumerate())
@@ -67,6 +73,20 @@ impl SharedRates {
         let egress = (snapshot.instance.egress_bandwidth)
             .map(|b| carry(previous.and_then(|(p, _)| p.egress.as_ref()), crate::limit::bandwidth::egress_rate(b)));
         Arc::new(Self { instance, services, apis, consumers, egress })
+    }
+
+    /// The cluster-scoped rules, named for Redis: `instance`, `service:NAME`, `api:SVC/NAME`.
+    pub fn cluster_rules(&self, snapshot: &Snapshot) -> Vec<(String, Arc<RateRule>)> {
+        let fed = |r: &Option<Arc<RateRule>>| r.as_ref().filter(|r| r.bucket.feed.is_some()).cloned();
+        let mut out = Vec::new();
+        out.extend(fed(&self.instance).map(|r| ("instance".to_string(), r)));
+        for (i, r) in self.services.iter().enumerate() {
+            out.extend(fed(r).map(|r| (format!("service:{}", snapshot.services[i].name), r)));
+        }
+        for (i, r) in self.apis.iter().enumerate() {
+            out.extend(fed(r).map(|r| (format!("api:{}", snapshot.api_label(i)), r)));
+        }
+        out
     }
 }
 

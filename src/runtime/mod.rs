@@ -174,6 +174,18 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
     running.reloader = Some(reloader.clone());
     // DNS-named endpoints: resolved off the workers from now on (start-up does not wait)
     let dns = dns::start(reloader.clone(), running.draining.clone())?;
+    // cluster-scoped caps: their node quotas are fed from Redis by a thread of their own
+    let cluster = match snapshot.cluster.clone() {
+        Some(cfg) => {
+            let r = reloader.clone();
+            let rules: crate::cluster::RuleSource = Box::new(move || {
+                let (snapshot, rates) = r.running();
+                rates.cluster_rules(&snapshot)
+            });
+            Some(crate::cluster::start(cfg, rules, running.draining.clone())?)
+        }
+        None => None,
+    };
     if let Some(addr) = snapshot.admin {
         let state = crate::admin::AdminState {
             snapshot: snapshot.clone(),
@@ -185,6 +197,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
             window_base: None,
             reloader: Some(reloader),
             dns,
+            cluster,
         };
         match crate::admin::start(addr, state, running.draining.clone()) {
             Ok(handle) => {

@@ -123,6 +123,12 @@ impl Reloader {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The running config with its shared rate buckets (waits for a reload in progress).
+    pub fn running(&self) -> (Arc<Snapshot>, Arc<SharedRates>) {
+        let s = self.lock();
+        (s.snapshot.clone(), s.rates.clone())
+    }
+
     /// The running config, without waiting for a reload in progress.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -362,6 +368,9 @@ fn restart_only(old: &Snapshot, new: &Snapshot) -> Result<(), String> {
     }
     if old.admin != new.admin {
         changed.push("admin.listen");
+    }
+    if old.cluster != new.cluster {
+        changed.push("cluster");
     }
     let log = |s: &Snapshot| s.access_log.as_ref().map(|l| format!("{:?}", l.target));
     if log(old) != log(new) {

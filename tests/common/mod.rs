@@ -6,6 +6,7 @@
 
 pub mod bin;
 pub mod dns;
+pub mod redis;
 pub mod tls;
 pub mod waf;
 
@@ -109,6 +110,8 @@ pub struct SeenRequest {
     pub peer: SocketAddr,
     /// Index of the origin connection it arrived on.
     pub conn: usize,
+    /// When its head was complete.
+    pub at: std::time::Instant,
 }
 
 impl SeenRequest {
@@ -355,6 +358,7 @@ fn read_origin_request(
                 chunked,
                 peer,
                 conn,
+                at: std::time::Instant::now(),
             };
             break (req, n, cl, chunked);
         }

@@ -295,3 +295,26 @@ fn waf_errors_name_the_key_and_line() {
     let e = err(&text);
     assert!(e.contains("service.shop.waf") && e.contains(&line) && e.contains("no [waf.crs] section"), "{e}");
 }
+
+#[test]
+fn cluster_scope_needs_a_cluster_section_and_a_cap() {
+    let with_scope =
+        OK.replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nmax_qps = 1000\nscope = \"cluster\"");
+    let e = err(&with_scope);
+    assert!(e.contains("service.shop.scope") && e.contains("needs a [cluster] section"), "{e}");
+    let cluster = "\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"gw-1\"\n";
+    let s = compile(&format!("{with_scope}{cluster}"), 1).unwrap();
+    assert!(s.services[0].limit_cluster && !s.instance.limit_cluster);
+    let c = s.cluster.as_ref().unwrap();
+    assert_eq!(
+        (c.node.as_str(), c.lease, c.on_error),
+        ("gw-1", Duration::from_millis(100), crate::cluster::OnRedisError::LocalShare)
+    );
+    let no_cap = OK.replace("base_path = \"/shop/\"", "base_path = \"/shop/\"\nscope = \"cluster\"");
+    let e = err(&format!("{no_cap}{cluster}"));
+    assert!(e.contains("service.shop.scope") && e.contains("set max_qps here"), "{e}");
+    let e = err(&format!("{OK}\n[cluster]\nredis = \"http://x\"\n"));
+    assert!(e.contains("cluster.redis") && e.contains("(line "), "{e}");
+    let e = err(&format!("{OK}\n[cluster]\nredis = \"redis://x:1\"\non_redis_error = \"panic\"\n"));
+    assert!(e.contains("cluster.on_redis_error"), "{e}");
+}
