@@ -129,7 +129,10 @@ pub fn handle(state: &mut AdminState, req: &Request<'_>) -> Reply {
             "/healthz" | "/stats/latency" | "/metrics" | "/upstreams" | "/cluster" | "/config" | "/reload" | "/"
             | "/dashboard",
         ) => Reply::text(405, "method not allowed\n"),
-        _ => Reply::text(404, "not found; see GET /healthz /stats/latency /metrics /upstreams /cluster /config /dashboard\n"),
+        _ => Reply::text(
+            404,
+            "not found; see GET /healthz /stats/latency /metrics /upstreams /cluster /config /dashboard\n",
+        ),
     }
 }
 
