@@ -16,6 +16,14 @@ use common::*;
 
 const CAP: u64 = 300;
 
+/// The tests here each run several gateways and paced clients and measure 1 s windows: one at a
+/// time, so they do not take each other's CPU on a small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn node_config(redis: &str, node: &str, origin: SocketAddr, on_error: &str) -> String {
     format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[cluster]\n{redis}\nnode = \"{node}\"\nlease_ms = 100\non_redis_error = \"{on_error}\"\n\n{}\n[service.shop]\nmax_qps = {CAP}\nscope = \"cluster\"\n[[service.shop.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"o\"\n",
@@ -94,6 +102,7 @@ fn within(w: u64, pct: f64) -> bool {
 
 #[test]
 fn three_nodes_hold_one_cap_under_skew_and_when_one_dies() {
+    let _serial = one_at_a_time();
     let redis = RedisServer::start();
     let origin = MockUpstream::start(|_| Reply::ok("ok"));
     let mut nodes = start_nodes(&format!("redis = \"{}\"", redis.url()), origin.addr, "local_share", 3);
@@ -134,6 +143,7 @@ fn three_nodes_hold_one_cap_under_skew_and_when_one_dies() {
 
 #[test]
 fn a_redis_outage_applies_on_redis_error_and_recovery_holds_the_cap() {
+    let _serial = one_at_a_time();
     let mut redis = RedisServer::start();
     let origin = MockUpstream::start(|_| Reply::ok("ok"));
     let nodes = start_nodes(&format!("redis = \"{}\"", redis.url()), origin.addr, "local_share", 2);
@@ -171,6 +181,7 @@ fn a_redis_outage_applies_on_redis_error_and_recovery_holds_the_cap() {
 
 #[test]
 fn deny_on_redis_error_refuses_while_redis_is_away() {
+    let _serial = one_at_a_time();
     let mut redis = RedisServer::start();
     let origin = MockUpstream::start(|_| Reply::ok("ok"));
     let nodes = start_nodes(&format!("redis = \"{}\"", redis.url()), origin.addr, "deny", 1);
@@ -184,6 +195,7 @@ fn deny_on_redis_error_refuses_while_redis_is_away() {
 
 #[test]
 fn a_redis_cluster_backs_the_cap_too() {
+    let _serial = one_at_a_time();
     let cluster = RedisCluster::start();
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let origin = MockUpstream::start(|_| Reply::ok("ok"));
