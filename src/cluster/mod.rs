@@ -264,7 +264,10 @@ impl Node {
             }
             return;
         }
-        let target = (state.demand * lease_s * 1.25).clamp(1.0, (cap * lease_s).max(1.0)) as u64;
+        // the reserve: enough for one lease interval of demand, but never more than 1.5x this
+        // node's fair share of one (a big reserve moves tokens between 1 s windows as it swings)
+        let ceiling = (cap / live * lease_s * 1.5).max(1.0);
+        let target = (state.demand * lease_s * 1.25).clamp(1.0, ceiling) as u64;
         let quota = feed.quota();
         let Some(con) = self.con.as_deref_mut() else { return };
         let t0 = Instant::now();
