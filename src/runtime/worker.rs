@@ -166,7 +166,17 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
                 let generation = snapshot.generation;
                 let next = super::Generation::carry(snapshot, rates, &shard.generation(), &map);
                 shard.switch(next, &map);
-                slots = relisten(&shard, slots, listeners, handler);
+                let removed;
+                (slots, removed) = relisten(&shard, slots, listeners, handler);
+                // a removed listener's socket is closed before the reload is confirmed: its
+                // accept loop ends at its next poll, and the close is one more ring operation
+                let settle = Instant::now() + CLOSE_WAIT;
+                while removed.iter().any(|s| !s.finished.get()) && Instant::now() < settle {
+                    monoio::time::sleep(CLOSE_POLL).await;
+                }
+                if !removed.is_empty() {
+                    monoio::time::sleep(CLOSE_POLL).await;
+                }
                 *shard.events.borrow_mut() = Some(events);
                 tracing::info!(
                     worker = id,
@@ -259,7 +269,7 @@ fn relisten(
     old: Vec<Accepting>,
     updates: Vec<super::control::ListenerUpdate>,
     handler: super::ConnHandler,
-) -> Vec<Accepting> {
+) -> (Vec<Accepting>, Vec<Rc<StopSlot>>) {
     use super::control::ListenerUpdate;
     let mut old: Vec<Option<Accepting>> = old.into_iter().map(Some).collect();
     let mut next = Vec::with_capacity(updates.len());
@@ -281,12 +291,14 @@ fn relisten(
             },
         }
     }
+    let mut removed = Vec::new();
     for gone in old.into_iter().flatten() {
         tracing::info!(listener = %gone.name, "Listener removed: no longer accepting");
         gone.index.set(usize::MAX);
         gone.stop.stop();
+        removed.push(gone.stop);
     }
-    next
+    (next, removed)
 }
 
 /// How often a draining worker checks its in-flight count and connections.
