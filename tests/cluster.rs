@@ -216,3 +216,21 @@ fn a_redis_cluster_backs_the_cap_too() {
         assert!(within(n, 5.0), "window {i}: {n} arrivals, cap {CAP} (all: {w:?})");
     }
 }
+
+#[test]
+fn a_draining_node_keeps_admitting_under_its_cluster_cap() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let origin = MockUpstream::start(|_| Reply::ok("ok"));
+    let body = node_config(&format!("redis = \"{}\"", redis.url()), "gw-drain", origin.addr, "deny");
+    let node = Node(spawn_with(&format!("cluster-drain-{}", std::process::id()), "drain_delay_ms = 1500", &body));
+    let addr = node.0.addr;
+    assert!(eventually(Duration::from_secs(5), || get(addr, "x", "/").status == 200), "leasing works");
+    signal(&node.0.child, "TERM");
+    // during the drain delay the node still serves: its cluster thread keeps feeding the cap
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..5 {
+        assert_eq!(get(addr, "x", "/").status, 200, "a request during the drain delay is admitted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -64,6 +64,9 @@ pub struct Running {
     log_writer: Option<crate::metrics::LogWriter>,
     /// Set when the drain delay starts: `/healthz` answers 503 `draining`.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the workers have stopped: the DNS and cluster threads end then (not at the drain's
+    /// start: requests served during the drain still need endpoints and cluster tokens).
+    background_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An accepted client connection, as a worker hands it to its connection handler.
@@ -141,6 +144,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
         reloader: None,
         log_writer,
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        background_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let mut cpus_used = vec![None; workers];
     for _ in 0..workers {
@@ -173,7 +177,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
     ));
     running.reloader = Some(reloader.clone());
     // DNS-named endpoints: resolved off the workers from now on (start-up does not wait)
-    let dns = dns::start(reloader.clone(), running.draining.clone())?;
+    let dns = dns::start(reloader.clone(), running.background_stop.clone())?;
     // cluster-scoped caps: their node quotas are fed from Redis by a thread of their own
     let cluster = match snapshot.cluster.clone() {
         Some(cfg) => {
@@ -182,7 +186,7 @@ pub fn start(snapshot: Arc<Snapshot>, handler: ConnHandler, options: StartOption
                 let (snapshot, rates) = r.running();
                 rates.cluster_rules(&snapshot)
             });
-            Some(crate::cluster::start(cfg, rules, running.draining.clone())?)
+            Some(crate::cluster::start(cfg, rules, running.background_stop.clone())?)
         }
         None => None,
     };
@@ -285,6 +289,7 @@ impl Running {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+        self.background_stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(admin) = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take() {
             admin.stop();
         }
