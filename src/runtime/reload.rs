@@ -86,8 +86,9 @@ pub struct Reloader {
     draining: Arc<AtomicBool>,
     /// Reload requests made so far (tickets).
     requested: std::sync::atomic::AtomicU64,
-    /// The running snapshot, readable without waiting for a reload in progress.
-    running: Mutex<Arc<Snapshot>>,
+    /// The running snapshot and its rate buckets, readable without waiting for a reload in
+    /// progress (the DNS and cluster threads read them many times a second).
+    running: Mutex<(Arc<Snapshot>, Arc<SharedRates>)>,
 }
 
 impl Reloader {
@@ -115,7 +116,7 @@ impl Reloader {
             listener_addrs,
             resolved: Default::default(),
         };
-        let running = Mutex::new(state.snapshot.clone());
+        let running = Mutex::new((state.snapshot.clone(), state.rates.clone()));
         Self { state: Mutex::new(state), draining, requested: Default::default(), running }
     }
 
@@ -123,15 +124,14 @@ impl Reloader {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The running config with its shared rate buckets (waits for a reload in progress).
+    /// The running config with its shared rate buckets, without waiting for a reload in progress.
     pub fn running(&self) -> (Arc<Snapshot>, Arc<SharedRates>) {
-        let s = self.lock();
-        (s.snapshot.clone(), s.rates.clone())
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The running config, without waiting for a reload in progress.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
     /// The running config, its endpoint table and the last reload's outcome (waits for a
@@ -282,6 +282,9 @@ impl Reloader {
         }
         s.listener_addrs = bound;
         drop(ack_tx);
+        // from here requests start on the new config: the DNS and cluster threads follow it now
+        // (a changed cluster-scoped rule's new bucket must be fed while workers switch)
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = (next.clone(), rates.clone());
         let deadline = std::time::Instant::now() + SWITCH_WAIT;
         let mut pending: Vec<usize> = (0..s.outboxes.len()).collect();
         while !pending.is_empty() {
@@ -300,7 +303,6 @@ impl Reloader {
             .map_err(|e| ReloadError::Refused(format!("cannot start the endpoint supervisor: {e}")))?;
         s.supervisor = Some(supervisor);
         s.snapshot = next.clone();
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
         s.rates = rates;
         tracing::info!(
             generation = next.generation,
