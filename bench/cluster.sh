@@ -52,13 +52,13 @@ load() { # $1 seconds; wrk on every live node, 70% of the connections on gw-0
 for n in gw-0 gw-1 gw-2; do start_node "$n"; done
 sleep 1.5
 echo "== A: 3 nodes, cap $CAP/s, gw-2 killed at $((DUR / 2)) s"
-python3 bench/count_origin.py "$ORIGIN" "$((DUR + 1))" "$W/a.txt" & sink=$!
+python3 bench/origin_counter.py "$ORIGIN" "$((DUR + 1))" "$W/a.txt" & sink=$!
 sleep 0.3; load "$DUR"
 sleep "$((DUR / 2))"; kill -9 "${PID[gw-2]}"
 wait "$sink"; table "$W/a.txt"
 sleep 1
 echo "== B: gw-0 and gw-1, Redis stopped at $((DUR / 3)) s, restarted at $((2 * DUR / 3)) s (local_share)"
-python3 bench/count_origin.py "$ORIGIN" "$((DUR + 1))" "$W/b.txt" & sink=$!
+python3 bench/origin_counter.py "$ORIGIN" "$((DUR + 1))" "$W/b.txt" & sink=$!
 sleep 0.3; load "$DUR"
 sleep "$((DUR / 3))"; kill "$RP"; wait "$RP" 2>/dev/null || true
 sleep "$((DUR / 3))"; redis_up

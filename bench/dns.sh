@@ -19,18 +19,7 @@ echo "127.0.0.2 flip.test" >"$W/hosts"
   --port="$DNSPORT" --addn-hosts="$W/hosts" --local-ttl=1 --no-negcache --user=root --pid-file="$W/dnsmasq.pid" &
 DNSMASQ=$!
 PIDS+=($DNSMASQ)
-cat >"$W/ringway.toml" <<TOML
-[instance]
-workers = "auto"
-resolver = ["127.0.0.1:$DNSPORT"]
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PROXY"
-[http]
-keepalive_requests = 100000000
-[upstream.o]
-endpoints = [{ addr = "flip.test:$ORIGIN" }]
+{ gateway_toml "resolver = [\"127.0.0.1:$DNSPORT\"]" "flip.test:$ORIGIN"; cat <<TOML
 dns_refresh_ms = 200
 [service.s]
 [[service.s.api]]
@@ -38,9 +27,9 @@ name = "all"
 path = "/*"
 upstream = "o"
 TOML
+} >"$W/ringway.toml"
 start_ringway
 for _ in $(seq 1 50); do curl -sf "127.0.0.1:$PROXY/" >/dev/null && break; sleep 0.1; done
-ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
 generation() { curl -s "127.0.0.1:$ADMIN/config" | sed -n 's/^{"generation":\([0-9]*\).*/\1/p'; }
 flipper() { # flips the record every second for $1 seconds
   local i=0
@@ -60,11 +49,10 @@ for r in $(seq 1 "$REPS"); do
     read -r n rps p50 p99 non <<<"$(wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$PROXY/" | wrk_summary)"
     [[ $kind == flip ]] && wait "$fp"
     g1=$(generation)
-    v=$(ms "$p99")
+    v=$(to_ms "$p99")
     [[ $kind == steady ]] && STEADY+=("$v") || FLIP+=("$v")
     printf '%d %-6s rps=%s p50=%s p99=%s non2xx=%s switches=%d\n' "$r" "$kind" "$rps" "$p50" "$p99" "$non" $((g1 - g0))
   done
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ms_=$(median "${STEADY[@]}"); mf=$(median "${FLIP[@]}")
 echo "median p99: steady ${ms_} ms, flipping ${mf} ms, ratio $(awk -v a="$mf" -v b="$ms_" 'BEGIN{printf "%.2f", a/b}')"

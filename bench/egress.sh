@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # egress.sh - accuracy of the egress bandwidth cap: wrk uploads (POST, BODY_BYTES each, CONNS
 # connections, both workers) through ringway capped at CAP bytes/s to a Python origin that counts
-# the body bytes it receives per whole second (bench/egress_sink.py). Prints the offered rate
+# the body bytes it receives per whole second (bench/origin_counter.py --bytes). Prints the offered rate
 # without the cap first (same load, uncapped, DUR/2 s), then each 1 s window under the cap and its
 # deviation from the cap. The first and last windows are partial and left out.
 # Knobs: CAP [10000000], DUR [10], CONNS [8], BODY_BYTES [262144]. Needs wrk, python3.
@@ -15,18 +15,7 @@ wrk.body = string.rep("x", $BODY_BYTES)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 config() { # $1: extra [instance] lines
-  cat >"$W/ringway.toml" <<TOML
-[instance]
-workers = "auto"
-$1
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PROXY"
-[http]
-keepalive_requests = 100000000
-[upstream.o]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+  { gateway_toml "$1"; cat <<TOML
 [service.s]
 [[service.s.api]]
 name = "all"
@@ -34,9 +23,10 @@ path = "/*"
 upstream = "o"
 max_body_bytes = 0
 TOML
+} >"$W/ringway.toml"
 }
 measure() { # $1: seconds, $2: output file
-  python3 bench/egress_sink.py "$ORIGIN" "$(($1 + 2))" "$2" &
+  python3 bench/origin_counter.py --bytes "$ORIGIN" "$(($1 + 2))" "$2" &
   local sink=$!
   sleep 0.5
   wrk -t2 -c"$CONNS" -d"${1}s" -s "$W/post.lua" "http://127.0.0.1:$PROXY/up" >/dev/null

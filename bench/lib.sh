@@ -1,7 +1,9 @@
 # Shared setup for the single-gateway benches (sourced, not run): builds the release binary,
 # makes a work dir $W cleaned on exit with every PID in $PIDS, picks free ports ORIGIN, PROXY,
 # ADMIN, and writes an nginx origin config ("ok\n" on every path) to $W/origin.conf. Helpers:
-# start_origin [CONF], start_ringway (on $W/ringway.toml; sets RW), cpu_ns [PID], wrk_summary.
+# start_origin [CONF], gateway_toml [INSTANCE_LINES] [ENDPOINT], start_ringway (on
+# $W/ringway.toml; sets RW), cpu_ns [PID], wrk_summary, to_ms (wrk's "812.00us"/"1.2ms"/"2s" in
+# ms), median VALUES...
 cargo build --release --quiet
 W=$(mktemp -d -t "ringway-${1:-bench}.XXXXXX"); chmod 755 "$W"
 PIDS=()
@@ -36,3 +38,25 @@ wrk_summary() {
     / requests in / {n=$1} /Non-2xx/ {non=$5} /Requests\/sec/ {rps=$2}
     END {printf "%s %s %s %s %s\n", n, rps, p50, p99, (non == "" ? 0 : non)}'
 }
+# The common head of a bench config on stdout: [instance] (workers = "auto" plus INSTANCE_LINES),
+# [admin] on $ADMIN, one listener on $PROXY, keep-alive without a request limit, and upstream "o"
+# at ENDPOINT (default: the nginx origin). Scripts append their services.
+gateway_toml() {
+  cat <<TOML
+[instance]
+workers = "auto"
+${1:-}
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[[listener]]
+listen = "127.0.0.1:$PROXY"
+[http]
+keepalive_requests = 100000000
+[upstream.o]
+endpoints = [{ addr = "${2:-127.0.0.1:$ORIGIN}" }]
+TOML
+}
+# A wrk duration ("812.00us", "1.20ms", "2.00s") in milliseconds.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
+# The median of the arguments.
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

@@ -35,17 +35,7 @@ request = function()
 end
 LUA
 start_origin
-cat >"$W/ringway.toml" <<TOML
-[instance]
-workers = "auto"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PROXY"
-[http]
-keepalive_requests = 100000000
-[upstream.o]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+{ gateway_toml; cat <<TOML
 [consumer.partner]
 keys = ["k-bench-partner-0001"]
 [consumer.mobile]
@@ -73,6 +63,7 @@ name = "all"
 path = "/*"
 upstream = "o"
 TOML
+} >"$W/ringway.toml"
 start_ringway
 URL="http://127.0.0.1:$PROXY/items"
 run() { # $1: row

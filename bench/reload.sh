@@ -16,17 +16,7 @@ source bench/lib.sh reload
 write() { # $1: 1 = with the extra API
   local extra=""
   [[ "$1" == 1 ]] && extra=$'[[service.s.api]]\nname = "extra"\npath = "/extra/*"\nupstream = "o"\n'
-  cat >"$W/ringway.toml" <<EOF
-[instance]
-workers = "auto"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PROXY"
-[http]
-keepalive_requests = 100000000
-[upstream.o]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+  { gateway_toml; cat <<EOF
 [service.s]
 [[service.s.api]]
 name = "all"
@@ -34,12 +24,12 @@ path = "/*"
 upstream = "o"
 $extra
 EOF
+} >"$W/ringway.toml"
 }
 start_origin
 write 0
 start_ringway
 cp "$W/ringway.toml" "$W/cfg0.toml"; write 1; cp "$W/ringway.toml" "$W/cfg1.toml"; cp "$W/cfg0.toml" "$W/ringway.toml"
-ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
 run() { wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$PROXY/" | awk '
   /Latency Distribution/ {d=1} d && /50%/ {p50=$2} d && /99%/ {p99=$2}
   /^    Latency/ {max=$4} /Socket errors/ {err=$0} /Non-2xx/ {non=$0} /Requests\/sec/ {rps=$2}
@@ -53,12 +43,11 @@ for r in $(seq 1 "$REPS"); do
     flag=(); [[ $kind == control ]] && flag=(--control)
     driver "${flag[@]}" >"$W/driver.txt" & dp=$!
     line=$(run); wait "$dp" || echo "  (driver reported a non-200 answer)"
-    p99=$(ms "$(sed -n 's/.* p99=\([^ ]*\).*/\1/p' <<<"$line")")
+    p99=$(to_ms "$(sed -n 's/.* p99=\([^ ]*\).*/\1/p' <<<"$line")")
     [[ $kind == control ]] && CTL+=("$p99") || REL+=("$p99")
     printf '%d %-8s %s | %s\n' "$r" "$kind" "$line" "$(cat "$W/driver.txt")"
   done
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 mc=$(median "${CTL[@]}"); mr=$(median "${REL[@]}")
 echo "median p99: control ${mc} ms, reload ${mr} ms, ratio $(awk -v a="$mr" -v b="$mc" 'BEGIN{printf "%.2f", a/b}')"
 curl -s "127.0.0.1:$ADMIN/config" | head -c 120; echo

@@ -23,17 +23,7 @@ start_origin
 STUB=$(free_port)
 sed "s/127.0.0.1:$ORIGIN/127.0.0.1:$STUB/; s#$W/nginx.pid#$W/stub.pid#; s#\"ok\\\\n\"#\"\"#" "$W/origin.conf" >"$W/stub.conf"
 start_origin "$W/stub.conf"
-cat >"$W/ringway.toml" <<TOML
-[instance]
-workers = "auto"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[[listener]]
-listen = "127.0.0.1:$PROXY"
-[http]
-keepalive_requests = 100000000
-[upstream.o]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+{ gateway_toml; cat <<TOML
 [upstream.waf]
 endpoints = [{ addr = "127.0.0.1:$WAFPORT" }]
 [upstream.stub]
@@ -65,6 +55,7 @@ name = "all"
 path = "/*"
 upstream = "o"
 TOML
+} >"$W/ringway.toml"
 start_ringway
 for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$WAFPORT/" && break; sleep 0.1; done
 URL="http://127.0.0.1:$PROXY/items?q=walking+shoes"

@@ -1,16 +1,27 @@
 #!/usr/bin/env python3
-"""egress_sink.py PORT SECONDS OUT - an HTTP/1.1 origin that reads request bodies (Content-Length)
-and answers 200, counting the body bytes it receives in each whole second; after SECONDS it
-writes one count per line to OUT and exits. For bench/egress.sh."""
+"""origin_counter.py [--bytes] PORT SECONDS OUT - an HTTP/1.1 origin for the benches that
+answers every request 200 (reading Content-Length bodies) and counts, per whole second since the
+first arrival, requests (default) or received body bytes (--bytes). After SECONDS it writes
+"second count" lines to OUT and exits. Used by bench/cluster.sh and bench/egress.sh."""
 import asyncio, os, sys, time
 
-PORT, SECONDS, OUT = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-counts = {}
-t0 = None
+args = sys.argv[1:]
+BYTES = args[0] == "--bytes"
+if BYTES:
+    args = args[1:]
+PORT, SECONDS, OUT = int(args[0]), float(args[1]), args[2]
+counts, t0 = {}, [None]
+REPLY = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"
+
+
+def count(n):
+    now = time.monotonic()
+    t0[0] = t0[0] or now
+    sec = int(now - t0[0])
+    counts[sec] = counts.get(sec, 0) + n
 
 
 async def serve(reader, writer):
-    global t0
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -18,16 +29,16 @@ async def serve(reader, writer):
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
+            if not BYTES:
+                count(1)
             while length > 0:
                 chunk = await reader.read(min(length, 262144))
                 if not chunk:
                     return
                 length -= len(chunk)
-                now = time.monotonic()
-                t0 = t0 or now
-                sec = int(now - t0)
-                counts[sec] = counts.get(sec, 0) + len(chunk)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                if BYTES:
+                    count(len(chunk))
+            writer.write(REPLY)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
