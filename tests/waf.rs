@@ -301,3 +301,26 @@ fn a_head_request_is_checked_without_waiting_for_a_body() {
     }
     assert_eq!(metric(&gw, "allow"), 3);
 }
+
+#[test]
+fn waf_calls_count_against_the_egress_cap() {
+    // a mock API: the only bytes sent to an upstream are the WAF calls
+    let waf = scripted(Reply::status(200, "ok"));
+    let body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}\n{}\n[service.s]\nwaf = \"w\"\n[[service.s.api]]\nname = \"all\"\npath = \"/*\"\nmock = {{ body = \"m\" }}\n",
+        upstream_toml("wafup", &[waf.addr]),
+        waf_section("w", "wafup", "send_body_bytes = 0"),
+    );
+    let gw = TestGateway::start_with_instance(&body, "egress_bandwidth_bytes_per_s = 100000000");
+    for _ in 0..10 {
+        assert_eq!(get(gw.addr, "x", "/a").status, 200);
+    }
+    let metrics = http_get(gw.admin.unwrap(), "/metrics").1;
+    let bytes: f64 = (metrics.lines())
+        .filter(|l| l.starts_with("ringway_egress_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // each WAF request is well over 60 bytes
+    assert!(bytes >= 10.0 * 60.0, "{bytes} bytes counted for 10 WAF calls");
+    assert_eq!(waf.request_count(), 10);
+}

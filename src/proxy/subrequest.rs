@@ -54,7 +54,8 @@ async fn call(
         shard.count(gen, |m| m.upstreams[uid].requests += 1);
         up.requests += 1;
         let max = gen.snapshot.http.max_header_bytes;
-        match monoio::time::timeout(left, exchange(&mut up.conn, request, max, left)).await {
+        let shaper = gen.rates.egress.as_deref().map(|rule| (&shard.egress, rule));
+        match monoio::time::timeout(left, exchange(&mut up.conn, request, max, left, shaper)).await {
             Ok(Ok((status, reusable))) => {
                 shard.report(gen, uid, up.ep, status >= 500);
                 let up_cfg = &gen.snapshot.upstreams[uid];
@@ -81,7 +82,17 @@ async fn call(
 
 /// Sends `request` and reads the response head and body. Returns the status and whether the
 /// connection can be reused. `timeout` only bounds single reads (the caller bounds the whole).
-async fn exchange(conn: &mut Conn, request: &[u8], max: usize, timeout: Duration) -> Result<(u16, bool), Error> {
+async fn exchange(
+    conn: &mut Conn,
+    request: &[u8],
+    max: usize,
+    timeout: Duration,
+    shaper: Option<(&crate::limit::bandwidth::Shaper, &crate::limit::RateRule)>,
+) -> Result<(u16, bool), Error> {
+    // the WAF is an upstream: its bytes count against the egress cap like any request's
+    if let Some((shaper, rule)) = shaper {
+        shaper.acquire(rule, request.len() as u64).await;
+    }
     let mut out = request.to_vec();
     if let Err(e) = write_out(&mut conn.stream, &mut out, timeout).await {
         return Err(Error::upstream(Kind::UpstreamClosed, "sending").with_source(e).with_retry(Retry::StaleConnection));
