@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# callgrind.sh - ringway's own instructions per proxied request, counted by valgrind's callgrind
+# (deterministic: the same binary and load give the same count whatever else the machine does,
+# unlike CPU time on this 2-core box; what it leaves out is the kernel's share, docs/PERF.md).
+# One worker on the legacy (epoll) driver (valgrind does not run io_uring), an nginx origin,
+# N keep-alive requests from one wrk-like Python client over CONNS connections. Counting starts
+# after a warm-up (callgrind_control --zero) and stops at the end (--dump); prints
+# instructions/request and the top functions. BIN=... compares another build.
+# Knobs: N [20000], CONNS [10], BIN [target/release/ringway]. Needs valgrind, nginx, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20000}; CONNS=${CONNS:-10}
+source bench/lib.sh callgrind
+BIN=${BIN:-target/release/ringway}
+start_origin
+{ gateway_toml "io_driver = \"legacy\""; cat <<TOML
+[service.s]
+[[service.s.api]]
+name = "all"
+path = "/*"
+upstream = "o"
+TOML
+} | sed 's/^workers = "auto"/workers = 1/' >"$W/ringway.toml"
+valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" --dump-instr=no "$BIN" -c "$W/ringway.toml" 2>"$W/vg.log" &
+VG=$!
+PIDS+=($VG)
+for _ in $(seq 1 200); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+load() { # $1 requests over CONNS keep-alive connections
+  python3 - "$PROXY" "$1" "$CONNS" <<'PY'
+import socket, sys, threading
+port, n, conns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+req = b"GET /items HTTP/1.1\r\nHost: x\r\n\r\n"
+def run(k):
+    s = socket.create_connection(("127.0.0.1", port))
+    buf = b""
+    for _ in range(k):
+        s.sendall(req)
+        while b"\r\n\r\n" not in buf or len(buf) < buf.index(b"\r\n\r\n") + 4 + 3:
+            buf += s.recv(65536)
+        buf = buf[buf.index(b"\r\n\r\n") + 4 + 3:]
+    s.close()
+ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+}
+load 2000                                   # warm-up: pools, caches
+callgrind_control --zero "$VG" >/dev/null
+load "$N"
+callgrind_control --dump "$VG" >/dev/null
+sleep 0.5
+OUTF=$(ls -t "$W"/cg.out* | head -1); [[ -n "${KEEP:-}" ]] && cp "$OUTF" "$KEEP"
+total=$(callgrind_annotate "$OUTF" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "instructions per request: $(awk -v t="$total" -v n="$N" 'BEGIN{printf "%.0f", t/n}') ($total over $N requests)"
+callgrind_annotate --inclusive=yes "$OUTF" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | grep -E "ringway::|memcpy|memmove|httparse" | head -20 | sed -E "s/ \[[^]]*\]$//" | cut -c1-160
