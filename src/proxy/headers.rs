@@ -50,6 +50,12 @@ fn is_in(name: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|n| eq_ignore_case(name, n))
 }
 
+/// Whether a request field is hop-by-hop for a hop whose `Connection` fields list `named`: it
+/// is not passed on (fields the gateway needs are never removed by `Connection`).
+pub fn is_hop_by_hop(name: &[u8], named: &[&[u8]]) -> bool {
+    is_in(name, &HOP_BY_HOP) || (is_in(name, named) && !is_in(name, &PROTECTED))
+}
+
 /// What the upstream request needs besides the parsed head.
 pub struct RequestContext<'a> {
     /// The normalised path (what routing matched), sent instead of the client's spelling.
@@ -101,7 +107,7 @@ pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead<'_, '_>, cx: &Re
     let mut host: Option<&[u8]> = None;
     for h in head.headers {
         let name = h.name.as_bytes();
-        if is_in(name, &HOP_BY_HOP) || (is_in(name, &named) && !is_in(name, &PROTECTED)) {
+        if is_hop_by_hop(name, &named) {
             continue;
         }
         if is_in(name, &[b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]) {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
+pub use headers::is_hop_by_hop;
 pub use io::{Conn, STREAM_BUF_BYTES};
 pub use phases::{Next, Scratch};
 pub use session::micros_since;

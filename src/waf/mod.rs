@@ -96,10 +96,7 @@ pub fn decide(config: &WafConfig, answer: &Result<u16, Error>, request_id: &[u8]
     let monitor = config.mode == WafMode::Monitor;
     match *answer {
         Ok(200..=299) => (WafOutcome::Allow, Verdict::Continue),
-        Ok(status @ 400..=499) if monitor => {
-            let _ = status;
-            (WafOutcome::MonitorBlock, Verdict::Continue)
-        }
+        Ok(400..=499) if monitor => (WafOutcome::MonitorBlock, Verdict::Continue),
         Ok(status @ 400..=499) => (WafOutcome::Block, Verdict::Respond(blocked(status, request_id))),
         _ if config.deny_on_error && !monitor => (WafOutcome::Error, Verdict::Respond(blocked(503, request_id))),
         _ => (WafOutcome::Error, Verdict::Continue),

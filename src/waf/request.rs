@@ -5,21 +5,10 @@ use crate::config::WafConfig;
 use crate::filter::FilterRequest;
 use crate::http::{push_header, push_u64};
 
-/// Fields never passed on: hop-by-hop ones (the WAF connection is ours), framing (the body is
-/// re-framed) and the two the gateway sets itself.
-const DROPPED: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "x-forwarded-for",
-    "x-request-id",
-];
+/// Fields never passed on besides the hop-by-hop ones (the WAF connection is ours, and the rule
+/// is the upstream head's, `proxy::is_hop_by_hop`): framing (the body is re-framed) and the two
+/// the gateway sets itself.
+const DROPPED: [&str; 4] = ["content-length", "expect", "x-forwarded-for", "x-request-id"];
 
 /// Writes the WAF request for `req` into `out`.
 pub fn write_request(out: &mut Vec<u8>, config: &WafConfig, req: &FilterRequest<'_>) {
@@ -31,11 +20,17 @@ pub fn write_request(out: &mut Vec<u8>, config: &WafConfig, req: &FilterRequest<
     out.extend_from_slice(head.path());
     out.extend_from_slice(head.query());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection = head.header("connection").unwrap_or_default();
+    // every `Connection` field counts, as for the upstream head
+    let mut named: Vec<Vec<u8>> = Vec::new();
     head.for_each_header(&mut |name, value| {
-        let named_in_connection =
-            crate::http::list_items(connection).any(|item| item.eq_ignore_ascii_case(name.as_bytes()));
-        if !DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) && !named_in_connection {
+        if name.eq_ignore_ascii_case("connection") {
+            named.extend(crate::http::list_items(value).map(<[u8]>::to_vec));
+        }
+    });
+    let named: Vec<&[u8]> = named.iter().map(Vec::as_slice).collect();
+    head.for_each_header(&mut |name, value| {
+        let hop = crate::proxy::is_hop_by_hop(name.as_bytes(), &named);
+        if !hop && !DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)) {
             push_header(out, name.as_bytes(), value);
         }
     });

@@ -62,6 +62,8 @@ fn head() -> Head {
         ("Host", b"shop.test"),
         ("Connection", b"keep-alive, X-Hop"),
         ("X-Hop", b"1"),
+        ("Connection", b"X-Other"),
+        ("X-Other", b"2"),
         ("Transfer-Encoding", b"chunked"),
         ("X-Forwarded-For", b"6.6.6.6"),
         ("Content-Type", b"application/x-www-form-urlencoded"),
@@ -112,7 +114,7 @@ fn the_waf_gets_the_original_request_the_real_client_and_the_body_framed_by_leng
             "x-body-truncated: 1",
             "content-length: 7",
         ],
-        "hop-by-hop fields (and those Connection names) and the client's XFF are not passed on"
+        "hop-by-hop fields (and those any Connection field names) and the client's XFF are not passed on"
     );
     assert_eq!(body, "a=1' OR");
 }
