@@ -122,8 +122,8 @@ struct Node {
     status: StatusHandle,
     scripts: Scripts,
     con: Option<Box<dyn redis::ConnectionLike + Send>>,
-    /// When Redis failed (`None`: leasing works).
-    failed_since: Option<Instant>,
+    /// Redis failed and has not answered since: `on_redis_error` is in force.
+    failed: bool,
     last_connect_try: Option<Instant>,
     last_heartbeat: Option<Instant>,
     live: usize,
@@ -137,7 +137,7 @@ impl Node {
             status,
             scripts: Scripts::default(),
             con: None,
-            failed_since: None,
+            failed: false,
             last_connect_try: None,
             last_heartbeat: None,
             live: 1,
@@ -175,9 +175,9 @@ impl Node {
     }
 
     fn failed(&mut self, what: &str, e: &redis::RedisError) {
-        if self.failed_since.is_none() {
+        if !self.failed {
             tracing::warn!(error = %e, what, mode = ?self.cfg.on_error, "Redis failed; on_redis_error applies");
-            self.failed_since = Some(Instant::now());
+            self.failed = true;
         }
         self.con = None;
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,11 +197,11 @@ impl Node {
             self.last_heartbeat = Some(now);
             self.heartbeat();
         }
+        let keys: Vec<String> = rules.iter().map(|(n, r)| rule_key(n, r)).collect();
         // rules that left the config are forgotten (their Arc goes with the old generation)
-        self.rules.retain(|k, _| rules.iter().any(|(n, r)| *k == rule_key(n, r)));
-        for (name, rule) in rules {
-            let key = rule_key(name, rule);
-            let state = self.rules.entry(key).or_insert_with(|| RuleState {
+        self.rules.retain(|k, _| keys.contains(k));
+        for ((name, rule), key) in rules.iter().zip(&keys) {
+            self.rules.entry(key.clone()).or_insert_with(|| RuleState {
                 spec: BucketSpec::new(name, rule.bucket.rate.per_s, redis_burst(rule.bucket.rate.per_s)),
                 rule: rule.clone(),
                 last_spent: 0,
@@ -211,18 +211,16 @@ impl Node {
                 at: now,
                 credit: 0.0,
             });
-            let _ = state;
         }
-        let keys: Vec<String> = self.rules.keys().cloned().collect();
-        for key in keys {
-            self.feed(&key, now);
+        for key in &keys {
+            self.feed(key, now);
         }
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.mode = match (self.failed_since, self.cfg.on_error) {
-            (None, _) => "redis",
-            (Some(_), OnRedisError::LocalShare) => "local_share",
-            (Some(_), OnRedisError::Allow) => "allow",
-            (Some(_), OnRedisError::Deny) => "deny",
+        st.mode = match (self.failed, self.cfg.on_error) {
+            (false, _) => "redis",
+            (true, OnRedisError::LocalShare) => "local_share",
+            (true, OnRedisError::Allow) => "allow",
+            (true, OnRedisError::Deny) => "deny",
         };
         st.rules = self.rules.iter().map(|(k, s)| (k.clone(), (s.leased_total, s.demand))).collect();
     }
@@ -232,7 +230,7 @@ impl Node {
         let lease_s = self.cfg.lease.as_secs_f64();
         let live = self.live.max(1) as f64;
         let on_error = self.cfg.on_error;
-        let failed = self.failed_since.is_some();
+        let failed = self.failed;
         let Some(state) = self.rules.get_mut(key) else { return };
         let Some(feed) = state.rule.bucket.feed.as_deref() else { return };
         let cap = state.rule.bucket.rate.per_s as f64;
@@ -306,7 +304,7 @@ impl Node {
         })();
         match result {
             Ok(all) => {
-                if self.failed_since.take().is_some() {
+                if std::mem::take(&mut self.failed) {
                     tracing::info!("Redis answers again; leasing resumes");
                     // tokens fed locally while Redis was away are not Redis's: drop them
                     for s in self.rules.values() {
