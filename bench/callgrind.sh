@@ -13,14 +13,7 @@ N=${N:-20000}; CONNS=${CONNS:-10}
 source bench/lib.sh callgrind
 BIN=${BIN:-target/release/ringway}
 start_origin
-{ gateway_toml "io_driver = \"legacy\""; cat <<TOML
-[service.s]
-[[service.s.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-TOML
-} | sed 's/^workers = "auto"/workers = 1/' >"$W/ringway.toml"
+{ gateway_toml "io_driver = \"legacy\""; service_toml s; } | sed 's/^workers = "auto"/workers = 1/' >"$W/ringway.toml"
 valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" --dump-instr=no "$BIN" -c "$W/ringway.toml" 2>"$W/vg.log" &
 VG=$!
 PIDS+=($VG)

@@ -19,14 +19,10 @@ echo "127.0.0.2 flip.test" >"$W/hosts"
   --port="$DNSPORT" --addn-hosts="$W/hosts" --local-ttl=1 --no-negcache --user=root --pid-file="$W/dnsmasq.pid" &
 DNSMASQ=$!
 PIDS+=($DNSMASQ)
-{ gateway_toml "resolver = [\"127.0.0.1:$DNSPORT\"]" "flip.test:$ORIGIN"; cat <<TOML
-dns_refresh_ms = 200
-[service.s]
-[[service.s.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-TOML
+{
+  gateway_toml "resolver = [\"127.0.0.1:$DNSPORT\"]" "flip.test:$ORIGIN"
+  echo "dns_refresh_ms = 200"
+  service_toml s
 } >"$W/ringway.toml"
 start_ringway
 for _ in $(seq 1 50); do curl -sf "127.0.0.1:$PROXY/" >/dev/null && break; sleep 0.1; done

@@ -15,15 +15,7 @@ wrk.body = string.rep("x", $BODY_BYTES)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 config() { # $1: extra [instance] lines
-  { gateway_toml "$1"; cat <<TOML
-[service.s]
-[[service.s.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-max_body_bytes = 0
-TOML
-} >"$W/ringway.toml"
+  { gateway_toml "$1"; service_toml s "" "" "max_body_bytes = 0"; } >"$W/ringway.toml"
 }
 measure() { # $1: seconds, $2: output file
   python3 bench/origin_counter.py --bytes "$ORIGIN" "$(($1 + 2))" "$2" &

@@ -1,7 +1,8 @@
 # Shared setup for the single-gateway benches (sourced, not run): builds the release binary,
 # makes a work dir $W cleaned on exit with every PID in $PIDS, picks free ports ORIGIN, PROXY,
 # ADMIN, and writes an nginx origin config ("ok\n" on every path) to $W/origin.conf. Helpers:
-# start_origin [CONF], gateway_toml [INSTANCE_LINES] [ENDPOINT], start_ringway (on
+# start_origin [CONF], gateway_toml [INSTANCE_LINES] [ENDPOINT], service_toml NAME [HOST]
+# [SERVICE_LINES] [API_LINES], start_ringway (on
 # $W/ringway.toml; sets RW), cpu_ns [PID], wrk_summary, to_ms (wrk's "812.00us"/"1.2ms"/"2s" in
 # ms), median VALUES...
 cargo build --release --quiet
@@ -55,6 +56,16 @@ keepalive_requests = 100000000
 [upstream.o]
 endpoints = [{ addr = "${2:-127.0.0.1:$ORIGIN}" }]
 TOML
+}
+# A service NAME (on HOST when given) with one API "all" proxying every path to upstream "o",
+# on stdout; SERVICE_LINES and API_LINES are added to the two tables.
+service_toml() {
+  echo "[service.$1]"
+  [[ -n "${2:-}" ]] && echo "hosts = [\"$2\"]"
+  [[ -n "${3:-}" ]] && echo "$3"
+  printf '[[service.%s.api]]\nname = "all"\npath = "/*"\nupstream = "o"\n' "$1"
+  [[ -n "${4:-}" ]] && echo "$4"
+  return 0
 }
 # A wrk duration ("812.00us", "1.20ms", "2.00s") in milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }

@@ -40,29 +40,12 @@ start_origin
 keys = ["k-bench-partner-0001"]
 [consumer.mobile]
 jwt = { issuer = "$ISS", audience = "shop", jwks_file = "$W/keys/jwks.json" }
-[service.off]
-hosts = ["off.test"]
-[[service.off.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-[service.on]
-hosts = ["on.test"]
-auth = { methods = ["api_key"] }
-request_headers = { set = { "x-env" = "prod" } }
-cors = { origins = ["https://shop.example.com"] }
-[[service.on.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-[service.jwt]
-hosts = ["jwt.test"]
-auth = { methods = ["jwt"] }
-[[service.jwt.api]]
-name = "all"
-path = "/*"
-upstream = "o"
 TOML
+  service_toml off off.test
+  service_toml on on.test 'auth = { methods = ["api_key"] }
+request_headers = { set = { "x-env" = "prod" } }
+cors = { origins = ["https://shop.example.com"] }'
+  service_toml jwt jwt.test 'auth = { methods = ["jwt"] }'
 } >"$W/ringway.toml"
 start_ringway
 URL="http://127.0.0.1:$PROXY/items"

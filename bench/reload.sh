@@ -16,15 +16,7 @@ source bench/lib.sh reload
 write() { # $1: 1 = with the extra API
   local extra=""
   [[ "$1" == 1 ]] && extra=$'[[service.s.api]]\nname = "extra"\npath = "/extra/*"\nupstream = "o"\n'
-  { gateway_toml; cat <<EOF
-[service.s]
-[[service.s.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-$extra
-EOF
-} >"$W/ringway.toml"
+  { gateway_toml; service_toml s; echo "$extra"; } >"$W/ringway.toml"
 }
 start_origin
 write 0

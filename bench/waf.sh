@@ -34,27 +34,10 @@ timeout_ms = 1000
 [waf.stub]
 upstream = "stub"
 timeout_ms = 1000
-[service.stub]
-hosts = ["stub.test"]
-waf = "stub"
-[[service.stub.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-[service.on]
-hosts = ["on.test"]
-waf = "crs"
-[[service.on.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-[service.off]
-hosts = ["off.test"]
-[[service.off.api]]
-name = "all"
-path = "/*"
-upstream = "o"
 TOML
+  service_toml stub stub.test 'waf = "stub"'
+  service_toml on on.test 'waf = "crs"'
+  service_toml off off.test
 } >"$W/ringway.toml"
 start_ringway
 for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$WAFPORT/" && break; sleep 0.1; done
