@@ -3,9 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use super::tls::{free_port, TempDir};
+use super::tls::{free_port, wait_listening, TempDir};
 
 pub struct Dnsmasq {
     pub addr: SocketAddr,
@@ -41,11 +40,7 @@ impl Dnsmasq {
             .expect("dnsmasq starts");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         // it is up when it answers over TCP too
-        let t0 = std::time::Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "dnsmasq did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(addr, "dnsmasq");
         Self { addr, hosts: file, child: Some(child), _dir: dir }
     }
 

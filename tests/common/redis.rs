@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::tls::{free_port, TempDir};
+use super::tls::{free_port, wait_listening, TempDir};
 
 fn binary(name: &str) -> String {
     let path = format!("/usr/bin/{name}");
@@ -15,14 +15,6 @@ fn binary(name: &str) -> String {
         "MISSING COMPONENT: {name} (apt-get install redis-server; scripts/test.sh installs it)"
     );
     path
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "redis did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 pub struct RedisServer {
@@ -71,7 +63,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        wait_listening(self.addr);
+        wait_listening(self.addr, "redis-server");
     }
 }
 

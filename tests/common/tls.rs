@@ -234,11 +234,7 @@ impl NginxTls {
             .spawn()
             .expect("nginx starts");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let t0 = std::time::Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nginx did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(addr, "nginx");
         Self { addr, child, _dir: dir }
     }
 }
@@ -247,6 +243,15 @@ impl Drop for NginxTls {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits (10 s at most) until a server started as a child process accepts on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str) {
+    let t0 = std::time::Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
