@@ -71,12 +71,28 @@ pub fn is_origin(origin: &str) -> bool {
     let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else {
         return false;
     };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
+    let (host_ok, port) = match rest.strip_prefix('[') {
+        // an IPv6 literal: "[addr]" or "[addr]:port"
+        Some(bracketed) => {
+            let Some((addr, tail)) = bracketed.split_once(']') else { return false };
+            let port = match tail {
+                "" => None,
+                t => match t.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return false,
+                },
+            };
+            (addr.parse::<std::net::Ipv6Addr>().is_ok(), port)
+        }
+        None => {
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+            (ok, port)
+        }
     };
-    let host_ok = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
@@ -126,10 +142,20 @@ mod tests {
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {
-        for ok in ["https://shop.example.com", "http://localhost:8080", "https://[::1]:8443"] {
+        for ok in ["https://shop.example.com", "http://localhost:8080", "https://[::1]:8443", "https://[::1]"] {
             assert!(is_origin(ok), "{ok}");
         }
-        for bad in ["shop.example.com", "https://shop.example.com/", "ftp://x", "https://", "https://a:b", "*"] {
+        for bad in [
+            "shop.example.com",
+            "https://shop.example.com/",
+            "ftp://x",
+            "https://",
+            "https://a:b",
+            "*",
+            "https://a:b:80",
+            "https://[nope]:80",
+            "https://[::1]8443",
+        ] {
             assert!(!is_origin(bad), "{bad}");
         }
     }
