@@ -216,12 +216,4 @@ impl TokenCache {
         }
         self.young.insert(token.into(), (consumer, exp));
     }
-
-    pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

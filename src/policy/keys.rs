@@ -54,14 +54,6 @@ impl KeyTable {
         let (consumer, stored) = self.by_digest.get(&digest(key))?;
         ct_eq(stored, key).then_some(*consumer)
     }
-
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
 }
 
 /// The keys of a `keys_file`: one a line, surrounding whitespace trimmed, empty lines and lines
