@@ -28,6 +28,7 @@ pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_logic;
 pub mod http;
+pub mod http2;
 pub mod limit;
 pub mod metrics;
 pub mod net;

@@ -106,6 +106,7 @@ impl Compiler<'_> {
             self.scope("instance", &file.instance.scope, instance.limit.is_some(), cluster.is_some())?;
         let http = self.http(&file.http)?;
         let listeners = self.listeners(&file.listener)?;
+        let http2 = self.http2(file.http2.as_ref())?;
         let admin = match &file.admin {
             Some(a) => Some(a.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
                 let msg = format!("\"{}\" is not an IP:port address", a.listen.get_ref());
@@ -201,6 +202,7 @@ impl Compiler<'_> {
             admin_token,
             instance,
             http,
+            http2,
             listeners,
             admin,
             access_log,
@@ -400,7 +402,8 @@ impl Compiler<'_> {
                 ));
             }
             let tls = self.listener_tls(i, l)?;
-            out.push(ListenerConfig { name, addr, tls });
+            let http2 = self.listener_http2(i, l, tls.is_some())?;
+            out.push(ListenerConfig { name, addr, tls, http2 });
         }
         Ok(out)
     }
@@ -653,6 +656,7 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 mod cluster;
+mod http2;
 mod limits;
 mod policy;
 mod tls;

@@ -38,6 +38,17 @@ pub struct FileConfig {
     #[serde(default)]
     pub consumer: BTreeMap<String, Spanned<FileConsumer>>,
     pub cluster: Option<Spanned<FileCluster>>,
+    pub http2: Option<Spanned<FileHttp2>>,
+}
+
+/// `[http2]`: limits for client HTTP/2 connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp2 {
+    pub max_concurrent_streams: Option<Spanned<u32>>,
+    pub initial_window_bytes: Option<Spanned<u32>>,
+    pub max_header_list_bytes: Option<Spanned<u32>>,
+    pub idle_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[cluster]`: caps shared by every node using the same Redis.
@@ -241,6 +252,10 @@ pub struct FileListener {
     pub tls_handshake_timeout_ms: Option<Spanned<u64>>,
     /// CA bundle: client certificates signed by it are required.
     pub tls_client_ca: Option<Spanned<String>>,
+    /// HTTPS: offer `h2` by ALPN (default true).
+    pub http2: Option<Spanned<bool>>,
+    /// Plain HTTP: also accept HTTP/2 with prior knowledge (default false).
+    pub h2c: Option<Spanned<bool>>,
 }
 
 /// One `[[listener.tls]]` entry.

@@ -27,6 +27,7 @@ pub struct Snapshot {
     pub admin_token: Option<Secret>,
     pub instance: Instance,
     pub http: HttpLimits,
+    pub http2: Http2Config,
     pub listeners: Vec<ListenerConfig>,
     /// Admin endpoint address, if configured.
     pub admin: Option<SocketAddr>,
@@ -137,6 +138,22 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// HTTPS: certificates, versions, handshake deadline (shared by every worker).
     pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    /// Clients may speak HTTP/2: by ALPN on HTTPS, by prior knowledge (h2c) on plain HTTP.
+    pub http2: bool,
+}
+
+/// `[http2]`, compiled: limits for client HTTP/2 connections.
+#[derive(Debug, Clone)]
+pub struct Http2Config {
+    /// Streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Receive window per stream, bytes (SETTINGS_INITIAL_WINDOW_SIZE); the connection's window
+    /// is this times the stream limit, capped at 16 MiB.
+    pub initial_window_bytes: u32,
+    /// Decoded size of one header block, bytes (SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub max_header_list_bytes: u32,
+    /// A connection with no open stream this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
 }
 
 /// Balancing policy of an upstream.

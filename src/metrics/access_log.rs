@@ -62,6 +62,8 @@ pub struct Entry<'a> {
     pub waf: Option<(&'static str, u64)>,
     /// The authenticated consumer's name (empty: none).
     pub consumer: &'a str,
+    /// The client's protocol, by its ALPN name: `http/1.1`, `http/1.0` or `h2`.
+    pub proto: &'static str,
 }
 
 /// `query` (without `?`) with the values of the parameters named in `redact` (case-insensitive)
@@ -235,6 +237,7 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
     if !e.consumer.is_empty() {
         let _ = write!(b, ",\"consumer\":\"{}\"", e.consumer);
     }
+    let _ = write!(b, ",\"proto\":\"{}\"", e.proto);
     b.push_str("}\n");
 }
 
@@ -279,6 +282,7 @@ fn logfmt_line(b: &mut String, e: &Entry<'_>) {
     if !e.consumer.is_empty() {
         let _ = write!(b, " consumer={}", e.consumer);
     }
+    let _ = write!(b, " proto={}", e.proto);
     b.push('\n');
 }
 
@@ -346,6 +350,7 @@ mod tests {
             error: None,
             waf: Some(("monitor_block", 812)),
             consumer: "",
+            proto: "http/1.1",
         }
     }
 

@@ -77,7 +77,21 @@ pub struct ShardMetrics {
     pub waf: Vec<[u64; 4]>,
     /// Requests per authenticated consumer (refused ones included).
     pub consumers: Vec<u64>,
+    /// HTTP/2: connections after their handshake, streams accepted, connections closed for a
+    /// frame flood (GOAWAY ENHANCE_YOUR_CALM) and for a protocol error.
+    pub h2: [u64; 4],
 }
+
+/// The HTTP/2 counters, in `ShardMetrics::h2` order.
+pub const H2_COUNTERS: [(&str, &str); 4] = [
+    ("ringway_http2_connections_total", "HTTP/2 client connections (after the connection preface), per worker."),
+    ("ringway_http2_streams_total", "HTTP/2 streams accepted (each one request), per worker."),
+    (
+        "ringway_http2_floods_total",
+        "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for a frame flood, per worker.",
+    ),
+    ("ringway_http2_protocol_errors_total", "HTTP/2 connections ended by a protocol error, per worker."),
+];
 
 /// Outcomes of a client's TLS handshake, as counted.
 pub const TLS_RESULTS: [&str; 7] =
@@ -105,6 +119,7 @@ impl ShardMetrics {
             tls_resumed: 0,
             waf: vec![[0; 4]; snapshot.wafs.len()],
             consumers: vec![0; snapshot.consumers.len()],
+            h2: [0; 4],
         }
     }
 
@@ -147,6 +162,7 @@ impl ShardMetrics {
         m.tls_handshakes = self.tls_handshakes;
         m.tls_handshake_us = self.tls_handshake_us;
         m.tls_resumed = self.tls_resumed;
+        m.h2 = self.h2;
         for (j, i) in map.wafs.iter().enumerate() {
             if let Some(i) = *i {
                 m.waf[j] = self.waf[i];
@@ -230,6 +246,7 @@ pub fn merge(snaps: &[MetricsSnapshot]) -> Option<ShardMetrics> {
         }
         total.tls_handshake_us.add(&m.tls_handshake_us);
         total.tls_resumed += m.tls_resumed;
+        total.h2.iter_mut().zip(&m.h2).for_each(|(a, b)| *a += b);
         for (a, b) in total.waf.iter_mut().zip(&m.waf) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }

@@ -353,6 +353,12 @@ fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
             }
         }
     }
+    for (i, (name, help)) in crate::metrics::H2_COUNTERS.iter().enumerate() {
+        header(o, name, "counter", help);
+        for w in workers {
+            let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, w.metrics.h2[i]);
+        }
+    }
     header(o, "ringway_worker_info", "gauge", "One per worker, labelled with its I/O driver and config generation.");
     for w in workers {
         let _ = writeln!(

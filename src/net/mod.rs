@@ -24,6 +24,8 @@ use monoio::BufResult;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<Tls>),
+    /// One HTTP/2 stream, seen as a connection carrying one HTTP/1.1 request (`http2::bridge`).
+    H2(Box<crate::http2::StreamIo>),
     /// Scripted reads and recorded writes, for driver tests without sockets.
     #[cfg(test)]
     Memory(Box<memory::MemoryIo>),
@@ -42,6 +44,8 @@ pub struct Tls {
     pub version: Option<rustls::ProtocolVersion>,
     /// The SNI name the client sent (server side).
     pub server_name: Option<Box<str>>,
+    /// ALPN settled on HTTP/2 (server side).
+    pub h2: bool,
 }
 
 enum TlsIo {
@@ -54,15 +58,16 @@ impl Tls {
         let fd = tcp.as_raw_fd();
         let version = conn.protocol_version();
         let server_name = conn.server_name().map(Box::from);
+        let h2 = conn.alpn_protocol() == Some(b"h2");
         let io = TlsIo::Server(monoio_rustls::ServerTlsStream::new(tcp, conn));
-        Self { io, fd, read_busy: false, write_busy: false, version, server_name }
+        Self { io, fd, read_busy: false, write_busy: false, version, server_name, h2 }
     }
 
     pub(crate) fn client(tcp: TcpStream, conn: rustls::ClientConnection) -> Self {
         let fd = tcp.as_raw_fd();
         let version = conn.protocol_version();
         let io = TlsIo::Client(monoio_rustls::ClientTlsStream::new(tcp, conn));
-        Self { io, fd, read_busy: false, write_busy: false, version, server_name: None }
+        Self { io, fd, read_busy: false, write_busy: false, version, server_name: None, h2: false }
     }
 
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -119,6 +124,18 @@ impl Tls {
     }
 }
 
+/// An HTTP/2 stream's read into a monoio buffer.
+async fn h2_read<T: IoBufMut>(h: &mut crate::http2::StreamIo, mut buf: T) -> BufResult<usize, T> {
+    // SAFETY: the slice is the buffer's free space; `set_init` covers only what was written
+    let dst = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+    let n = Box::pin(h.read(dst)).await;
+    if let Ok(n) = n {
+        // SAFETY: `n` bytes were just written from the start of the free space
+        unsafe { buf.set_init(n) };
+    }
+    (n, buf)
+}
+
 fn lost() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream unusable after an interrupted operation")
 }
@@ -155,6 +172,15 @@ impl Stream {
         }
     }
 
+    /// Whether the peer has gone: closed or reset the connection (one `getsockopt`), or for an
+    /// HTTP/2 stream, reset the stream.
+    pub fn gone(&self) -> bool {
+        match self {
+            Stream::H2(h) => h.gone(),
+            s => crate::upstream::peer_gone(s.as_raw_fd()),
+        }
+    }
+
     /// Splits into owned halves for a byte relay (the tunnel).
     pub fn into_split(self) -> (monoio::io::OwnedReadHalf<Stream>, monoio::io::OwnedWriteHalf<Stream>) {
         monoio::io::Splitable::into_split(self)
@@ -171,6 +197,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Plain(s) => s.as_raw_fd(),
             Stream::Tls(t) => t.fd,
+            Stream::H2(_) => -1,
             #[cfg(test)]
             Stream::Memory(_) => -1,
         }
@@ -183,6 +210,7 @@ impl AsyncReadRent for Stream {
         match self {
             Stream::Plain(s) => s.read(buf).await,
             Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            Stream::H2(h) => h2_read(h, buf).await,
             #[cfg(test)]
             Stream::Memory(m) => m.read(buf).await,
         }
@@ -191,6 +219,7 @@ impl AsyncReadRent for Stream {
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.readv(buf).await,
+            Stream::H2(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf),
             #[cfg(test)]
             Stream::Memory(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf),
             Stream::Tls(t) => {
@@ -217,6 +246,7 @@ impl CancelableAsyncReadRent for Stream {
         match self {
             Stream::Plain(s) => s.cancelable_read(buf, c).await,
             Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            Stream::H2(h) => h2_read(h, buf).await,
             #[cfg(test)]
             Stream::Memory(m) => m.read(buf).await,
         }
@@ -236,6 +266,12 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.write(buf).await,
             Stream::Tls(t) => Box::pin(t.write(buf)).await,
+            Stream::H2(h) => {
+                // SAFETY: the buffer's first `bytes_init` bytes are initialised
+                let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+                let n = Box::pin(h.write(src)).await;
+                (n, buf)
+            }
             #[cfg(test)]
             Stream::Memory(m) => m.write(buf),
         }
@@ -244,6 +280,7 @@ impl AsyncWriteRent for Stream {
     async fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.writev(buf_vec).await,
+            Stream::H2(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf_vec),
             #[cfg(test)]
             Stream::Memory(_) => (Err(io::Error::from(io::ErrorKind::Unsupported)), buf_vec),
             Stream::Tls(t) => {
@@ -263,6 +300,7 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.flush().await,
             Stream::Tls(t) => t.flush().await,
+            Stream::H2(_) => Ok(()),
             #[cfg(test)]
             Stream::Memory(_) => Ok(()),
         }
@@ -272,6 +310,7 @@ impl AsyncWriteRent for Stream {
         match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.shutdown().await,
+            Stream::H2(_) => Ok(()), // the stream ends with its response
             #[cfg(test)]
             Stream::Memory(m) => {
                 m.shut = true;

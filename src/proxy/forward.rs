@@ -251,6 +251,11 @@ async fn try_once(
             cors_origin: req.cors_origin.as_deref(),
         },
     };
+    if matches!(&client.stream, crate::net::Stream::H2(h) if h.gone()) {
+        // an HTTP/2 stream the client reset before its request went upstream is never sent
+        // (rapid reset, CVE-2023-44487)
+        return Tried::Failed(Failure::new(Error::downstream(Kind::DownstreamClosed), false));
+    }
     if req.expect_continue && client.pending().is_empty() {
         s.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         if write_out(&mut client.stream, &mut s.out, snapshot.http.send_timeout).await.is_err() {

@@ -160,7 +160,6 @@ const TLS_CLIENT_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Resolves when the client's socket shows something: `true` when it closed or reset, `false`
 /// for bytes (a pipelined request).
 async fn client_closed(client: &Stream) -> bool {
-    use std::os::fd::AsRawFd;
     match client.readable(false) {
         Some(ready) => {
             let _ = ready.await;
@@ -168,7 +167,7 @@ async fn client_closed(client: &Stream) -> bool {
         }
         None => loop {
             monoio::time::sleep(TLS_CLIENT_CHECK_EVERY).await;
-            if crate::upstream::peer_gone(client.as_raw_fd()) {
+            if client.gone() {
                 return true;
             }
         },

@@ -28,7 +28,7 @@ use monoio::net::TcpStream;
 pub use headers::is_hop_by_hop;
 pub use io::{Conn, STREAM_BUF_BYTES};
 pub use phases::{Next, Scratch};
-pub use session::micros_since;
+pub use session::{micros_since, Peer};
 pub use subrequest::ShardCalls;
 
 use crate::runtime::Shard;
@@ -85,6 +85,10 @@ pub fn handler(
                     None => return,
                 },
             };
+            if stream.tls().is_some_and(|t| t.h2) {
+                let peer = new_peer(&shard, peer, listener, stream.scheme(), idle, sni_names, true);
+                return crate::http2::serve(shard, stream, Vec::new(), peer).await;
+            }
             serve_connection(&shard, stream, peer, listener, idle, sni_names).await
         }
         .instrument(span),
@@ -94,7 +98,7 @@ pub fn handler(
 /// Serves requests on one accepted client connection until it closes. `sni_names`: on a TLS
 /// connection whose client sent SNI, the names its certificate covers (the Host check).
 pub async fn serve_connection(
-    shard: &Shard,
+    shard: &std::rc::Rc<Shard>,
     stream: crate::net::Stream,
     peer: SocketAddr,
     listener: std::rc::Rc<std::cell::Cell<usize>>,
@@ -107,9 +111,19 @@ pub async fn serve_connection(
     let mut client = Conn::new(stream, Vec::new());
     let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
     let mut served = 0u32;
-    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
-    let ip = peer.ip().to_string().into_bytes();
-    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle, sni_names };
+    let h2c = shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2 && l.tls.is_none());
+    let peer = new_peer(shard, peer, listener, scheme, idle, sni_names, false);
+    if h2c {
+        match h2c_preface(shard, &mut client).await {
+            Some(true) => {
+                let replay = std::mem::take(&mut client.buf);
+                let peer = session::Peer { h2: true, ..peer };
+                return crate::http2::serve(shard.clone(), client.stream, replay, peer).await;
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
     loop {
         match phases::run(shard, &mut client, &peer, served, &mut scratch).await {
             Next::KeepAlive => served += 1,
@@ -129,6 +143,55 @@ pub async fn serve_connection(
         // close_notify, so the client can tell a complete response from a cut connection
         let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
     }
+}
+
+/// The connection-level facts the phases need about a client.
+fn new_peer(
+    shard: &Shard,
+    addr: SocketAddr,
+    listener: std::rc::Rc<std::cell::Cell<usize>>,
+    scheme: &'static str,
+    idle: std::rc::Rc<std::cell::Cell<bool>>,
+    sni_names: Option<Vec<String>>,
+    h2: bool,
+) -> session::Peer {
+    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(addr.ip()));
+    let ip = addr.ip().to_string().into_bytes();
+    session::Peer { addr: addr.ip(), ip, listener, trusted, scheme, idle, sni_names, h2 }
+}
+
+/// On an h2c listener: reads until the first bytes tell HTTP/2's connection preface from an
+/// HTTP/1.1 request (the bytes stay buffered either way). `None`: the client left or stayed
+/// silent past the header timeout.
+async fn h2c_preface(shard: &Shard, client: &mut Conn) -> Option<bool> {
+    let timeout = shard.generation().snapshot.http.header_timeout;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pending = client.pending();
+        let n = pending.len().min(crate::http2::PREFACE.len());
+        if pending[..n] != crate::http2::PREFACE[..n] {
+            return Some(false);
+        }
+        if n == crate::http2::PREFACE.len() {
+            return Some(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.fill(left.max(std::time::Duration::from_millis(1)), STREAM_BUF_BYTES).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Serves the one request an HTTP/2 stream carries (`stream` is its bridge) through the request
+/// phases; returns the stream so the caller can see whether the response completed.
+pub async fn serve_stream(shard: &Shard, stream: crate::net::Stream, peer: &Peer) -> crate::net::Stream {
+    let mut client = Conn::new(stream, Vec::new());
+    let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
+    // a 101 cannot happen (no Upgrade is ever sent from a stream); every other outcome ends the
+    // stream, and the bridge tells how
+    let _ = phases::run(shard, &mut client, peer, 0, &mut scratch).await;
+    client.stream
 }
 
 /// Time allowed for writing the over-capacity answer.

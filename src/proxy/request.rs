@@ -100,6 +100,7 @@ impl Request {
             false => peer.addr,
         };
         let mut session = Session::new(peer.listener.get(), Instant::now());
+        session.http10 = head.version == Version::Http10;
         session.log = shard.access_log.as_ref().map(|_| {
             let mut query = SmallVec::new();
             let redact = snapshot.access_log.as_ref().map_or(&[][..], |c| &c.redact_query[..]);

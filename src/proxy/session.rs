@@ -34,6 +34,8 @@ pub struct Session {
     pub waf: Option<crate::waf::WafRecord>,
     /// The authenticated consumer (or the one refused by `consumers`).
     pub consumer: Option<crate::policy::ConsumerId>,
+    /// An HTTP/1.0 request (HTTP/1.1 otherwise, or h2 on an HTTP/2 connection).
+    pub http10: bool,
 }
 
 /// Request fields kept for the access log.
@@ -63,6 +65,7 @@ impl Session {
             log: None,
             waf: None,
             consumer: None,
+            http10: false,
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct Peer {
     /// TLS with SNI: the names the negotiated certificate covers; a request for another host
     /// gets 421 Misdirected Request.
     pub sni_names: Option<Vec<String>>,
+    /// The connection speaks HTTP/2 (each request is one of its streams).
+    pub h2: bool,
 }
 
 /// Phase 10 bookkeeping: per-core counters, latency histograms and the access-log line.
@@ -159,6 +164,11 @@ pub(super) fn finish(shard: &Shard, gen: &Generation, session: &Session, peer: &
             error: session.error,
             waf: session.waf.map(|w| (w.outcome.as_str(), w.us)),
             consumer: session.consumer.map_or("", |c| &snapshot.consumers[c].name),
+            proto: match (peer.h2, session.http10) {
+                (true, _) => "h2",
+                (false, true) => "http/1.0",
+                (false, false) => "http/1.1",
+            },
         });
     }
 }

@@ -65,6 +65,7 @@ fn serve(shard: &Rc<Shard>, client: Vec<Step>) -> (Next, String) {
         scheme: "http",
         idle: Rc::default(),
         sni_names: None,
+        h2: false,
     };
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
     let next = rt.block_on(async {

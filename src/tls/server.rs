@@ -38,6 +38,8 @@ pub struct ListenerTlsSpec {
     pub handshake_timeout: Duration,
     /// Require client certificates signed by these CAs.
     pub client_ca: Option<PathBuf>,
+    /// Offer `h2` by ALPN (before `http/1.1`).
+    pub http2: bool,
 }
 
 /// A listener's compiled TLS: the shared rustls config and what the request path needs.
@@ -122,8 +124,12 @@ impl ListenerTls {
             }
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
-        // `h2` joins when HTTP/2 lands; a client offering only protocols we lack is refused
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // a client offering only protocols we lack is refused; with `ignore_client_order`, h2 wins
+        // whenever the client offers it
+        config.alpn_protocols = match spec.http2 {
+            true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            false => vec![b"http/1.1".to_vec()],
+        };
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
         config.ticketer =
             rustls::crypto::ring::Ticketer::new().map_err(|e| SpecError::Other(format!("session tickets: {e}")))?;

@@ -68,6 +68,7 @@ impl Compiler<'_> {
             min_version,
             handshake_timeout,
             client_ca: l.tls_client_ca.as_ref().map(|c| self.file_path(c.get_ref())),
+            http2: l.http2.as_ref().is_none_or(|h| *h.get_ref()),
         };
         use crate::tls::SpecError;
         let (tls, warnings) = ListenerTls::build(&spec).map_err(|e| match e {
