@@ -20,6 +20,9 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -d /usr/share/modsecurity-crs/rules ] || missing+=(modsecurity-crs)
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+# HTTP/2 clients of tests/http2.rs: curl with nghttp2 (Debian's has it) and h2load
+command -v curl >/dev/null || missing+=(curl)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages; their services are not started)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -46,6 +49,12 @@ if ! python3 -c "import jwt, cryptography" 2>/dev/null; then
   echo "== installing PyJWT with cryptography (PyPI): the JWT consumer tests sign their tokens with it"
   python3 -m pip install --quiet --disable-pip-version-check "pyjwt[crypto]" \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "pyjwt[crypto]"
+fi
+
+if ! python3 -c "import h2, hyperframe, hpack" 2>/dev/null; then
+  echo "== installing h2 (PyPI): the HTTP/2 attack tests send their frames with it"
+  python3 -m pip install --quiet --disable-pip-version-check h2 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages h2
 fi
 
 echo "== cargo fmt --check"

@@ -167,19 +167,25 @@ fn versions_default_to_1_2_and_up_and_can_require_1_3() {
 }
 
 #[test]
-fn alpn_offers_http_1_1_and_refuses_clients_that_want_only_h2() {
+fn alpn_prefers_h2_keeps_http_1_1_and_http2_false_turns_h2_off() {
     let certs = Certs::new();
     let gw = gateway(&certs, "", None);
     let r = exchange(gw.https, "shop.example.com", ClientOpts::trusting(&certs.ca).config(), "").unwrap();
-    assert_eq!(r.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(r.alpn.as_deref(), Some(&b"http/1.1"[..]), "a client offering http/1.1 only");
     let mut o = ClientOpts::trusting(&certs.ca);
-    o.alpn = vec![b"h2".to_vec()];
-    let err = exchange(gw.https, "shop.example.com", o.config(), "").unwrap_err();
-    assert!(err.to_lowercase().contains("application") || err.contains("NoApplicationProtocol"), "{err}");
+    o.alpn = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
+    let r = exchange(gw.https, "shop.example.com", o.config(), "").unwrap();
+    assert_eq!(r.alpn.as_deref(), Some(&b"h2"[..]), "h2 wins whatever the client's order");
     let mut o = ClientOpts::trusting(&certs.ca);
     o.alpn = vec![];
     let r = exchange(gw.https, "shop.example.com", o.config(), &get("shop.example.com")).unwrap();
     assert!(r.response.starts_with("HTTP/1.1 200"), "a client without ALPN speaks HTTP/1.1");
+    drop(gw);
+    let gw = gateway(&certs, "http2 = false", None);
+    let mut o = ClientOpts::trusting(&certs.ca);
+    o.alpn = vec![b"h2".to_vec()];
+    let err = exchange(gw.https, "shop.example.com", o.config(), "").unwrap_err();
+    assert!(err.to_lowercase().contains("application") || err.contains("NoApplicationProtocol"), "{err}");
 }
 
 #[test]

@@ -401,8 +401,8 @@ impl Compiler<'_> {
                     format!("address {addr} is already used by another listener"),
                 ));
             }
+            let http2 = self.listener_http2(i, l, l.tls.is_some())?;
             let tls = self.listener_tls(i, l)?;
-            let http2 = self.listener_http2(i, l, tls.is_some())?;
             out.push(ListenerConfig { name, addr, tls, http2 });
         }
         Ok(out)

@@ -15,10 +15,10 @@ use h2::Reason;
 use http::Request;
 
 use super::bridge::StreamIo;
-use super::guard::{Flood, GuardedIo, FLOOD_LIMITS, FLOOD_REASON};
+use super::guard::{Flood, GuardedIo, FLOOD_LIMITS};
 use super::translate::request_head;
 use crate::config::Http2Config;
-use crate::proxy::Peer;
+use crate::proxy::{InFlight, Peer};
 use crate::runtime::Shard;
 
 /// How often the loop looks at the drain flag, the listener and the idle time.
@@ -42,7 +42,7 @@ fn builder(c: &Http2Config) -> h2::server::Builder {
         .max_send_buffer_size(SEND_BUFFER_BYTES)
         // streams reset by the client before we accepted them (rapid reset): h2 answers GOAWAY
         // ENHANCE_YOUR_CALM past this many at once; the guard counts resets per second besides
-        .max_pending_accept_reset_streams(20)
+        .max_pending_accept_reset_streams(FLOOD_LIMITS.resets as usize)
         .max_concurrent_reset_streams(c.max_concurrent_streams as usize);
     b
 }
@@ -69,7 +69,7 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
     let peer = Rc::new(peer);
     let active = Rc::new(Cell::new(0usize));
     let mut idle_since = Some(Instant::now());
-    let mut closing = false;
+    let mut closing_guard = None;
     let mut ticks = monoio::time::interval(TICK);
     loop {
         let accepted = monoio::select! {
@@ -86,9 +86,10 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
                 }
                 let idle = idle_since.is_some_and(|t| now.saturating_duration_since(t) >= config.idle_timeout);
                 let removed = peer.listener.get() == usize::MAX;
-                if !closing && (idle || removed || shard.draining.get()) {
-                    // GOAWAY: no new streams; those in flight finish
-                    closing = true;
+                if closing_guard.is_none() && (idle || removed || shard.draining.get()) {
+                    // GOAWAY: no new streams; those in flight finish, and the drain waits for the
+                    // connection to write their last frames (a stream's task ends before that)
+                    closing_guard = Some(InFlight::enter(&shard));
                     conn.graceful_shutdown();
                 }
                 continue;
@@ -113,8 +114,8 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
             }
             Ok(None) => break,
             Err(flood) => {
-                tracing::debug!(flood = flood.as_str(), client = %peer.addr, "HTTP/2 flood; GOAWAY ENHANCE_YOUR_CALM");
-                shard.metrics.borrow_mut().h2[2] += 1;
+                tracing::debug!(flood = flood.as_str(), client = %peer.addr, "HTTP/2 flood or bad opening; GOAWAY");
+                shard.metrics.borrow_mut().h2[if flood == Flood::NoSettingsFirst { 3 } else { 2 }] += 1;
                 close_abruptly(&mut conn, flood).await;
                 break;
             }
@@ -125,9 +126,9 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
     crate::runtime::shutdown_fd(fd);
 }
 
-/// GOAWAY ENHANCE_YOUR_CALM, written within CLOSE_TIME.
-async fn close_abruptly(conn: &mut h2::server::Connection<GuardedIo, Bytes>, _flood: Flood) {
-    conn.abrupt_shutdown(FLOOD_REASON);
+/// GOAWAY with the trip's code (ENHANCE_YOUR_CALM for floods), written within CLOSE_TIME.
+async fn close_abruptly(conn: &mut h2::server::Connection<GuardedIo, Bytes>, flood: Flood) {
+    conn.abrupt_shutdown(flood.reason());
     let _ = monoio::time::timeout(CLOSE_TIME, poll_fn(|cx| conn.poll_closed(cx))).await;
 }
 

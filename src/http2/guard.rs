@@ -51,11 +51,23 @@ pub enum Flood {
     Pings,
     Priority,
     Empty,
+    /// Not a flood: the first frame after the preface was not SETTINGS (RFC 9113 §3.4); the
+    /// h2 crate lets that pass, the guard does not.
+    NoSettingsFirst,
 }
 
 impl Flood {
+    /// The GOAWAY code the connection closes with.
+    pub fn reason(self) -> Reason {
+        match self {
+            Flood::NoSettingsFirst => Reason::PROTOCOL_ERROR,
+            _ => Reason::ENHANCE_YOUR_CALM,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Flood::NoSettingsFirst => "no_settings_first",
             Flood::Resets => "rst_stream",
             Flood::Settings => "settings",
             Flood::Pings => "ping",
@@ -79,6 +91,8 @@ pub struct FrameGuard {
     window_update: Option<(u32, u8)>,
     window_start: Option<Instant>,
     counts: [u32; 5],
+    /// A frame header has been seen (the first must be SETTINGS).
+    started: bool,
 }
 
 impl FrameGuard {
@@ -92,6 +106,7 @@ impl FrameGuard {
             window_update: None,
             window_start: None,
             counts: [0; 5],
+            started: false,
         }
     }
 
@@ -149,6 +164,9 @@ impl FrameGuard {
         self.payload_left = len;
         const END_STREAM: u8 = 0x1;
         const ACK: u8 = 0x1;
+        if !std::mem::replace(&mut self.started, true) && (kind != 4 || flags & ACK != 0) {
+            return Some(Flood::NoSettingsFirst);
+        }
         match kind {
             0 if len == 0 && flags & END_STREAM == 0 => self.count(4),
             2 => self.count(3),
@@ -243,9 +261,6 @@ impl AsyncWrite for GuardedIo {
     }
 }
 
-/// The reason a guard's trip is answered with.
-pub const FLOOD_REASON: Reason = Reason::ENHANCE_YOUR_CALM;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +276,7 @@ mod tests {
     fn feed(frames: &[Vec<u8>], split: usize) -> Option<Flood> {
         let mut g = FrameGuard::new(FLOOD_LIMITS);
         let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend_from_slice(&frame(4, 0, 0, &[]));
         for f in frames {
             all.extend_from_slice(f);
         }
@@ -285,7 +301,7 @@ mod tests {
     fn each_flood_trips_just_past_its_limit() {
         let cases: [(Vec<u8>, u32, Flood); 6] = [
             (frame(3, 0, 1, &[0, 0, 0, 8]), 100, Flood::Resets),
-            (frame(4, 0, 0, &[]), 100, Flood::Settings),
+            (frame(4, 0, 0, &[]), 99, Flood::Settings), // the opening SETTINGS counts
             (frame(6, 0, 0, &[0; 8]), 100, Flood::Pings),
             (frame(2, 0, 3, &[0, 0, 0, 0, 16]), 1000, Flood::Priority),
             (frame(0, 0, 1, &[]), 100, Flood::Empty),
@@ -303,9 +319,25 @@ mod tests {
     }
 
     #[test]
+    fn the_first_frame_must_be_settings() {
+        let mut g = FrameGuard::new(FLOOD_LIMITS);
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&frame(8, 0, 0, &1u32.to_be_bytes()));
+        assert_eq!(g.inspect(&bytes, Instant::now()), Some(Flood::NoSettingsFirst));
+        let mut g = FrameGuard::new(FLOOD_LIMITS);
+        bytes.truncate(24);
+        bytes.extend_from_slice(&frame(4, 1, 0, &[]));
+        assert_eq!(
+            g.inspect(&bytes, Instant::now()),
+            Some(Flood::NoSettingsFirst),
+            "an ACK is not the client's SETTINGS"
+        );
+    }
+
+    #[test]
     fn counts_start_again_each_second() {
         let mut g = FrameGuard::new(FLOOD_LIMITS);
-        g.inspect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Instant::now());
+        g.inspect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0", Instant::now());
         let rst = frame(3, 0, 1, &[0, 0, 0, 8]);
         let t0 = Instant::now();
         for i in 0..5 {

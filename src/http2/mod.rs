@@ -19,3 +19,7 @@ pub use conn::serve;
 
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// GOAWAY(last stream 0, PROTOCOL_ERROR): the answer to a connection that negotiated h2 by
+/// ALPN and then did not send the preface.
+pub const GOAWAY_PROTOCOL_ERROR: &[u8] = &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

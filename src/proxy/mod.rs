@@ -28,7 +28,7 @@ use monoio::net::TcpStream;
 pub use headers::is_hop_by_hop;
 pub use io::{Conn, STREAM_BUF_BYTES};
 pub use phases::{Next, Scratch};
-pub use session::{micros_since, Peer};
+pub use session::{micros_since, InFlight, Peer};
 pub use subrequest::ShardCalls;
 
 use crate::runtime::Shard;
@@ -87,7 +87,17 @@ pub fn handler(
             };
             if stream.tls().is_some_and(|t| t.h2) {
                 let peer = new_peer(&shard, peer, listener, stream.scheme(), idle, sni_names, true);
-                return crate::http2::serve(shard, stream, Vec::new(), peer).await;
+                let mut client = Conn::new(stream, Vec::new());
+                return match read_preface(&shard, &mut client).await {
+                    Some(true) => crate::http2::serve(shard.clone(), client.stream, client.buf, peer).await,
+                    // ALPN said h2 but the client did not open with the preface (RFC 9113 §3.4)
+                    Some(false) => {
+                        let mut out = crate::http2::GOAWAY_PROTOCOL_ERROR.to_vec();
+                        let _ = io::write_out(&mut client.stream, &mut out, REFUSE_WRITE_TIMEOUT).await;
+                        let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
+                    }
+                    None => {}
+                };
             }
             serve_connection(&shard, stream, peer, listener, idle, sni_names).await
         }
@@ -114,7 +124,7 @@ pub async fn serve_connection(
     let h2c = shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2 && l.tls.is_none());
     let peer = new_peer(shard, peer, listener, scheme, idle, sni_names, false);
     if h2c {
-        match h2c_preface(shard, &mut client).await {
+        match read_preface(shard, &mut client).await {
             Some(true) => {
                 let replay = std::mem::take(&mut client.buf);
                 let peer = session::Peer { h2: true, ..peer };
@@ -160,10 +170,10 @@ fn new_peer(
     session::Peer { addr: addr.ip(), ip, listener, trusted, scheme, idle, sni_names, h2 }
 }
 
-/// On an h2c listener: reads until the first bytes tell HTTP/2's connection preface from an
-/// HTTP/1.1 request (the bytes stay buffered either way). `None`: the client left or stayed
-/// silent past the header timeout.
-async fn h2c_preface(shard: &Shard, client: &mut Conn) -> Option<bool> {
+/// Reads until the first bytes tell HTTP/2's connection preface from anything else (on an h2c
+/// listener: an HTTP/1.1 request); the bytes stay buffered either way. `None`: the client left
+/// or stayed silent past the header timeout.
+async fn read_preface(shard: &Shard, client: &mut Conn) -> Option<bool> {
     let timeout = shard.generation().snapshot.http.header_timeout;
     let deadline = Instant::now() + timeout;
     loop {

@@ -215,10 +215,10 @@ impl Drop for ApiFlight<'_> {
 }
 
 /// Counts a request as in flight (the drain waits for these) for as long as it lives.
-pub(super) struct InFlight<'a>(&'a Shard);
+pub struct InFlight<'a>(&'a Shard);
 
 impl<'a> InFlight<'a> {
-    pub(super) fn enter(shard: &'a Shard) -> Self {
+    pub fn enter(shard: &'a Shard) -> Self {
         shard.in_flight.set(shard.in_flight.get() + 1);
         Self(shard)
     }
