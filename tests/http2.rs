@@ -29,7 +29,7 @@ fn probe(scenario: &str, addr: SocketAddr, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("probe output: {e}: {stderr}"))
 }
 
-fn stream<'a>(v: &'a Value, id: u32) -> &'a Value {
+fn stream(v: &Value, id: u32) -> &Value {
     &v["streams"][id.to_string()]
 }
 
