@@ -362,7 +362,7 @@ mod tests {
         assert!(b.contains("\"path\":\"/a\\\"b\""));
         assert!(b.contains("\"endpoint\":\"127.0.0.1:9001\",\"status\":200"));
         assert!(b.contains("\"connect_us\":null,\"first_byte_us\":300,\"error\":null"));
-        assert!(b.ends_with(",\"waf\":\"monitor_block\",\"waf_us\":812}\n"), "{b}");
+        assert!(b.ends_with(",\"waf\":\"monitor_block\",\"waf_us\":812,\"proto\":\"http/1.1\"}\n"), "{b}");
     }
 
     #[test]
@@ -377,7 +377,7 @@ mod tests {
         let mut b = String::new();
         logfmt_line(&mut b, &entry());
         assert!(b.contains(" service=shop api=orders endpoint=127.0.0.1:9001 status=200 "), "{b}");
-        assert!(b.ends_with(" waf=monitor_block waf_us=812\n"), "{b}");
+        assert!(b.ends_with(" waf=monitor_block waf_us=812 proto=http/1.1\n"), "{b}");
     }
 
     #[test]
