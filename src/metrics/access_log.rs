@@ -211,6 +211,7 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
     json_str(b, e.query);
     b.push_str(",\"host\":");
     json_str(b, e.host);
+    let _ = write!(b, ",\"proto\":\"{}\"", e.proto);
     let _ = write!(b, ",\"service\":\"{}\",\"api\":\"{}\",\"endpoint\":", e.service, e.api);
     match e.endpoint {
         Some(ep) => {
@@ -237,7 +238,6 @@ fn json_line(b: &mut String, e: &Entry<'_>) {
     if !e.consumer.is_empty() {
         let _ = write!(b, ",\"consumer\":\"{}\"", e.consumer);
     }
-    let _ = write!(b, ",\"proto\":\"{}\"", e.proto);
     b.push_str("}\n");
 }
 
@@ -255,6 +255,7 @@ fn logfmt_line(b: &mut String, e: &Entry<'_>) {
         let _ = write!(b, " {k}=");
         json_str(b, v);
     }
+    let _ = write!(b, " proto={}", e.proto);
     let _ = write!(b, " service={} api={} endpoint=", or_dash(e.service), or_dash(e.api));
     match e.endpoint {
         Some(ep) => {
@@ -282,7 +283,6 @@ fn logfmt_line(b: &mut String, e: &Entry<'_>) {
     if !e.consumer.is_empty() {
         let _ = write!(b, " consumer={}", e.consumer);
     }
-    let _ = write!(b, " proto={}", e.proto);
     b.push('\n');
 }
 
@@ -360,9 +360,10 @@ mod tests {
         json_line(&mut b, &entry());
         assert!(b.ends_with("}\n") && b.matches('\n').count() == 1);
         assert!(b.contains("\"path\":\"/a\\\"b\""));
+        assert!(b.contains("\"host\":\"h\",\"proto\":\"http/1.1\",\"service\""), "{b}");
         assert!(b.contains("\"endpoint\":\"127.0.0.1:9001\",\"status\":200"));
         assert!(b.contains("\"connect_us\":null,\"first_byte_us\":300,\"error\":null"));
-        assert!(b.ends_with(",\"waf\":\"monitor_block\",\"waf_us\":812,\"proto\":\"http/1.1\"}\n"), "{b}");
+        assert!(b.ends_with(",\"waf\":\"monitor_block\",\"waf_us\":812}\n"), "{b}");
     }
 
     #[test]
@@ -377,7 +378,7 @@ mod tests {
         let mut b = String::new();
         logfmt_line(&mut b, &entry());
         assert!(b.contains(" service=shop api=orders endpoint=127.0.0.1:9001 status=200 "), "{b}");
-        assert!(b.ends_with(" waf=monitor_block waf_us=812 proto=http/1.1\n"), "{b}");
+        assert!(b.ends_with(" waf=monitor_block waf_us=812\n"), "{b}");
     }
 
     #[test]

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# h2.sh - HTTP/2 over TLS: ringway beside nginx (`listen ... ssl http2`), the same ECDSA P-256
+# certificate, both proxying to one HTTP/1.1 nginx origin with keep-alive. Each proxy runs one
+# worker pinned alone to PROXY_CPU; h2load and the origin run on LOAD_CPU. Loopback only; every
+# run is bounded by its request count.
+#
+# 1. Load: `h2load -c 50 -m 10` (50 connections x 10 streams), 3-byte ("/") and 4 KiB ("/4k")
+#    bodies, N requests per run, REPS interleaved rounds (ringway, nginx, ringway, nginx...).
+#    Reported per run: req/s, proxy CPU microseconds per request (schedstat of every thread of
+#    the proxy's process tree), and p50/p99 of h2load's per-request times (its --log-file; the
+#    client is closed-loop, so these are service times at saturation, not open-loop latency).
+# 2. Idle memory: IDLE HTTP/2 connections opened by scripts/h2-idle.py (TLS handshake, preface,
+#    SETTINGS, one GET answered) and left open; reported: the proxy tree's RSS growth per
+#    connection (KiB).
+#
+# Knobs: N [200000], REPS [3], IDLE [1000], RINGWAY_BIN, LOAD_CPU [0], PROXY_CPU [1], OUT [temp].
+# Needs: openssl, nginx, h2load (nghttp2-client), python3.
+# Output: a table on stdout and $OUT/raw.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-200000}; REPS=${REPS:-3}; IDLE=${IDLE:-1000}
+LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
+BIN=${RINGWAY_BIN:-$PWD/target/release/ringway}
+[[ -n "${RINGWAY_BIN:-}" ]] || cargo build --release --quiet
+W=$(mktemp -d -t ringway-h2.XXXXXX); chmod 755 "$W"
+OUT=${OUT:-$W/out}; mkdir -p "$OUT"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; [[ "${KEEP:-0}" == 1 ]] || rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+ulimit -n "$(ulimit -Hn)"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+ORIGIN=$(free_port); NGX=$(free_port); RW=$(free_port)
+mkdir -p "$W/o" "$W/n"
+head -c 4096 /dev/zero | tr '\0' 'x' >"$W/o/4k"
+cat >"$W/origin.conf" <<EOF
+worker_processes 1; daemon off; pid $W/o/pid; error_log $W/o/error.log warn; worker_rlimit_nofile 19000;
+events { worker_connections 20000; }
+http { access_log off; client_body_temp_path $W/o; proxy_temp_path $W/o; fastcgi_temp_path $W/o; uwsgi_temp_path $W/o; scgi_temp_path $W/o;
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$ORIGIN backlog=4096;
+    location = /4k { root $W/o; default_type text/plain; try_files /4k =404; }
+    location / { default_type text/plain; return 200 "ok\n"; } } }
+EOF
+cat >"$W/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $W/n/pid; error_log $W/n/error.log warn; worker_rlimit_nofile 19000;
+events { worker_connections 20000; }
+http { access_log off; client_body_temp_path $W/n; proxy_temp_path $W/n; fastcgi_temp_path $W/n; uwsgi_temp_path $W/n; scgi_temp_path $W/n;
+  keepalive_timeout 300s; keepalive_requests 100000000; http2_max_requests 100000000;
+  http2_max_concurrent_streams 128;
+  upstream backend { server 127.0.0.1:$ORIGIN; keepalive 1024; }
+  server { listen 127.0.0.1:$NGX ssl http2 backlog=4096;
+    ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+cat >"$W/ringway.toml" <<EOF
+[instance]
+workers = 1
+egress_ip = "127.0.0.1"
+[http]
+keepalive_timeout_ms = 300000
+max_connections_per_worker = 18000
+[http2]
+idle_timeout_ms = 300000
+[[listener]]
+listen = "127.0.0.1:$RW"
+[[listener.tls]]
+cert = "$W/cert.pem"
+key = "$W/key.pem"
+[upstream.backend]
+endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
+[service.bench]
+[[service.bench.api]]
+name = "all"
+path = "/*"
+upstream = "backend"
+EOF
+declare -A PID PORT
+start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }
+start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
+start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
+start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
+TARGETS="ringway nginx"
+tree() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ns() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{t+=$1} END {print t+0}'))); done; echo $t; }
+rss_kib() { local t=0 p v; for p in $(tree "$1"); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
+pct() { sort -n "$1" | awk -v q="$2" '{a[NR]=$1} END {i=int(NR*q); if (i<1) i=1; printf "%.3f", a[i]/1000}'; }
+
+# warm-up: pools filled, code paths touched
+for t in $TARGETS; do taskset -c "$LOAD_CPU" h2load -n 20000 -c 50 -m 10 "https://127.0.0.1:${PORT[$t]}/" >/dev/null 2>&1; done
+
+printf "body\ttarget\trep\treq_per_s\tus_per_req\tp50_ms\tp99_ms\tfailed\n" >"$OUT/raw.tsv"
+for r in $(seq 1 "$REPS"); do
+  for body in / /4k; do
+    for t in $TARGETS; do
+      log="$W/h2load.log"; rm -f "$log"
+      a=$(cpu_ns "${PID[$t]}")
+      res=$(taskset -c "$LOAD_CPU" h2load -n "$N" -c 50 -m 10 --log-file="$log" "https://127.0.0.1:${PORT[$t]}$body" 2>&1)
+      b=$(cpu_ns "${PID[$t]}")
+      rps=$(awk '/^finished in/ {gsub(/,/,""); print $4}' <<<"$res")
+      failed=$(awk '/^requests:/ {print $8}' <<<"$res")
+      us=$(awk -v d=$((b - a)) -v n="$N" 'BEGIN{printf "%.2f", d/1000/n}')
+      cut -f3 "$log" >"$W/times"
+      p50=$(pct "$W/times" 0.50); p99=$(pct "$W/times" 0.99)
+      printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$body" "$t" "$r" "$rps" "$us" "$p50" "$p99" "$failed" | tee -a "$OUT/raw.tsv" >&2
+    done
+  done
+done
+
+printf "target\tidle_connections\trss_growth_kib\tkib_per_conn\n" >"$OUT/idle.tsv"
+for t in $TARGETS; do
+  before=$(rss_kib "${PID[$t]}")
+  python3 scripts/h2-idle.py 127.0.0.1 "${PORT[$t]}" "$IDLE" "$W/idle.$t" &
+  holder=$!; PIDS+=("$holder")
+  for _ in $(seq 1 300); do [[ -e "$W/idle.$t" ]] && break; sleep 0.1; done
+  sleep 1
+  after=$(rss_kib "${PID[$t]}")
+  kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+  printf "%s\t%s\t%s\t%s\n" "$t" "$IDLE" $((after - before)) "$(awk -v d=$((after - before)) -v n="$IDLE" 'BEGIN{printf "%.1f", d/n}')" | tee -a "$OUT/idle.tsv" >&2
+done
+
+echo
+echo "== h2load -c 50 -m 10 over TLS, $N requests per run, medians of $REPS rounds"
+printf "%-6s %-8s %10s %10s %8s %8s\n" body target req/s us/req p50_ms p99_ms
+for body in / /4k; do
+  for t in $TARGETS; do
+    awk -F'\t' -v b="$body" -v t="$t" '$1==b && $2==t {print $4, $5, $6, $7}' "$OUT/raw.tsv" >"$W/sel"
+    med() { cut -d' ' -f"$1" "$W/sel" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+    printf "%-6s %-8s %10s %10s %8s %8s\n" "$body" "$t" "$(med 1)" "$(med 2)" "$(med 3)" "$(med 4)"
+  done
+done
+echo "== idle HTTP/2 connections"
+column -t "$OUT/idle.tsv"
+echo "raw: $OUT"
