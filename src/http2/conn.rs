@@ -84,6 +84,8 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
                     (0, Some(_)) => {}
                     (_, _) => idle_since = None,
                 }
+                // no open stream: a worker at its connection cap may close this one first
+                peer.idle.set(idle_since.is_some());
                 let idle = idle_since.is_some_and(|t| now.saturating_duration_since(t) >= config.idle_timeout);
                 let removed = peer.listener.get() == usize::MAX;
                 if closing_guard.is_none() && (idle || removed || shard.draining.get()) {
@@ -98,6 +100,7 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
         match accepted {
             Ok(Some(Ok((req, respond)))) => {
                 idle_since = None;
+                peer.idle.set(false);
                 shard.metrics.borrow_mut().h2[1] += 1;
                 active.set(active.get() + 1);
                 let (shard, peer, active) = (shard.clone(), peer.clone(), active.clone());
