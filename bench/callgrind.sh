@@ -6,19 +6,27 @@
 # N keep-alive requests from one wrk-like Python client over CONNS connections. Counting starts
 # after a warm-up (callgrind_control --zero) and stops at the end (--dump); prints
 # instructions/request and the top functions. BIN=... compares another build.
-# Knobs: N [20000], CONNS [10], BIN [target/release/ringway]. Needs valgrind, nginx, python3.
+# PROTO=h2c: the same over HTTP/2 (h2c), driven by `h2load -c CONNS -m 10` (stream batching
+# makes the count a little less exact than the HTTP/1.1 client's).
+# Knobs: N [20000], CONNS [10], PROTO [h1|h2c], BIN [target/release/ringway]. Needs valgrind,
+# nginx, python3 (h2load for h2c).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-20000}; CONNS=${CONNS:-10}
+N=${N:-20000}; CONNS=${CONNS:-10}; PROTO=${PROTO:-h1}
 source bench/lib.sh callgrind
 BIN=${BIN:-target/release/ringway}
 start_origin
 { gateway_toml "io_driver = \"legacy\""; service_toml s; } | sed 's/^workers = "auto"/workers = 1/' >"$W/ringway.toml"
+[[ "$PROTO" == h2c ]] && sed -i "s/^listen = \"127.0.0.1:$PROXY\"/&\nh2c = true/" "$W/ringway.toml"
 valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" --dump-instr=no "$BIN" -c "$W/ringway.toml" 2>"$W/vg.log" &
 VG=$!
 PIDS+=($VG)
 for _ in $(seq 1 200); do curl -sf "127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
 load() { # $1 requests over CONNS keep-alive connections
+  if [[ "$PROTO" == h2c ]]; then
+    h2load -n "$1" -c "$CONNS" -m 10 "http://127.0.0.1:$PROXY/items" | grep -q "$1 succeeded" || echo "h2load: failures" >&2
+    return
+  fi
   python3 - "$PROXY" "$1" "$CONNS" <<'PY'
 import socket, sys, threading
 port, n, conns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -85,7 +85,7 @@ start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
 TARGETS="ringway nginx"
 tree() { echo "$1"; pgrep -P "$1" || true; }
-cpu_ns() { local t=0 p; for p in $(tree "$1"); do t=$((t + $(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{t+=$1} END {print t+0}'))); done; echo $t; }
+cpu_ns() { local p; for p in $(tree "$1"); do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{t+=$1} END {printf "%.0f\n", t}'; }
 rss_kib() { local t=0 p v; for p in $(tree "$1"); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
 pct() { sort -n "$1" | awk -v q="$2" '{a[NR]=$1} END {i=int(NR*q); if (i<1) i=1; printf "%.3f", a[i]/1000}'; }
 
@@ -131,6 +131,13 @@ for body in / /4k; do
     med() { cut -d' ' -f"$1" "$W/sel" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
     printf "%-6s %-8s %10s %10s %8s %8s\n" "$body" "$t" "$(med 1)" "$(med 2)" "$(med 3)" "$(med 4)"
   done
+done
+echo "== ringway / nginx, paired by round (median of the rounds' ratios; this box drifts between rounds)"
+for body in / /4k; do
+  ratios() { awk -F'\t' -v b="$body" -v col="$1" '$1==b {v[$2,$3]=$col; if ($3>n) n=$3}
+    END {for (r=1; r<=n; r++) printf "%.3f\n", v["ringway",r]/v["nginx",r]}' "$OUT/raw.tsv" | sort -n \
+    | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+  printf "%-6s cpu/request %s   p99 %s\n" "$body" "$(ratios 5)" "$(ratios 7)"
 done
 echo "== idle HTTP/2 connections"
 column -t "$OUT/idle.tsv"

@@ -28,7 +28,8 @@ for i in range(n):
     h = hf.HeadersFrame(1)
     h.data = hpack.Encoder().encode([(":method", "GET"), (":scheme", "https"), (":path", "/"),
                                      (":authority", "%s:%d" % (host, port))])
-    h.flags.update(["END_HEADERS", "END_STREAM"])
+    h.flags.add("END_HEADERS")
+    h.flags.add("END_STREAM")
     s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings + ack.serialize() + h.serialize())
     buf = b""
     deadline = time.time() + 10

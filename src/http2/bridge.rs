@@ -33,10 +33,8 @@ struct Inbound {
 enum Outbound {
     /// Collecting the response head.
     Head(Vec<u8>),
-    Body {
-        stream: SendStream<Bytes>,
-        body: Body,
-    },
+    /// `sent`: some body bytes went to h2 already.
+    Body { stream: SendStream<Bytes>, body: Body, sent: bool },
     /// The response ended (END_STREAM sent).
     Done,
 }
@@ -175,23 +173,22 @@ impl StreamIo {
                 let stream = respond.send_response(head.response, end).map_err(h2_error)?;
                 self.outbound = match head.framing {
                     Framing::Empty => Outbound::Done,
-                    Framing::Length(n) => Outbound::Body { stream, body: Body::Length(n) },
+                    Framing::Length(n) => Outbound::Body { stream, body: Body::Length(n), sent: false },
                     Framing::Chunked => Outbound::Body {
                         stream,
                         body: Body::Chunked { decoder: ChunkedDecoder::new(0, 64 * 1024), carry: Vec::new() },
+                        sent: false,
                     },
                 };
                 Ok(taken)
             }
-            Outbound::Body { stream, body } => {
+            Outbound::Body { stream, body, sent } => {
+                let first = !std::mem::replace(sent, true);
                 let taken = match body {
                     Body::Length(left) => {
                         let n = (src.len() as u64).min(*left) as usize;
-                        send(stream, &src[..n]).await?;
                         *left -= n as u64;
-                        if *left == 0 {
-                            stream.send_data(Bytes::new(), true).map_err(h2_error)?;
-                        }
+                        send(stream, &src[..n], *left == 0, first).await?;
                         (*left > 0).then_some(n)
                     }
                     Body::Chunked { decoder, carry } => {
@@ -201,13 +198,11 @@ impl StreamIo {
                             .feed(carry, |d| data.extend_from_slice(d))
                             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
                         carry.drain(..used);
-                        send(stream, &data).await?;
-                        if decoder.is_done() {
-                            stream.send_data(Bytes::new(), true).map_err(h2_error)?;
-                            None
-                        } else {
-                            Some(src.len())
+                        let done = decoder.is_done();
+                        if !data.is_empty() || done {
+                            send(stream, &data, done, first).await?;
                         }
+                        (!done).then_some(src.len())
                     }
                 };
                 match taken {
@@ -223,23 +218,23 @@ impl StreamIo {
     }
 }
 
-/// Sends `data` as DATA frames as the stream's window allows.
-async fn send(stream: &mut SendStream<Bytes>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let granted = poll_fn(|cx| stream.poll_capacity(cx)).await;
-        let n = match granted {
-            Some(Ok(n)) => n.min(data.len()),
-            Some(Err(e)) => return Err(h2_error(e)),
-            None => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed")),
-        };
-        if n == 0 {
-            continue;
+/// Hands `data` to h2 as DATA (END_STREAM with it when `end`). Before each piece but the first,
+/// waits until the stream has send capacity again: h2 holds what exceeds the window (at most
+/// `max_send_buffer_size` plus one piece per stream), and a client that stops reading stalls
+/// this stream's writer. The first piece goes at once, so a small response leaves in the same
+/// flush as its HEADERS (capacity is only assigned once the connection task has run).
+async fn send(stream: &mut SendStream<Bytes>, data: &[u8], end: bool, first: bool) -> io::Result<()> {
+    if !first {
+        stream.reserve_capacity(1);
+        while stream.capacity() == 0 {
+            match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(h2_error(e)),
+                None => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed")),
+            }
         }
-        stream.send_data(Bytes::copy_from_slice(&data[..n]), false).map_err(h2_error)?;
-        data = &data[n..];
     }
-    Ok(())
+    stream.send_data(Bytes::copy_from_slice(data), end).map_err(h2_error)
 }
 
 fn h2_error(e: h2::Error) -> io::Error {

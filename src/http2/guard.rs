@@ -206,7 +206,7 @@ pub struct GuardedIo {
 }
 
 /// Bytes the compat wrapper reads and writes at a time.
-const IO_BUF_BYTES: usize = 16 * 1024;
+const IO_BUF_BYTES: usize = 8 * 1024;
 
 impl GuardedIo {
     pub fn new(stream: Stream, replay: Vec<u8>, limits: FloodLimits, tripped: Rc<Cell<Option<Flood>>>) -> Self {

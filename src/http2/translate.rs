@@ -106,11 +106,10 @@ pub struct ResponseHead {
 }
 
 /// Fields that describe one HTTP/1.1 connection, never sent in HTTP/2 (RFC 9113 §8.2.2).
-fn connection_specific(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "trailer"
-    )
+fn connection_specific(name: &[u8]) -> bool {
+    const FIELDS: [&[u8]; 7] =
+        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer"];
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
 }
 
 /// Parses the complete HTTP/1.1 response head at the start of `raw` (written by the gateway's
@@ -130,19 +129,20 @@ pub fn response_head(raw: &[u8], head_request: bool) -> Result<Option<(ResponseH
     *response.status_mut() = http::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
     let (mut length, mut chunked) = (None, false);
     for f in parsed.headers.iter() {
-        let name = f.name.to_ascii_lowercase();
-        if name == "transfer-encoding" {
-            chunked = true;
-        }
-        if connection_specific(&name) {
+        let name = f.name.as_bytes();
+        if connection_specific(name) {
+            chunked |= name.eq_ignore_ascii_case(b"transfer-encoding");
             continue;
         }
-        if name == "content-length" {
+        if name.eq_ignore_ascii_case(b"content-length") {
             length = std::str::from_utf8(f.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
         }
         // a field the http crate refuses (it was accepted by our stricter HTTP/1.1 parser, so
-        // this is rare) is left out rather than failing the response
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(f.value)) {
+        // this is rare) is left out rather than failing the response; `from_bytes` lowercases
+        if let (Ok(n), Ok(mut v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(f.value)) {
+            // a value unique to each response (the request id) is never put in the HPACK table:
+            // it would only evict the fields that do repeat
+            v.set_sensitive(n == "x-request-id");
             response.headers_mut().append(n, v);
         }
     }

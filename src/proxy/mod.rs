@@ -200,7 +200,9 @@ pub async fn serve_stream(shard: &Shard, stream: crate::net::Stream, peer: &Peer
     let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
     // a 101 cannot happen (no Upgrade is ever sent from a stream); every other outcome ends the
     // stream, and the bridge tells how
-    let _ = phases::run(shard, &mut client, peer, 0, &mut scratch).await;
+    // boxed: the spawned stream task stays small, so spawning it moves a few words instead of
+    // the whole request state (callgrind: ~3 000 instructions of memcpy per stream otherwise)
+    let _ = Box::pin(phases::run(shard, &mut client, peer, 0, &mut scratch)).await;
     client.stream
 }
 
