@@ -264,3 +264,26 @@ fn one_request_id_for_upstream_log_and_response_whatever_its_length() {
         }
     }
 }
+
+/// A keep-alive connection idle past the 1 s park delay holds no buffer (the read is cancelled,
+/// docs/PERF.md); what it sends next is served whole however it arrives, and the keep-alive
+/// timeout still closes it.
+#[test]
+fn a_connection_idle_past_the_park_delay_is_served_whole_and_still_times_out() {
+    let up = MockUpstream::echo();
+    let gw = TestGateway::start(&format!("[http]\nkeepalive_timeout_ms = 3000\n\n{}", catch_all("o", &[up.addr])));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "GET /a 0");
+    std::thread::sleep(Duration::from_millis(1400));
+    // a request split across the wake-up
+    c.send(b"POST /b HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"st: x\r\nContent-Length: 3\r\n\r\nxyz");
+    assert_eq!(c.response(false).text(), "POST /b 3");
+    std::thread::sleep(Duration::from_millis(1400));
+    // two pipelined requests in one write after parking again
+    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response(false).text(), "GET /c 0");
+    assert_eq!(c.response(false).text(), "GET /d 0");
+    assert!(c.is_closed(Duration::from_secs(6)), "the keep-alive timeout closes a parked connection");
+}

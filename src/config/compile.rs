@@ -20,6 +20,8 @@ use crate::metrics::{LogFormat, LogTarget};
 
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+/// A keep-alive connection idle this long frees its buffers (see `[http] idle_park_ms`).
+pub const DEFAULT_IDLE_PARK_MS: u64 = 1_000;
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_BODY_MIN_RATE_BYTES_PER_S: u64 = 1024;
@@ -368,6 +370,10 @@ impl Compiler<'_> {
                 merge_slashes: f.merge_slashes.unwrap_or(false),
             },
             response_request_id: f.response_request_id.unwrap_or(true),
+            idle_park: match f.idle_park_ms.unwrap_or(DEFAULT_IDLE_PARK_MS) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         })
     }
 

@@ -215,6 +215,8 @@ pub struct FileHttp {
     pub merge_slashes: Option<bool>,
     /// Add the request's `X-Request-Id` to proxied responses that carry none.
     pub response_request_id: Option<bool>,
+    /// A keep-alive connection idle this long frees its buffers (0 = never).
+    pub idle_park_ms: Option<u64>,
 }
 
 /// `[admin]`: the admin HTTP endpoint.

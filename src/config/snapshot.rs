@@ -120,6 +120,9 @@ pub struct HttpLimits {
     pub path_rules: crate::http::PathRules,
     /// Proxied responses carry the request's `X-Request-Id` (unless the upstream set one).
     pub response_request_id: bool,
+    /// A plain keep-alive connection waiting this long for its next request cancels its read
+    /// and frees its buffers until the socket is readable; `None`: never.
+    pub idle_park: Option<Duration>,
 }
 
 /// `[access_log]`, compiled.

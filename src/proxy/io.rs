@@ -25,6 +25,14 @@ pub const STREAM_BUF_BYTES: usize = 64 * 1024;
 /// Runs of body bytes this large are written straight from the read buffer, not copied.
 const DIRECT_WRITE_BYTES: usize = 16 * 1024;
 
+/// How an idle wait ended ([`Conn::fill_or_park`]).
+pub enum Idle {
+    /// A read completed with this many bytes (0: the peer closed).
+    Read(usize),
+    /// Nothing arrived in time: the read was cancelled and the buffer freed.
+    Parked,
+}
+
 /// A socket with its read buffer.
 pub struct Conn {
     pub stream: Stream,
@@ -63,6 +71,43 @@ impl Conn {
         };
         self.buf = slice.into_inner();
         res
+    }
+
+    /// The wait for a keep-alive connection's next request (plain TCP): like [`Conn::fill`]
+    /// without a deadline, but when nothing arrived within `park_after` the read is cancelled and
+    /// its buffer freed, so an idle connection holds no buffer (`Idle::Parked`; the caller waits
+    /// for readability, then reads again). Nothing read is lost: a read that completed before
+    /// the cancellation took keeps its bytes (or its end of stream).
+    pub async fn fill_or_park(
+        &mut self,
+        park_after: Duration,
+        max_pending: usize,
+        canceller: &mut Canceller,
+    ) -> io::Result<Idle> {
+        let (buf, len, cap) = self.prepare_read(max_pending)?;
+        let (res, slice) = {
+            let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+            let mut read = std::pin::pin!(read);
+            monoio::select! {
+                r = &mut read => r,
+                _ = monoio::time::sleep(park_after) => {
+                    // `cancel` consumes the canceller and hands back a fresh one
+                    *canceller = std::mem::take(canceller).cancel();
+                    read.await
+                }
+            }
+        };
+        self.buf = slice.into_inner();
+        match res {
+            Ok(n) => Ok(Idle::Read(n)),
+            Err(_) if self.buf.len() == len && len == self.pos => {
+                // cancelled (or failed: the next read reports it) with nothing buffered
+                self.buf = Vec::new();
+                self.pos = 0;
+                Ok(Idle::Parked)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`Conn::fill`], but also watches `client`: if the client closes while we wait, the

@@ -76,20 +76,29 @@ pub fn handler(
             let tls = shard.generation().snapshot.listeners.get(listener.get()).and_then(|l| l.tls.clone());
             let _ = stream.set_nodelay(true);
             let (stream, sni_names) = match (over_cap, tls) {
-                (true, None) => return refuse(stream).await,
+                (true, None) => {
+                    let refusal = Box::pin(refuse(stream));
+                    return refusal.await;
+                }
                 // over the cap on HTTPS: no handshake is spent on a connection that gets nothing
                 (true, Some(_)) => return,
                 (false, None) => (crate::net::Stream::Plain(stream), None),
-                (false, Some(tls)) => match tls_accept::accept(&shard, stream, &tls).await {
-                    Some(accepted) => accepted,
-                    None => return,
-                },
+                (false, Some(tls)) => {
+                    let accepting = Box::pin(tls_accept::accept(&shard, stream, &tls));
+                    match accepting.await {
+                        Some(accepted) => accepted,
+                        None => return,
+                    }
+                }
             };
             if stream.tls().is_some_and(|t| t.h2) {
                 let peer = new_peer(&shard, peer, listener, stream.scheme(), idle, sni_names, true);
                 let mut client = Conn::new(stream, Vec::new());
                 return match read_preface(&shard, &mut client).await {
-                    Some(true) => crate::http2::serve(shard.clone(), client.stream, client.buf, peer).await,
+                    Some(true) => {
+                        let h2 = Box::pin(crate::http2::serve(shard.clone(), client.stream, client.buf, peer));
+                        h2.await
+                    }
                     // ALPN said h2 but the client did not open with the preface (RFC 9113 §3.4)
                     Some(false) => {
                         let mut out = crate::http2::GOAWAY_PROTOCOL_ERROR.to_vec();
@@ -105,8 +114,13 @@ pub fn handler(
     )
 }
 
-/// Serves requests on one accepted client connection until it closes. `sni_names`: on a TLS
-/// connection whose client sent SNI, the names its certificate covers (the Host check).
+/// Serves requests on one accepted client connection until it closes. Its task lives as long as
+/// the connection, and a future is as large as the largest state it can be in: the rare or
+/// one-off states (TLS handshake, HTTP/2, tunnel, lingering close, and each request's phases)
+/// are boxed, each bound with `let` before its await (a temporary in an awaited expression keeps
+/// its storage in the state across the await), so an idle keep-alive connection holds little
+/// more than its wait (docs/PERF.md, "Idle connections"). `sni_names`: on a TLS connection whose
+/// client sent SNI, the names its certificate covers (the Host check).
 pub async fn serve_connection(
     shard: &std::rc::Rc<Shard>,
     stream: crate::net::Stream,
@@ -119,7 +133,7 @@ pub async fn serve_connection(
     // buffers are allocated on first use: a connection that never sends a request (an idle TLS
     // connection after its handshake, a pre-connected client pool) holds none
     let mut client = Conn::new(stream, Vec::new());
-    let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
+    let mut scratch = phases::Scratch::default();
     let mut served = 0u32;
     let h2c = shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2 && l.tls.is_none());
     let peer = new_peer(shard, peer, listener, scheme, idle, sni_names, false);
@@ -128,7 +142,8 @@ pub async fn serve_connection(
             Some(true) => {
                 let replay = std::mem::take(&mut client.buf);
                 let peer = session::Peer { h2: true, ..peer };
-                return crate::http2::serve(shard.clone(), client.stream, replay, peer).await;
+                let h2 = Box::pin(crate::http2::serve(shard.clone(), client.stream, replay, peer));
+                return h2.await;
             }
             Some(false) => {}
             None => return,
@@ -139,12 +154,14 @@ pub async fn serve_connection(
             Next::KeepAlive => served += 1,
             Next::Close => break,
             Next::LingerClose => {
-                linger(&mut client).await;
+                let lingering = Box::pin(linger(&mut client));
+                lingering.await;
                 break;
             }
             Next::Tunnel(upstream) => {
                 let idle = shard.generation().snapshot.http.keepalive_timeout;
-                tunnel::relay(client, *upstream, idle).await;
+                let relay = Box::pin(tunnel::relay(client, *upstream, idle));
+                relay.await;
                 return;
             }
         }
@@ -197,7 +214,7 @@ async fn read_preface(shard: &Shard, client: &mut Conn) -> Option<bool> {
 /// phases; returns the stream so the caller can see whether the response completed.
 pub async fn serve_stream(shard: &Shard, stream: crate::net::Stream, peer: &Peer) -> crate::net::Stream {
     let mut client = Conn::new(stream, Vec::new());
-    let mut scratch = phases::Scratch { out: Vec::new(), up_head: Vec::new() };
+    let mut scratch = phases::Scratch::default();
     // a 101 cannot happen (no Upgrade is ever sent from a stream); every other outcome ends the
     // stream, and the bridge tells how
     // boxed: the spawned stream task stays small, so spawning it moves a few words instead of

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::auth::authenticate;
 use super::body_peek::peek_body;
 use super::forward::{forward, Failure};
-use super::io::Conn;
+use super::io::{Conn, Idle};
 use super::local::{
     respond_error, serve_filter_response, serve_mock, serve_preflight, serve_server_options, ErrorReply,
 };
@@ -48,11 +48,16 @@ pub enum Next {
 }
 
 /// Per-connection buffers reused across requests.
+#[derive(Default)]
 pub struct Scratch {
     /// Bytes queued for the next write to either side.
     pub out: Vec<u8>,
     /// The serialised upstream request head.
     pub up_head: Vec<u8>,
+    /// Cancels the keep-alive read when the connection parks. One per connection: a monoio
+    /// canceller costs an allocation and a hasher when made (~1 000 instructions per request
+    /// when it was made per read, bench/callgrind.sh).
+    pub canceller: monoio::io::Canceller,
 }
 
 /// Serves one request. `served` counts earlier requests on this connection.
@@ -61,7 +66,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     // head is complete: a keep-alive connection picks up a reload at its next request
     let waiting = shard.generation();
     let limits = head_limits(&waiting);
-    let read = read_head(&waiting, client, peer, served, &limits).await;
+    let read = read_head(&waiting, client, peer, served, &limits, s).await;
     drop(waiting);
     let gen = shard.generation();
     let gen = &*gen;
@@ -255,6 +260,7 @@ async fn read_head(
     peer: &Peer,
     served: u32,
     limits: &HeadLimits,
+    s: &mut Scratch,
 ) -> Result<bool, Error> {
     let http = &gen.snapshot.http;
     let mut started: Option<std::time::Instant> = None;
@@ -279,8 +285,13 @@ async fn read_head(
             None if served == 0 => http.header_timeout,
             None => http.keepalive_timeout,
         };
-        peer.idle.set(started.is_none() && served > 0);
-        let filled = client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await;
+        let idle = started.is_none() && served > 0;
+        peer.idle.set(idle);
+        let filled =
+            match http.idle_park.filter(|p| idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p) {
+                Some(park_after) => idle_wait(client, http, park_after, s).await,
+                None => client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await,
+            };
         peer.idle.set(false);
         match filled {
             Ok(0) => return Ok(false),
@@ -290,6 +301,33 @@ async fn read_head(
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(ParseError::HeaderTooLarge.into()),
             Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// The wait between requests on a plain keep-alive connection (`[http] idle_park_ms`): a read
+/// with a buffer for `park_after` (a busy connection never gets further), then the connection
+/// parks: its read buffer and scratch buffers are freed and it waits for readability (no
+/// buffer) until `keepalive_timeout` has passed since the wait began. An idle connection then
+/// holds no buffer (docs/PERF.md, "Idle connections").
+async fn idle_wait(
+    client: &mut Conn,
+    http: &crate::config::HttpLimits,
+    park_after: Duration,
+    s: &mut Scratch,
+) -> std::io::Result<usize> {
+    let deadline = std::time::Instant::now() + http.keepalive_timeout;
+    let expired = || std::io::Error::new(std::io::ErrorKind::TimedOut, "keep-alive timeout");
+    loop {
+        match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await? {
+            Idle::Read(n) => return Ok(n),
+            Idle::Parked => {}
+        }
+        (s.out, s.up_head) = (Vec::new(), Vec::new());
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(ready) = client.stream.readable(false) else { return Err(expired()) };
+        if left.is_zero() || monoio::time::timeout(left, ready).await.is_err() {
+            return Err(expired());
         }
     }
 }

@@ -70,7 +70,7 @@ fn serve(shard: &Rc<Shard>, client: Vec<Step>) -> (Next, String) {
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
     let next = rt.block_on(async {
         let mut conn = Conn::new(stream, Vec::new());
-        let mut scratch = Scratch { out: Vec::new(), up_head: Vec::new() };
+        let mut scratch = Scratch::default();
         run(shard, &mut conn, &peer, 0, &mut scratch).await
     });
     (next, to_client.text())

@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Opens N keep-alive HTTP/1.1 connections to HOST:PORT (bench/idle.sh): each sends one GET for
+"/" and reads its response (Content-Length framed), then stays open and silent. Touches
+READY_FILE when all are open; runs until killed. usage: idle_clients.py HOST PORT N READY_FILE"""
+import signal
+import socket
+import sys
+
+host, port, n, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+conns = []
+for _ in range(n):
+    s = socket.create_connection((host, port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+    conns.append(s)
+open(ready, "w").close()
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
