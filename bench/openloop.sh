@@ -11,7 +11,8 @@
 #    p99.9 (ms), success rate, and the proxy's CPU per request (schedstat of its process tree).
 #
 # Knobs: DUR [10], SAT_DUR [5], REPS [3], RATES ["30 60 90"], TARGETS ["nginx haproxy ringway"],
-#        URLPATH [/], RINGWAY_BIN, LOAD_CPU [0], PROXY_CPU [1], OUT [temp dir].
+#        URLPATH [/], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0],
+#        PROXY_CPU [1], OUT [temp dir].
 # Needs: nginx, haproxy, wrk, oha (`cargo install oha` when missing), python3.
 # Output: $OUT/raw.tsv, a table of medians on stdout and the ringway / nginx ratios.
 set -euo pipefail
@@ -79,6 +80,7 @@ egress_ip = "127.0.0.1"
 [http]
 keepalive_timeout_ms = 300000
 keepalive_requests = 100000000
+${HTTP_EXTRA:-}
 [[listener]]
 listen = "127.0.0.1:$RW"
 [upstream.o]
