@@ -20,73 +20,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}; REPS=${REPS:-3}; IDLE=${IDLE:-1000}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
-BIN=${RINGWAY_BIN:-$PWD/target/release/ringway}
-[[ -n "${RINGWAY_BIN:-}" ]] || cargo build --release --quiet
-W=$(mktemp -d -t ringway-h2.XXXXXX); chmod 755 "$W"
-OUT=${OUT:-$W/out}; mkdir -p "$OUT"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; [[ "${KEEP:-0}" == 1 ]] || rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-ulimit -n "$(ulimit -Hn)"
-
+source bench/sides.sh h2
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-ORIGIN=$(free_port); NGX=$(free_port); RW=$(free_port)
-mkdir -p "$W/o" "$W/n"
-head -c 4096 /dev/zero | tr '\0' 'x' >"$W/o/4k"
-cat >"$W/origin.conf" <<EOF
-worker_processes 1; daemon off; pid $W/o/pid; error_log $W/o/error.log warn; worker_rlimit_nofile 19000;
-events { worker_connections 20000; }
-http { access_log off; client_body_temp_path $W/o; proxy_temp_path $W/o; fastcgi_temp_path $W/o; uwsgi_temp_path $W/o; scgi_temp_path $W/o;
-  keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096;
-    location = /4k { root $W/o; default_type text/plain; try_files /4k =404; }
-    location / { default_type text/plain; return 200 "ok\n"; } } }
-EOF
-cat >"$W/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $W/n/pid; error_log $W/n/error.log warn; worker_rlimit_nofile 19000;
-events { worker_connections 20000; }
-http { access_log off; client_body_temp_path $W/n; proxy_temp_path $W/n; fastcgi_temp_path $W/n; uwsgi_temp_path $W/n; scgi_temp_path $W/n;
-  keepalive_timeout 300s; keepalive_requests 100000000; http2_max_requests 100000000;
-  http2_max_concurrent_streams 128;
-  upstream backend { server 127.0.0.1:$ORIGIN; keepalive 1024; }
-  server { listen 127.0.0.1:$NGX ssl http2 backlog=4096;
-    ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-EOF
-cat >"$W/ringway.toml" <<EOF
-[instance]
-workers = 1
-egress_ip = "127.0.0.1"
-[http]
-keepalive_timeout_ms = 300000
-max_connections_per_worker = 18000
-[http2]
-idle_timeout_ms = 300000
-[[listener]]
-listen = "127.0.0.1:$RW"
-[[listener.tls]]
-cert = "$W/cert.pem"
-key = "$W/key.pem"
-[upstream.backend]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
-[service.bench]
-[[service.bench.api]]
-name = "all"
-path = "/*"
-upstream = "backend"
-EOF
-declare -A PID PORT
-start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }
+write_origin
+write_nginx "ssl http2" "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3; http2_max_requests 100000000; http2_max_concurrent_streams 128;"
+write_ringway "" "[http2]
+idle_timeout_ms = 300000" "[[listener.tls]]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
 start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
 TARGETS="ringway nginx"
-tree() { echo "$1"; pgrep -P "$1" || true; }
-cpu_ns() { local p; for p in $(tree "$1"); do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{t+=$1} END {printf "%.0f\n", t}'; }
-rss_kib() { local t=0 p v; for p in $(tree "$1"); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
 pct() { sort -n "$1" | awk -v q="$2" '{a[NR]=$1} END {i=int(NR*q); if (i<1) i=1; printf "%.3f", a[i]/1000}'; }
 
 # warm-up: pools filled, code paths touched

@@ -20,85 +20,17 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-10}; SAT_DUR=${SAT_DUR:-5}; REPS=${REPS:-3}; RATES=${RATES:-"30 60 90"}
 TARGETS=${TARGETS:-"nginx haproxy ringway"}; URLPATH=${URLPATH:-/}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
-BIN=${RINGWAY_BIN:-$PWD/target/release/ringway}
-[[ -n "${RINGWAY_BIN:-}" ]] || cargo build --release --quiet
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [[ ! -x "$OHA" ]]; then
   echo "== installing oha (crates.io) for open-loop load" >&2
   cargo install oha --locked --quiet
 fi
-W=$(mktemp -d -t ringway-openloop.XXXXXX); chmod 755 "$W"
-OUT=${OUT:-$W/out}; mkdir -p "$OUT"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; [[ "${KEEP:-0}" == 1 ]] || rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-ulimit -n "$(ulimit -Hn)"
-ORIGIN=$(free_port); NGX=$(free_port); HAP=$(free_port); RW=$(free_port)
-mkdir -p "$W/o" "$W/n"
-head -c 4096 /dev/zero | tr '\0' 'x' >"$W/o/4k"
-cat >"$W/origin.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/o/pid; error_log $W/o/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W/o; proxy_temp_path $W/o; fastcgi_temp_path $W/o; uwsgi_temp_path $W/o; scgi_temp_path $W/o;
-  keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096;
-    location = /4k { root $W/o; default_type text/plain; try_files /4k =404; }
-    location / { default_type text/plain; return 200 "ok\n"; } } }
-NGINX
-cat >"$W/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/n/pid; error_log $W/n/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W/n; proxy_temp_path $W/n; fastcgi_temp_path $W/n; uwsgi_temp_path $W/n; scgi_temp_path $W/n;
-  keepalive_timeout 300s; keepalive_requests 100000000;
-  upstream backend { server 127.0.0.1:$ORIGIN; keepalive 1024; }
-  server { listen 127.0.0.1:$NGX backlog=4096;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGINX
-cat >"$W/haproxy.cfg" <<HAP
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-frontend fe
-  bind 127.0.0.1:$HAP
-  default_backend be
-backend be
-  server s1 127.0.0.1:$ORIGIN
-HAP
-cat >"$W/ringway.toml" <<TOML
-[instance]
-workers = 1
-egress_ip = "127.0.0.1"
-[http]
-keepalive_timeout_ms = 300000
-keepalive_requests = 100000000
-${HTTP_EXTRA:-}
-[[listener]]
-listen = "127.0.0.1:$RW"
-[upstream.o]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
-[service.s]
-[[service.s.api]]
-name = "all"
-path = "/*"
-upstream = "o"
-TOML
-declare -A PID PORT
-start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }
+source bench/sides.sh openloop
+write_origin; write_nginx; write_haproxy; write_ringway "${HTTP_EXTRA:-}"
 start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
-tree() { echo "$1"; pgrep -P "$1" || true; }
-cpu_ns() { local p; for p in $(tree "$1"); do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{t+=$1} END {printf "%.0f\n", t}'; }
 
 for t in $TARGETS; do taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null; done
 SAT=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${SAT_DUR}s" "http://127.0.0.1:${PORT[nginx]}$URLPATH" | awk '/Requests\/sec/ {printf "%.0f", $2}')
@@ -129,7 +61,6 @@ done
 echo
 echo "== open loop (oha --latency-correction, -c 50, ${DUR}s per run), medians of $REPS; nginx saturation $SAT req/s"
 printf "%-5s %-8s %9s %8s %8s %9s %8s\n" rate target req/s p50_ms p99_ms p99.9_ms us/req
-med() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 for pct in $RATES; do
   for t in $TARGETS; do
     col() { awk -F'\t' -v p="$pct" -v t="$t" -v c="$1" '$1==p && $3==t {print $c}' "$OUT/raw.tsv" | med; }
