@@ -2,8 +2,9 @@
 # The test command (README, CI): format and lint checks, unit tests, then the integration suite
 # under both I/O drivers (io_uring and epoll). Besides cargo and loopback networking the tests
 # need python3 with prometheus_client (the reference parser for /metrics), promtool (Debian's
-# prometheus package, for `promtool check metrics`), nginx (HTTPS origins) and Apache with
-# ModSecurity and the OWASP Core Rule Set (the WAF tests): installed here if missing.
+# prometheus package, for `promtool check metrics`), nginx (HTTPS origins), Apache with
+# ModSecurity and the OWASP Core Rule Set (the WAF tests), dnsmasq, redis-server, PyJWT, and for
+# the HTTP/2 tests curl, h2load (nghttp2-client) and Python's h2: installed here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
