@@ -115,10 +115,16 @@ impl Conn {
     /// returned. Pipelined client bytes are not an abort: watching stops and the read goes on.
     /// A TLS read cannot be cancelled: it is dropped instead (its buffer is lost and the stream
     /// fails from then on; the caller closes it after the error).
-    pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
+    /// `canceller`: the connection's own (made once: a new one costs an allocation and a hasher).
+    pub async fn fill_watching(
+        &mut self,
+        timeout: Duration,
+        max_pending: usize,
+        client: &Stream,
+        canceller: &mut Canceller,
+    ) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
         let droppable = !self.stream.cancellable_reads();
-        let canceller = Canceller::new();
         let mut outcome = None;
         let finished = {
             let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
@@ -144,7 +150,7 @@ impl Conn {
                         if droppable {
                             break None;
                         }
-                        canceller.cancel();
+                        *canceller = std::mem::take(canceller).cancel();
                         break Some(read.await);
                     }
                     closed = client_closed(client), if watching && outcome.is_none() => {
@@ -153,7 +159,7 @@ impl Conn {
                             if droppable {
                                 break None;
                             }
-                            canceller.cancel();
+                            *canceller = std::mem::take(canceller).cancel();
                             break Some(read.await);
                         }
                         watching = false; // pipelined bytes: the next request, not an abort
