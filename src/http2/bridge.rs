@@ -17,7 +17,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
-use super::translate::{chunk_line, response_head, Framing};
+use super::translate::{response_head, Framing};
 use crate::http::ChunkedDecoder;
 
 /// The request side: translated head and body pieces waiting to be read.
@@ -52,8 +52,6 @@ pub struct StreamIo {
     head_request: bool,
     /// The client reset the stream (seen by `gone`).
     reset: Cell<bool>,
-    /// Body bytes received from the client (DATA payload).
-    pub received: u64,
 }
 
 impl StreamIo {
@@ -72,7 +70,6 @@ impl StreamIo {
             outbound: Outbound::Head(Vec::new()),
             head_request,
             reset: Cell::new(false),
-            received: 0,
         }
     }
 
@@ -126,12 +123,13 @@ impl StreamIo {
                     let n = data.len();
                     // released as it is taken: the window refills only as fast as it is read
                     let _ = self.inbound.recv.flow_control().release_capacity(n);
-                    self.received += n as u64;
                     if n == 0 {
                         continue;
                     }
                     if self.inbound.chunked {
-                        self.inbound.pieces.push_back(chunk_line(n));
+                        let mut line = Vec::with_capacity(18);
+                        crate::http::push_chunk_header(&mut line, n);
+                        self.inbound.pieces.push_back(Bytes::from(line));
                         self.inbound.pieces.push_back(data);
                         self.inbound.pieces.push_back(Bytes::from_static(b"\r\n"));
                     } else {

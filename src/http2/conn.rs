@@ -18,6 +18,7 @@ use super::bridge::StreamIo;
 use super::guard::{Flood, GuardedIo, FLOOD_LIMITS};
 use super::translate::request_head;
 use crate::config::Http2Config;
+use crate::metrics::{H2_CONNECTIONS, H2_FLOODS, H2_PROTOCOL_ERRORS, H2_STREAMS};
 use crate::proxy::{InFlight, Peer};
 use crate::runtime::Shard;
 
@@ -65,7 +66,7 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
         }
         Err(_) => return,
     };
-    shard.metrics.borrow_mut().h2[0] += 1;
+    shard.metrics.borrow_mut().h2[H2_CONNECTIONS] += 1;
     let peer = Rc::new(peer);
     let active = Rc::new(Cell::new(0usize));
     let mut idle_since = Some(Instant::now());
@@ -101,7 +102,7 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
             Ok(Some(Ok((req, respond)))) => {
                 idle_since = None;
                 peer.idle.set(false);
-                shard.metrics.borrow_mut().h2[1] += 1;
+                shard.metrics.borrow_mut().h2[H2_STREAMS] += 1;
                 active.set(active.get() + 1);
                 let (shard, peer, active) = (shard.clone(), peer.clone(), active.clone());
                 monoio::spawn(async move {
@@ -118,7 +119,8 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
             Ok(None) => break,
             Err(flood) => {
                 tracing::debug!(flood = flood.as_str(), client = %peer.addr, "HTTP/2 flood or bad opening; GOAWAY");
-                shard.metrics.borrow_mut().h2[if flood == Flood::NoSettingsFirst { 3 } else { 2 }] += 1;
+                shard.metrics.borrow_mut().h2
+                    [if flood == Flood::NoSettingsFirst { H2_PROTOCOL_ERRORS } else { H2_FLOODS }] += 1;
                 close_abruptly(&mut conn, flood).await;
                 break;
             }
@@ -137,7 +139,7 @@ async fn close_abruptly(conn: &mut h2::server::Connection<GuardedIo, Bytes>, flo
 
 fn count_error(shard: &Shard, e: &h2::Error) {
     if e.is_go_away() || e.is_reset() {
-        shard.metrics.borrow_mut().h2[3] += 1;
+        shard.metrics.borrow_mut().h2[H2_PROTOCOL_ERRORS] += 1;
     }
 }
 

@@ -133,7 +133,7 @@ impl FrameGuard {
                     if *seen == 4 {
                         let zero = *inc & 0x7fff_ffff == 0;
                         self.window_update = None;
-                        if let (true, Some(flood)) = (zero, self.count(4)) {
+                        if let (true, Some(flood)) = (zero, self.count(Flood::Empty)) {
                             return Some(flood);
                         }
                     }
@@ -168,11 +168,11 @@ impl FrameGuard {
             return Some(Flood::NoSettingsFirst);
         }
         match kind {
-            0 if len == 0 && flags & END_STREAM == 0 => self.count(4),
-            2 => self.count(3),
-            3 => self.count(0),
-            4 if flags & ACK == 0 => self.count(1),
-            6 if flags & ACK == 0 => self.count(2),
+            0 if len == 0 && flags & END_STREAM == 0 => self.count(Flood::Empty),
+            2 => self.count(Flood::Priority),
+            3 => self.count(Flood::Resets),
+            4 if flags & ACK == 0 => self.count(Flood::Settings),
+            6 if flags & ACK == 0 => self.count(Flood::Pings),
             8 if len == 4 => {
                 self.window_update = Some((0, 0));
                 None
@@ -181,16 +181,18 @@ impl FrameGuard {
         }
     }
 
-    fn count(&mut self, i: usize) -> Option<Flood> {
-        self.counts[i] += 1;
+    fn count(&mut self, flood: Flood) -> Option<Flood> {
         let l = self.limits;
-        let (limit, flood) = [
-            (l.resets, Flood::Resets),
-            (l.settings, Flood::Settings),
-            (l.pings, Flood::Pings),
-            (l.priority, Flood::Priority),
-            (l.empty, Flood::Empty),
-        ][i];
+        let (i, limit) = match flood {
+            Flood::Resets => (0, l.resets),
+            Flood::Settings => (1, l.settings),
+            Flood::Pings => (2, l.pings),
+            Flood::Priority => (3, l.priority),
+            Flood::Empty => (4, l.empty),
+            // not counted: the first-frame rule trips at once
+            Flood::NoSettingsFirst => return Some(flood),
+        };
+        self.counts[i] += 1;
         (self.counts[i] > limit).then_some(flood)
     }
 }

@@ -10,7 +10,6 @@
 //! - [`response_head`]: the HTTP/1.1 response head the phases wrote becomes a HEADERS frame's
 //!   fields, without the connection-specific ones (§8.2.2), and its body framing.
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 /// Why a stream's request cannot become an HTTP/1.1 request.
@@ -105,13 +104,6 @@ pub struct ResponseHead {
     pub interim: bool,
 }
 
-/// Fields that describe one HTTP/1.1 connection, never sent in HTTP/2 (RFC 9113 §8.2.2).
-fn connection_specific(name: &[u8]) -> bool {
-    const FIELDS: [&[u8]; 7] =
-        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer"];
-    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
-}
-
 /// Parses the complete HTTP/1.1 response head at the start of `raw` (written by the gateway's
 /// own response writers). `head_request`: the request was HEAD (no body follows whatever the
 /// fields say). `None` when `raw` holds no complete head yet; `Err` for a head that does not
@@ -130,7 +122,8 @@ pub fn response_head(raw: &[u8], head_request: bool) -> Result<Option<(ResponseH
     let (mut length, mut chunked) = (None, false);
     for f in parsed.headers.iter() {
         let name = f.name.as_bytes();
-        if connection_specific(name) {
+        // connection-specific fields (RFC 9113 §8.2.2) are the proxy's hop-by-hop ones
+        if crate::proxy::is_hop_by_hop(name, &[]) {
             chunked |= name.eq_ignore_ascii_case(b"transfer-encoding");
             continue;
         }
@@ -158,11 +151,6 @@ pub fn response_head(raw: &[u8], head_request: bool) -> Result<Option<(ResponseH
         },
     };
     Ok(Some((ResponseHead { response, framing, interim }, len)))
-}
-
-/// The bytes of a chunk-size line for `n` bytes of data.
-pub fn chunk_line(n: usize) -> Bytes {
-    Bytes::from(format!("{n:x}\r\n"))
 }
 
 #[cfg(test)]

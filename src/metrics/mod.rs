@@ -82,6 +82,12 @@ pub struct ShardMetrics {
     pub h2: [u64; 4],
 }
 
+/// Indices into `ShardMetrics::h2`.
+pub const H2_CONNECTIONS: usize = 0;
+pub const H2_STREAMS: usize = 1;
+pub const H2_FLOODS: usize = 2;
+pub const H2_PROTOCOL_ERRORS: usize = 3;
+
 /// The HTTP/2 counters, in `ShardMetrics::h2` order.
 pub const H2_COUNTERS: [(&str, &str); 4] = [
     ("ringway_http2_connections_total", "HTTP/2 client connections (after the connection preface), per worker."),
