@@ -91,23 +91,6 @@ pub fn handler(
                     }
                 }
             };
-            if stream.tls().is_some_and(|t| t.h2) {
-                let peer = new_peer(&shard, peer, listener, stream.scheme(), idle, sni_names, true);
-                let mut client = Conn::new(stream, Vec::new());
-                return match read_preface(&shard, &mut client).await {
-                    Some(true) => {
-                        let h2 = Box::pin(crate::http2::serve(shard.clone(), client.stream, client.buf, peer));
-                        h2.await
-                    }
-                    // ALPN said h2 but the client did not open with the preface (RFC 9113 §3.4)
-                    Some(false) => {
-                        let mut out = crate::http2::GOAWAY_PROTOCOL_ERROR.to_vec();
-                        let _ = io::write_out(&mut client.stream, &mut out, REFUSE_WRITE_TIMEOUT).await;
-                        let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
-                    }
-                    None => {}
-                };
-            }
             serve_connection(&shard, stream, peer, listener, idle, sni_names).await
         }
         .instrument(span),
@@ -116,8 +99,7 @@ pub fn handler(
 
 /// Serves requests on one accepted client connection until it closes. Its task lives as long as
 /// the connection, and a future is as large as the largest state it can be in: the rare or
-/// one-off states (TLS handshake, HTTP/2, tunnel, lingering close, and each request's phases)
-/// are boxed, each bound with `let` before its await (a temporary in an awaited expression keeps
+/// one-off states (TLS handshake, HTTP/2, tunnel, lingering close) are boxed, each bound with `let` before its await (a temporary in an awaited expression keeps
 /// its storage in the state across the await), so an idle keep-alive connection holds little
 /// more than its wait (docs/PERF.md, "Idle connections"). `sni_names`: on a TLS connection whose
 /// client sent SNI, the names its certificate covers (the Host check).
@@ -135,15 +117,28 @@ pub async fn serve_connection(
     let mut client = Conn::new(stream, Vec::new());
     let mut scratch = phases::Scratch::default();
     let mut served = 0u32;
-    let h2c = shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2 && l.tls.is_none());
-    let peer = new_peer(shard, peer, listener, scheme, idle, sni_names, false);
-    if h2c {
+    // HTTP/2: negotiated by ALPN, or by prior knowledge on an h2c listener (where the preface
+    // tells it from HTTP/1.1 there; after ALPN h2 anything else is a protocol error)
+    let alpn_h2 = client.stream.tls().is_some_and(|t| t.h2);
+    let h2c = client.stream.tls().is_none()
+        && shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2);
+    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+    let ip = peer.ip().to_string().into_bytes();
+    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle, sni_names, h2: false };
+    if alpn_h2 || h2c {
         match read_preface(shard, &mut client).await {
             Some(true) => {
                 let replay = std::mem::take(&mut client.buf);
                 let peer = session::Peer { h2: true, ..peer };
                 let h2 = Box::pin(crate::http2::serve(shard.clone(), client.stream, replay, peer));
                 return h2.await;
+            }
+            Some(false) if alpn_h2 => {
+                // RFC 9113 §3.4: a connection that does not open with the preface
+                let mut out = crate::http2::GOAWAY_PROTOCOL_ERROR.to_vec();
+                let _ = io::write_out(&mut client.stream, &mut out, REFUSE_WRITE_TIMEOUT).await;
+                let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
+                return;
             }
             Some(false) => {}
             None => return,
@@ -170,21 +165,6 @@ pub async fn serve_connection(
         // close_notify, so the client can tell a complete response from a cut connection
         let _ = monoio::time::timeout(LINGER_TIME, client.stream.shutdown()).await;
     }
-}
-
-/// The connection-level facts the phases need about a client.
-fn new_peer(
-    shard: &Shard,
-    addr: SocketAddr,
-    listener: std::rc::Rc<std::cell::Cell<usize>>,
-    scheme: &'static str,
-    idle: std::rc::Rc<std::cell::Cell<bool>>,
-    sni_names: Option<Vec<String>>,
-    h2: bool,
-) -> session::Peer {
-    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(addr.ip()));
-    let ip = addr.ip().to_string().into_bytes();
-    session::Peer { addr: addr.ip(), ip, listener, trusted, scheme, idle, sni_names, h2 }
 }
 
 /// Reads until the first bytes tell HTTP/2's connection preface from anything else (on an h2c
@@ -216,9 +196,9 @@ pub async fn serve_stream(shard: &Shard, stream: crate::net::Stream, peer: &Peer
     let mut client = Conn::new(stream, Vec::new());
     let mut scratch = phases::Scratch::default();
     // a 101 cannot happen (no Upgrade is ever sent from a stream); every other outcome ends the
-    // stream, and the bridge tells how
-    // boxed: the spawned stream task stays small, so spawning it moves a few words instead of
-    // the whole request state (callgrind: ~3 000 instructions of memcpy per stream otherwise)
+    // stream, and the bridge tells how. Boxed: the spawned stream task stays small, so spawning
+    // it moves a few words instead of the whole request state (callgrind: ~3 000 instructions of
+    // memcpy per stream otherwise).
     let _ = Box::pin(phases::run(shard, &mut client, peer, 0, &mut scratch)).await;
     client.stream
 }
