@@ -101,6 +101,25 @@ impl Compiler<'_> {
         ConfigError::new(path, Some(self.src.line(span.start)), msg)
     }
 
+    /// A number key that must lie in `lo..=hi` ("must be from LO to HI" naming `path`), or
+    /// `default` when absent.
+    fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+        &self,
+        path: &str,
+        v: Option<&Spanned<T>>,
+        default: T,
+        lo: T,
+        hi: T,
+    ) -> Result<T, ConfigError> {
+        match v {
+            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
+                Err(self.err(path, s.span(), format!("must be from {lo} to {hi}")))
+            }
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(default),
+        }
+    }
+
     fn run(&self, file: FileConfig, generation: u64) -> Result<Snapshot, ConfigError> {
         let cluster = self.cluster(file.cluster.as_ref())?;
         let mut instance = self.instance(&file.instance)?;
@@ -321,12 +340,8 @@ impl Compiler<'_> {
     }
 
     fn http(&self, f: &FileHttp) -> Result<HttpLimits, ConfigError> {
-        let bounded = |key: &str, v: &Option<Spanned<usize>>, default: usize, lo: usize, hi: usize| match v {
-            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
-                Err(self.err(format!("http.{key}"), s.span(), format!("must be from {lo} to {hi}")))
-            }
-            Some(s) => Ok(*s.get_ref()),
-            None => Ok(default),
+        let bounded = |key: &str, v: &Option<Spanned<usize>>, default: usize, lo: usize, hi: usize| {
+            self.bounded(&format!("http.{key}"), v.as_ref(), default, lo, hi)
         };
         let max_header_bytes =
             bounded("max_header_bytes", &f.max_header_bytes, DEFAULT_MAX_HEADER_BYTES, 1024, MAX_HEADER_BYTES_CAP)?;

@@ -38,12 +38,8 @@ impl Compiler<'_> {
 
     pub(super) fn http2(&self, f: Option<&Spanned<FileHttp2>>) -> Result<Http2Config, ConfigError> {
         let f = f.map(Spanned::get_ref);
-        let bounded = |key: &str, v: Option<&Spanned<u32>>, default: u32, lo: u32, hi: u32| match v {
-            Some(s) if !(lo..=hi).contains(s.get_ref()) => {
-                Err(self.err(format!("http2.{key}"), s.span(), format!("must be from {lo} to {hi}")))
-            }
-            Some(s) => Ok(*s.get_ref()),
-            None => Ok(default),
+        let bounded = |key: &str, v: Option<&Spanned<u32>>, default: u32, lo: u32, hi: u32| {
+            self.bounded(&format!("http2.{key}"), v, default, lo, hi)
         };
         let idle_ms = match f.and_then(|f| f.idle_timeout_ms.as_ref()) {
             Some(t) if *t.get_ref() == 0 => {
