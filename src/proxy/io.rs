@@ -34,15 +34,29 @@ pub enum Idle {
 }
 
 /// A socket with its read buffer.
+///
+/// The buffer grows adaptively (as hyper's does): a connection starts small (a head fits), and
+/// only a read that filled all the free space it was given makes the next one larger, up to
+/// `STREAM_BUF_BYTES`. Heads never grow it; a streamed body reaches 64 KiB reads within a few
+/// reads (an 8 KiB buffer for a 1 GiB upload cost one ring entry per 4 KiB: bench/RESULTS.md §25).
 pub struct Conn {
     pub stream: Stream,
     pub buf: Vec<u8>,
     pub pos: usize,
+    /// The last read filled its whole range: give the next one more room.
+    grow: bool,
 }
 
 impl Conn {
     pub fn new(stream: Stream, buf: Vec<u8>) -> Self {
-        Self { stream, buf, pos: 0 }
+        Self { stream, buf, pos: 0, grow: false }
+    }
+
+    /// Takes back the buffer a read used (`len..cap` was its range) and notes whether it filled it.
+    #[inline]
+    fn end_read(&mut self, buf: Vec<u8>, len: usize, cap: usize) {
+        self.grow = buf.len() == cap && cap > len;
+        self.buf = buf;
     }
 
     /// Unconsumed input.
@@ -69,7 +83,7 @@ impl Conn {
             Ok(r) => r,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
         };
-        self.buf = slice.into_inner();
+        self.end_read(slice.into_inner(), len, cap);
         res
     }
 
@@ -97,7 +111,7 @@ impl Conn {
                 }
             }
         };
-        self.buf = slice.into_inner();
+        self.end_read(slice.into_inner(), len, cap);
         match res {
             Ok(n) => Ok(Idle::Read(n)),
             Err(_) if self.buf.len() == len && len == self.pos => {
@@ -136,7 +150,10 @@ impl Conn {
             monoio::select! {
                 r = &mut read => {
                     let (res, slice) = r;
-                    self.buf = slice.into_inner();
+                    // (field by field: `self.stream` is still borrowed by the read)
+                    let buf = slice.into_inner();
+                    self.grow = buf.len() == cap && cap > len;
+                    self.buf = buf;
                     return res;
                 }
                 _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => {}
@@ -169,7 +186,7 @@ impl Conn {
         };
         let res = match finished {
             Some((res, slice)) => {
-                self.buf = slice.into_inner();
+                self.end_read(slice.into_inner(), len, cap);
                 res
             }
             None => Err(io::Error::from(io::ErrorKind::Interrupted)),
@@ -197,6 +214,10 @@ impl Conn {
             self.buf.reserve_exact(want.min(FIRST_READ_BYTES));
         } else if self.buf.capacity() - self.buf.len() < want.min(MIN_READ_BYTES) {
             self.buf.reserve(want);
+        } else if self.grow && self.buf.capacity() < STREAM_BUF_BYTES {
+            // the last read filled its room: double it (streamed bodies), up to the cap
+            let target = (self.buf.capacity() * 2).min(STREAM_BUF_BYTES).max(self.buf.len() + MIN_READ_BYTES);
+            self.buf.reserve_exact(target - self.buf.len());
         }
         let len = self.buf.len();
         let cap = self.buf.capacity().min(len + want.max(MIN_READ_BYTES));
