@@ -31,11 +31,7 @@ start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
 start l4 "$L4" taskset -c "$PROXY_CPU" haproxy -db -f "$W/l4.cfg"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
-if [[ -n "${RINGWAY_B:-}" ]]; then  # A/B: a second build, same config, target "ringway_b"
-  RWB=$(free_port); sed "s/127.0.0.1:$RW/127.0.0.1:$RWB/" "$W/ringway.toml" >"$W/ringway_b.toml"
-  start ringway_b "$RWB" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$RINGWAY_B" -c "$W/ringway_b.toml"
-  TARGETS="$TARGETS ringway_b"
-fi
+start_ringway_b taskset -c "$PROXY_CPU"
 
 # one cell against one target: prints bytes moved
 run_cell() {

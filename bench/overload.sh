@@ -8,7 +8,7 @@
 # queue mean/max. Upstream pools: 4096 idle connections for nginx and ringway (HAProxy
 # shares its idle connections without a cap); a 3 s warm-up at full width first. Loopback only; every run is bounded by DUR.
 # Knobs: DUR [10], REPS [3], CONNS [2000], URLPATH [/], TARGETS ["nginx haproxy ringway"],
-#        RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0], PROXY_CPU [1], OUT.
+#        RINGWAY_BIN, RINGWAY_B (a second binary: target ringway_b, for A/B), HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0], PROXY_CPU [1], OUT.
 # Needs nginx, haproxy, wrk, python3, ss (iproute2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,7 @@ start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
+start_ringway_b taskset -c "$PROXY_CPU"
 # warm-up at full width: upstream pools grow to CONNS connections before anything is measured
 for t in $TARGETS; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null; done
 

@@ -7,6 +7,7 @@
 #   write_nginx [LISTEN_OPTS] [SERVER_LINES]   $W/nginx.conf proxying with upstream keep-alive
 #   write_haproxy           $W/haproxy.cfg (mode http, keep-alive, http-reuse always)
 #   write_ringway [HTTP_LINES] [TOP_LINES] [LISTENER_LINES]  $W/ringway.toml, one worker
+#   start_ringway_b PREFIX...  A/B: RINGWAY_B's binary as target ringway_b (see below)
 #   start NAME PORT CMD...  runs CMD in the background, records PID[NAME] / PORT[NAME], waits for
 #                           the port
 #   cpu_ns PID              run time of the process tree so far (schedstat), ns
@@ -96,6 +97,15 @@ upstream = "o"
 TOML
 }
 
+# A/B: when RINGWAY_B names a second binary, starts it with ringway's config on its own port as
+# target "ringway_b" (PREFIX, e.g. `taskset -c 1`, goes before the command) and adds it to TARGETS.
+start_ringway_b() {
+  [[ -n "${RINGWAY_B:-}" ]] || return 0
+  local port; port=$(free_port)
+  sed "s/127.0.0.1:$RW\"/127.0.0.1:$port\"/" "$W/ringway.toml" >"$W/ringway_b.toml"
+  start ringway_b "$port" "$@" env RUST_LOG=warn "$RINGWAY_B" -c "$W/ringway_b.toml"
+  TARGETS="$TARGETS ringway_b"
+}
 declare -A PID PORT
 start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }
 tree() { echo "$1"; pgrep -P "$1" || true; }

@@ -8,7 +8,8 @@
 //! A TLS stream whose read or write was dropped half-way (a timeout) has lost its record buffer
 //! inside monoio-rustls; it remembers that and fails every later operation instead of panicking.
 //!
-//! Unsafe code here: the `Split` marker, and monoio's raw-buffer views for TLS `readv`/`writev`.
+//! Unsafe code here: the `Split` marker, monoio's raw-buffer views for TLS `readv`/`writev`, and
+//! the one direct `recv(2)` ([`Stream::recv_now`]).
 #![allow(unsafe_code)]
 
 use std::future::Future;
@@ -161,6 +162,29 @@ impl Stream {
     /// streams' reads are dropped instead, which retires the stream.
     pub fn cancellable_reads(&self) -> bool {
         matches!(self, Stream::Plain(_))
+    }
+
+    /// A read that never waits, on the io_uring driver and plain TCP only: one `recv(2)` with
+    /// `MSG_DONTWAIT` appending at most `max` bytes to `buf`'s spare capacity. `WouldBlock` when
+    /// nothing is there, or for any other stream or driver (whose reads already try the socket
+    /// first). On io_uring a ring read completes a loop turn later; where bytes are almost
+    /// certainly waiting (a fresh connection's first read, a parked connection that just turned
+    /// readable) this saves that turn (bench/RESULTS.md §26).
+    pub fn recv_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let Stream::Plain(s) = self else { return Err(io::ErrorKind::WouldBlock.into()) };
+        if monoio::utils::is_legacy() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let room = buf.spare_capacity_mut();
+        let want = room.len().min(max);
+        // SAFETY: recv(2) writes at most `want` bytes into `room`, which is that large.
+        let n = unsafe { libc::recv(s.as_raw_fd(), room.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel initialised the `n` bytes it reported, all within the spare capacity.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        Ok(n as usize)
     }
 
     /// Waits until the socket is readable (bytes, FIN or an error). `None` for TLS streams: their

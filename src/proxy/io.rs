@@ -87,6 +87,19 @@ impl Conn {
         res
     }
 
+    /// Reads what the socket holds right now without a ring operation ([`Stream::recv_now`]):
+    /// `Ok(None)` when nothing is there (or the stream cannot), `Ok(Some(0))` when the peer closed.
+    pub fn fill_now(&mut self, max_pending: usize) -> io::Result<Option<usize>> {
+        let (mut buf, len, cap) = self.prepare_read(max_pending)?;
+        let res = self.stream.recv_now(&mut buf, cap - len);
+        self.end_read(buf, len, cap);
+        match res {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The wait for a keep-alive connection's next request (plain TCP): like [`Conn::fill`]
     /// without a deadline, but when nothing arrived within `park_after` the read is cancelled and
     /// its buffer freed, so an idle connection holds no buffer (`Idle::Parked`; the caller waits
