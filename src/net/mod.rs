@@ -264,8 +264,8 @@ impl AsyncReadRent for Stream {
 }
 
 impl CancelableAsyncReadRent for Stream {
-    /// TLS reads cannot be cancelled: the handle is ignored (callers that must give up on a TLS
-    /// read drop it instead, which retires the stream; see `Conn::fill_watching`).
+    /// TLS reads cannot be cancelled: the handle is ignored (only plain connections park,
+    /// `Conn::fill_or_park`; a read given up elsewhere is dropped, which retires the stream).
     async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.cancelable_read(buf, c).await,

@@ -138,23 +138,19 @@ impl Conn {
     }
 
     /// Like [`Conn::fill`], but also watches `client`: if the client closes while we wait, the
-    /// read is cancelled (its buffer and any bytes it got are kept) and `ConnectionAborted` is
-    /// returned. Pipelined client bytes are not an abort: watching stops and the read goes on.
-    /// A TLS read cannot be cancelled: it is dropped instead (its buffer is lost and the stream
-    /// fails from then on; the caller closes it after the error).
-    /// `canceller`: the connection's own (made once: a new one costs an allocation and a hasher).
-    pub async fn fill_watching(
-        &mut self,
-        timeout: Duration,
-        max_pending: usize,
-        client: &Stream,
-        canceller: &mut Canceller,
-    ) -> io::Result<usize> {
+    /// read is given up and `ConnectionAborted` is returned. Pipelined client bytes are not an
+    /// abort: watching stops and the read goes on.
+    /// A read given up (client gone, or `timeout`) is dropped, not cancelled: its buffer and
+    /// anything it got are lost, so the caller must retire this connection after any error
+    /// (the request path does: only a complete response returns an upstream connection to the
+    /// pool). A cancellable read would keep them, but monoio 0.2.4 registers every cancellable
+    /// operation in a SipHash `HashSet`: ~870 instructions per request for a rare case
+    /// (bench/RESULTS.md §27).
+    pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
-        let droppable = !self.stream.cancellable_reads();
         let mut outcome = None;
         let finished = {
-            let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+            let read = self.stream.read(buf.slice_mut(len..cap));
             let mut read = std::pin::pin!(read);
             let deadline = monoio::time::sleep(timeout);
             let mut deadline = std::pin::pin!(deadline);
@@ -175,38 +171,27 @@ impl Conn {
             loop {
                 monoio::select! {
                     r = &mut read => break Some(r),
-                    _ = &mut deadline, if outcome.is_none() => {
+                    _ = &mut deadline => {
                         outcome = Some(io::ErrorKind::TimedOut);
-                        if droppable {
-                            break None;
-                        }
-                        *canceller = std::mem::take(canceller).cancel();
-                        break Some(read.await);
+                        break None;
                     }
-                    closed = client_closed(client), if watching && outcome.is_none() => {
+                    closed = client_closed(client), if watching => {
                         if closed {
                             outcome = Some(io::ErrorKind::ConnectionAborted);
-                            if droppable {
-                                break None;
-                            }
-                            *canceller = std::mem::take(canceller).cancel();
-                            break Some(read.await);
+                            break None;
                         }
                         watching = false; // pipelined bytes: the next request, not an abort
                     }
                 }
             }
         };
-        let res = match finished {
-            Some((res, slice)) => {
+        match (finished, outcome) {
+            (Some((res, slice)), _) => {
                 self.end_read(slice.into_inner(), len, cap);
                 res
             }
-            None => Err(io::Error::from(io::ErrorKind::Interrupted)),
-        };
-        match outcome {
-            Some(kind) => Err(io::Error::new(kind, "read ended early")),
-            None => res,
+            (None, Some(kind)) => Err(io::Error::new(kind, "read ended early")),
+            (None, None) => Err(io::Error::from(io::ErrorKind::Interrupted)),
         }
     }
 

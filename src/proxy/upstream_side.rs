@@ -70,7 +70,7 @@ pub(super) async fn read_response_head(
     scratch: &mut super::Scratch,
     client: &crate::net::Stream,
 ) -> Result<ResponseStart, Error> {
-    let super::Scratch { out, canceller, .. } = scratch;
+    let super::Scratch { out, .. } = scratch;
     let mut deadline: Option<Instant> = None;
     let max = gen.snapshot.http.max_header_bytes;
     let stale_retry = if up.reused { Retry::StaleConnection } else { Retry::Never };
@@ -160,7 +160,7 @@ pub(super) async fn read_response_head(
             return Err(Error::upstream(Kind::ReadTimeout, "response head"));
         }
         // while the upstream thinks, a client that goes away aborts the exchange (U18)
-        match upc.fill_watching(left, max + 1, client, canceller).await {
+        match upc.fill_watching(left, max + 1, client).await {
             Ok(0) => {
                 let retry = if got_bytes { Retry::Never } else { stale_retry };
                 return Err(Error::upstream(Kind::UpstreamClosed, "before response head").with_retry(retry));
