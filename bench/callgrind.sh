@@ -8,7 +8,8 @@
 # instructions/request and the top functions. BIN=... compares another build.
 # PROTO=h2c: the same over HTTP/2 (h2c), driven by `h2load -c CONNS -m 10` (stream batching
 # makes the count a little less exact than the HTTP/1.1 client's).
-# Knobs: N [20000], CONNS [10], PROTO [h1|h2c], BIN [target/release/ringway]. Needs valgrind,
+# Knobs: N [20000], CONNS [10], PROTO [h1|h2c], BIN [target/release/ringway], ACCESS_LOG [unset;
+# json|logfmt: the access log on, to a file, in that format]. Needs valgrind,
 # nginx, python3 (h2load for h2c).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ BIN=${BIN:-target/release/ringway}
 start_origin
 { gateway_toml "io_driver = \"legacy\""; service_toml s; } | sed 's/^workers = "auto"/workers = 1/' >"$W/ringway.toml"
 [[ "$PROTO" == h2c ]] && sed -i "s/^listen = \"127.0.0.1:$PROXY\"/&\nh2c = true/" "$W/ringway.toml"
+[[ -n "${ACCESS_LOG:-}" ]] && printf '[access_log]\npath = "%s"\nformat = "%s"\n' "$W/access.log" "$ACCESS_LOG" >>"$W/ringway.toml"
 valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" --dump-instr=no "$BIN" -c "$W/ringway.toml" 2>"$W/vg.log" &
 VG=$!
 PIDS+=($VG)

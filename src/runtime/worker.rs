@@ -36,7 +36,7 @@ pub struct WorkerSpec {
     pub inbox: Inbox,
     pub report: Sender<WorkerReport>,
     /// Where the access log's blocks go, when it is enabled.
-    pub log_tx: Option<Sender<String>>,
+    pub log_tx: Option<Sender<Vec<u8>>>,
     /// Failure reports to the endpoint supervisor.
     pub events: Sender<super::control::ControlEvent>,
     /// Serves one accepted client connection (the proxy's request loop).
