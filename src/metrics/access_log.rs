@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::http::push_u64;
+
 /// A buffer is handed to the writer once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;
 /// Blocks queued for the writer before new ones are dropped.
@@ -207,18 +209,18 @@ fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
 fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
     b.extend_from_slice(b"{\"time\":\"");
     clock.push_now(b);
-    b.extend_from_slice(b"\",\"request_id\":");
-    json_bytes(b, e.request_id);
-    b.extend_from_slice(b",\"client\":");
-    json_bytes(b, e.client);
-    b.extend_from_slice(b",\"method\":");
-    json_bytes(b, e.method);
-    b.extend_from_slice(b",\"path\":");
-    json_bytes(b, e.path);
-    b.extend_from_slice(b",\"query\":");
-    json_bytes(b, e.query);
-    b.extend_from_slice(b",\"host\":");
-    json_bytes(b, e.host);
+    b.push(b'"');
+    for (k, v) in [
+        (&b",\"request_id\":"[..], e.request_id),
+        (b",\"client\":", e.client),
+        (b",\"method\":", e.method),
+        (b",\"path\":", e.path),
+        (b",\"query\":", e.query),
+        (b",\"host\":", e.host),
+    ] {
+        b.extend_from_slice(k);
+        json_bytes(b, v);
+    }
     b.extend_from_slice(b",\"proto\":\"");
     b.extend_from_slice(e.proto.as_bytes());
     b.extend_from_slice(b"\",\"service\":\"");
@@ -234,18 +236,20 @@ fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
         }
         None => b.extend_from_slice(b"null"),
     }
-    b.extend_from_slice(b",\"status\":");
-    push_num(b, u64::from(e.status));
-    b.extend_from_slice(b",\"bytes_in\":");
-    push_num(b, e.bytes_in);
-    b.extend_from_slice(b",\"bytes_out\":");
-    push_num(b, e.bytes_out);
-    b.extend_from_slice(b",\"duration_us\":");
-    push_num(b, e.duration_us);
-    b.extend_from_slice(b",\"connect_us\":");
-    push_opt(b, e.connect_us);
-    b.extend_from_slice(b",\"first_byte_us\":");
-    push_opt(b, e.first_byte_us);
+    for (k, v) in [
+        (&b",\"status\":"[..], Some(u64::from(e.status))),
+        (b",\"bytes_in\":", Some(e.bytes_in)),
+        (b",\"bytes_out\":", Some(e.bytes_out)),
+        (b",\"duration_us\":", Some(e.duration_us)),
+        (b",\"connect_us\":", e.connect_us),
+        (b",\"first_byte_us\":", e.first_byte_us),
+    ] {
+        b.extend_from_slice(k);
+        match v {
+            Some(v) => push_u64(b, v),
+            None => b.extend_from_slice(b"null"),
+        }
+    }
     b.extend_from_slice(b",\"error\":");
     match e.error {
         Some(err) => {
@@ -259,7 +263,7 @@ fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
         b.extend_from_slice(b",\"waf\":\"");
         b.extend_from_slice(outcome.as_bytes());
         b.extend_from_slice(b"\",\"waf_us\":");
-        push_num(b, us);
+        push_u64(b, us);
     }
     if !e.consumer.is_empty() {
         b.extend_from_slice(b",\"consumer\":\"");
@@ -304,7 +308,7 @@ fn logfmt_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
     ] {
         if let Some(v) = v {
             b.extend_from_slice(k.as_bytes());
-            push_num(b, v);
+            push_u64(b, v);
         }
     }
     if let Some(err) = e.error {
@@ -315,7 +319,7 @@ fn logfmt_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
         b.extend_from_slice(b" waf=");
         b.extend_from_slice(outcome.as_bytes());
         b.extend_from_slice(b" waf_us=");
-        push_num(b, us);
+        push_u64(b, us);
     }
     if !e.consumer.is_empty() {
         b.extend_from_slice(b" consumer=");
@@ -360,28 +364,6 @@ pub fn json_str(b: &mut String, v: &[u8]) {
     b.push_str(std::str::from_utf8(&out).unwrap_or_default());
 }
 
-/// Decimal digits of `v` (no `fmt` machinery: this runs once per field per request).
-fn push_num(b: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    b.extend_from_slice(&tmp[i..]);
-}
-
-fn push_opt(b: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => push_num(b, v),
-        None => b.extend_from_slice(b"null"),
-    }
-}
-
 /// `ip:port` (IPv6 as `[ip]:port`, through `Display`).
 fn push_addr(b: &mut Vec<u8>, addr: std::net::SocketAddr) {
     match addr {
@@ -390,10 +372,10 @@ fn push_addr(b: &mut Vec<u8>, addr: std::net::SocketAddr) {
                 if i > 0 {
                     b.push(b'.');
                 }
-                push_num(b, u64::from(o));
+                push_u64(b, u64::from(o));
             }
             b.push(b':');
-            push_num(b, u64::from(a.port()));
+            push_u64(b, u64::from(a.port()));
         }
         v6 => {
             use std::io::Write as _;
