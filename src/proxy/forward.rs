@@ -291,7 +291,8 @@ async fn try_once(
             // U13: the upstream may have answered early (413, 401...) and stopped reading; if a
             // complete response is waiting, forward it and close the client (its body is unread)
             let facts = RequestFacts { keep_alive: false, ..facts };
-            let early = read_response_head(shard, gen, upc, &facts, EARLY_RESPONSE_WAIT, s, &client.stream).await;
+            let early =
+                read_response_head(shard, gen, upc, &facts, EARLY_RESPONSE_WAIT, &mut s.out, &client.stream).await;
             if let Ok(start) = early {
                 (req.session.status, req.session.bytes_out) = (start.status, s.out.len() as u64);
                 req.session.error = Some("early_upstream_response");
@@ -305,7 +306,7 @@ async fn try_once(
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let try_timeout = api.per_try_timeout.min(left).max(Duration::from_millis(1));
-    let head = read_response_head(shard, gen, upc, &facts, try_timeout, s, &client.stream).await;
+    let head = read_response_head(shard, gen, upc, &facts, try_timeout, &mut s.out, &client.stream).await;
     match head {
         Ok(start) => {
             req.session.first_byte_us = Some(Instant::now().saturating_duration_since(sent_at).as_micros() as u64);

@@ -148,50 +148,43 @@ impl Conn {
     /// (bench/RESULTS.md §27).
     pub async fn fill_watching(&mut self, timeout: Duration, max_pending: usize, client: &Stream) -> io::Result<usize> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
-        let mut outcome = None;
-        let finished = {
+        let ended = {
             let read = self.stream.read(buf.slice_mut(len..cap));
             let mut read = std::pin::pin!(read);
             let deadline = monoio::time::sleep(timeout);
             let mut deadline = std::pin::pin!(deadline);
             // most upstreams answer within microseconds: only a wait longer than WATCH_AFTER pays
             // for arming a poll on the client socket (an extra io_uring op and its cancellation)
-            monoio::select! {
-                r = &mut read => {
-                    let (res, slice) = r;
-                    // (field by field: `self.stream` is still borrowed by the read)
-                    let buf = slice.into_inner();
-                    self.grow = buf.len() == cap && cap > len;
-                    self.buf = buf;
-                    return res;
-                }
-                _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => {}
-            }
-            let mut watching = true;
-            loop {
-                monoio::select! {
-                    r = &mut read => break Some(r),
-                    _ = &mut deadline => {
-                        outcome = Some(io::ErrorKind::TimedOut);
-                        break None;
-                    }
-                    closed = client_closed(client), if watching => {
-                        if closed {
-                            outcome = Some(io::ErrorKind::ConnectionAborted);
-                            break None;
+            let quick = monoio::select! {
+                r = &mut read => Some(r),
+                _ = monoio::time::sleep(WATCH_AFTER.min(timeout)) => None,
+            };
+            match quick {
+                Some(r) => Ok(r),
+                None => {
+                    let mut watching = true;
+                    loop {
+                        monoio::select! {
+                            r = &mut read => break Ok(r),
+                            _ = &mut deadline => break Err(io::ErrorKind::TimedOut),
+                            closed = client_closed(client), if watching => {
+                                if closed {
+                                    break Err(io::ErrorKind::ConnectionAborted);
+                                }
+                                watching = false; // pipelined bytes: the next request, not an abort
+                            }
                         }
-                        watching = false; // pipelined bytes: the next request, not an abort
                     }
                 }
             }
         };
-        match (finished, outcome) {
-            (Some((res, slice)), _) => {
+        // the read future is gone here: a given-up read was dropped with its buffer
+        match ended {
+            Ok((res, slice)) => {
                 self.end_read(slice.into_inner(), len, cap);
                 res
             }
-            (None, Some(kind)) => Err(io::Error::new(kind, "read ended early")),
-            (None, None) => Err(io::Error::from(io::ErrorKind::Interrupted)),
+            Err(kind) => Err(io::Error::new(kind, "read ended early")),
         }
     }
 

@@ -286,7 +286,8 @@ async fn read_head(
             None => http.keepalive_timeout,
         };
         let idle = started.is_none() && served > 0;
-        if started.is_none() && served == 0 && pending.is_empty() {
+        // (no head started means nothing is buffered: a partial head sets `started` above)
+        if started.is_none() && served == 0 {
             // a fresh connection: its request is usually already here (one loop turn saved)
             match client.fill_now(http.max_header_bytes + 1) {
                 Ok(Some(0)) => return Ok(false),

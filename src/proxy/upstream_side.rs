@@ -60,17 +60,16 @@ pub(super) struct RequestFacts<'a> {
 }
 
 /// Reads the upstream response head within `timeout`, skipping interim 1xx responses, and writes
-/// the downstream head into `scratch.out`.
+/// the downstream head into `out`.
 pub(super) async fn read_response_head(
     shard: &Shard,
     gen: &Generation,
     up: &mut UpSide,
     facts: &RequestFacts<'_>,
     timeout: Duration,
-    scratch: &mut super::Scratch,
+    out: &mut Vec<u8>,
     client: &crate::net::Stream,
 ) -> Result<ResponseStart, Error> {
-    let super::Scratch { out, .. } = scratch;
     let mut deadline: Option<Instant> = None;
     let max = gen.snapshot.http.max_header_bytes;
     let stale_retry = if up.reused { Retry::StaleConnection } else { Retry::Never };
