@@ -14,6 +14,7 @@
 #    open files near 20 000 per process and HAProxy reserves two per connection, so the large
 #    cell is 9000 connections (HAProxy would refuse to start with maxconn 10000).
 #
+# Setup (origin, the three proxies, ports, clean-up): bench/sides.sh, with the certificate added.
 # Knobs: DUR (s per s_time run) [5], REPS [3], IDLE ["1000 9000"], RINGWAY_BIN, LOAD_CPU [0],
 #        PROXY_CPU [1], OUT [temp dir]. Needs: openssl, nginx, haproxy, python3.
 # Output: a table on stdout and $OUT/raw.tsv.
@@ -21,79 +22,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}; REPS=${REPS:-3}; IDLE=${IDLE:-"1000 9000"}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
-BIN=${RINGWAY_BIN:-$PWD/target/release/ringway}
-[[ -n "${RINGWAY_BIN:-}" ]] || cargo build --release --quiet
-W=$(mktemp -d -t ringway-tls.XXXXXX); chmod 755 "$W"
-OUT=${OUT:-$W/out}; mkdir -p "$OUT"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; [[ "${KEEP:-0}" == 1 ]] || rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-ulimit -n "$(ulimit -Hn)"
-
+source bench/sides.sh tls
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
-ORIGIN=$(free_port); NGX=$(free_port); HAP=$(free_port); RW=$(free_port)
-mkdir -p "$W/o" "$W/n"
-cat >"$W/origin.conf" <<EOF
-worker_processes 1; daemon off; pid $W/o/pid; error_log $W/o/error.log warn; worker_rlimit_nofile 19000;
-events { worker_connections 20000; }
-http { access_log off; client_body_temp_path $W/o; proxy_temp_path $W/o; fastcgi_temp_path $W/o; uwsgi_temp_path $W/o; scgi_temp_path $W/o;
-  keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; location / { default_type text/plain; return 200 "ok\n"; } } }
-EOF
-cat >"$W/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $W/n/pid; error_log $W/n/error.log warn; worker_rlimit_nofile 19000;
-events { worker_connections 20000; }
-http { access_log off; client_body_temp_path $W/n; proxy_temp_path $W/n; fastcgi_temp_path $W/n; uwsgi_temp_path $W/n; scgi_temp_path $W/n;
-  keepalive_timeout 300s;
-  upstream backend { server 127.0.0.1:$ORIGIN; keepalive 1024; }
-  server { listen 127.0.0.1:$NGX ssl backlog=4096;
-    ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-EOF
-cat >"$W/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 9900
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-frontend fe
-  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2
-  default_backend be
-backend be
-  server s1 127.0.0.1:$ORIGIN
-EOF
-cat >"$W/ringway.toml" <<EOF
-[instance]
-workers = "auto"
-egress_ip = "127.0.0.1"
-[http]
-keepalive_timeout_ms = 300000
-max_connections_per_worker = 18000
-[[listener]]
-listen = "127.0.0.1:$RW"
-[[listener.tls]]
-cert = "$W/cert.pem"
-key = "$W/key.pem"
-[upstream.backend]
-endpoints = [{ addr = "127.0.0.1:$ORIGIN" }]
-[service.bench]
-[[service.bench.api]]
-name = "all"
-path = "/*"
-upstream = "backend"
-EOF
-declare -A PID PORT
-start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }
+write_origin
+write_nginx ssl "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+write_haproxy
+sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
+write_ringway "" "" "[[listener.tls]]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
 start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
@@ -101,7 +41,8 @@ start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ring
 TARGETS="nginx haproxy ringway"
 HZ=$(getconf CLK_TCK)
 ticks() { local t=0 p v; for p in "$1" $(pgrep -P "$1" || true); do v=$(awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
-rss_kib() { local t=0 p v; for p in "$1" $(pgrep -P "$1" || true); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
+# (VmRSS, as §11 measured; sides.sh's rss_kib also subtracts lazily freed pages)
+vmrss_kib() { local t=0 p v; for p in "$1" $(pgrep -P "$1" || true); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
 
 printf "kind\ttarget\trep\tconnections\tus_per_conn\tper_core_per_s\n" >"$OUT/raw.tsv"
 for r in $(seq 1 "$REPS"); do
@@ -133,12 +74,12 @@ time.sleep(hold)
 EOF
 for n in $IDLE; do
   for t in $TARGETS; do
-    before=$(rss_kib "${PID[$t]}")
+    before=$(vmrss_kib "${PID[$t]}")
     taskset -c "$LOAD_CPU" python3 "$W/idle.py" "${PORT[$t]}" "$n" 4 >"$W/idle.out" &
     ip=$!
     for _ in $(seq 1 600); do grep -q open "$W/idle.out" 2>/dev/null && break; sleep 0.1; done
     sleep 1
-    after=$(rss_kib "${PID[$t]}")
+    after=$(vmrss_kib "${PID[$t]}")
     wait "$ip" || true
     per=$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN{ printf "%.1f", (a-b)/n }')
     printf "idle\t%s\t1\t%s\t%s KiB/conn\t-\n" "$t" "$n" "$per" | tee -a "$OUT/raw.tsv" >&2
