@@ -461,6 +461,7 @@ mod tests {
                         driver: "legacy",
                         generation: 1,
                         connections_active: 0,
+                        connections_parked: 0,
                         in_flight: 0,
                         pool_idle: 0,
                         evicted_keys: 0,

@@ -205,6 +205,8 @@ pub struct MetricsSnapshot {
     pub driver: &'static str,
     pub generation: u64,
     pub connections_active: usize,
+    /// Idle keep-alive connections held without a task (the parking lot).
+    pub connections_parked: usize,
     pub in_flight: usize,
     pub pool_idle: usize,
     /// Keys evicted from this worker's per-key rate tables.

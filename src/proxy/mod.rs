@@ -72,18 +72,24 @@ pub fn handler(
     let span = tracing::debug_span!("conn", client = %conn.peer);
     Box::pin(
         async move {
-            let crate::runtime::Accepted { stream, peer, listener, idle, over_cap } = conn;
-            let tls = shard.generation().snapshot.listeners.get(listener.get()).and_then(|l| l.tls.clone());
-            let _ = stream.set_nodelay(true);
-            let (stream, sni_names) = match (over_cap, tls) {
-                (true, None) => {
+            let crate::runtime::Accepted { stream, peer, listener, guard, served } = conn;
+            let Some(guard) = guard else {
+                // over the cap: on HTTPS no handshake is spent on a connection that gets nothing
+                if listener_tls(&shard, &listener).is_none() {
                     let refusal = Box::pin(refuse(stream));
-                    return refusal.await;
+                    refusal.await;
                 }
-                // over the cap on HTTPS: no handshake is spent on a connection that gets nothing
-                (true, Some(_)) => return,
-                (false, None) => (crate::net::Stream::Plain(stream), None),
-                (false, Some(tls)) => {
+                return;
+            };
+            if served > 0 {
+                // back from the parking lot: plain TCP, mid-conversation
+                let opened = Opened { peer, listener, guard, sni_names: None, served };
+                return serve_connection(&shard, crate::net::Stream::Plain(stream), opened).await;
+            }
+            let _ = stream.set_nodelay(true);
+            let (stream, sni_names) = match listener_tls(&shard, &listener) {
+                None => (crate::net::Stream::Plain(stream), None),
+                Some(tls) => {
                     let accepting = Box::pin(tls_accept::accept(&shard, stream, &tls));
                     match accepting.await {
                         Some(accepted) => accepted,
@@ -91,40 +97,53 @@ pub fn handler(
                     }
                 }
             };
-            serve_connection(&shard, stream, peer, listener, idle, sni_names).await
+            serve_connection(&shard, stream, Opened { peer, listener, guard, sni_names, served: 0 }).await
         }
         .instrument(span),
     )
 }
 
+/// The TLS settings of the listener at `index`, when it is an HTTPS listener.
+fn listener_tls(shard: &Shard, index: &std::cell::Cell<usize>) -> Option<std::sync::Arc<crate::tls::ListenerTls>> {
+    shard.generation().snapshot.listeners.get(index.get()).and_then(|l| l.tls.clone())
+}
+
+/// An open client connection's facts, as the handler hands them to [`serve_connection`].
+pub struct Opened {
+    pub peer: SocketAddr,
+    pub listener: std::rc::Rc<std::cell::Cell<usize>>,
+    pub guard: crate::runtime::ConnGuard,
+    /// On a TLS connection whose client sent SNI, the names its certificate covers (the Host
+    /// check).
+    pub sni_names: Option<Vec<String>>,
+    /// Requests served on it before (a connection back from the parking lot).
+    pub served: u32,
+}
+
 /// Serves requests on one accepted client connection until it closes. Its task lives as long as
-/// the connection, and a future is as large as the largest state it can be in: the rare or
-/// one-off states (TLS handshake, HTTP/2, tunnel, lingering close) are boxed, each bound with `let` before its await (a temporary in an awaited expression keeps
-/// its storage in the state across the await), so an idle keep-alive connection holds little
-/// more than its wait (docs/PERF.md, "Idle connections"). `sni_names`: on a TLS connection whose
-/// client sent SNI, the names its certificate covers (the Host check).
-pub async fn serve_connection(
-    shard: &std::rc::Rc<Shard>,
-    stream: crate::net::Stream,
-    peer: SocketAddr,
-    listener: std::rc::Rc<std::cell::Cell<usize>>,
-    idle: std::rc::Rc<std::cell::Cell<bool>>,
-    sni_names: Option<Vec<String>>,
-) {
+/// the connection is busy, and a future is as large as the largest state it can be in: the rare
+/// or one-off states (TLS handshake, HTTP/2, tunnel, lingering close) are boxed, each bound with
+/// `let` before its await (a temporary in an awaited expression keeps its storage in the state
+/// across the await). A plain keep-alive connection idle past `[http] idle_park_ms` leaves its
+/// task for the worker's parking lot, which holds it without one (docs/PERF.md, "Idle
+/// connections").
+pub async fn serve_connection(shard: &std::rc::Rc<Shard>, stream: crate::net::Stream, opened: Opened) {
+    let Opened { peer: peer_addr, listener, guard, sni_names, mut served } = opened;
     let scheme = stream.scheme();
     // buffers are allocated on first use: a connection that never sends a request (an idle TLS
     // connection after its handshake, a pre-connected client pool) holds none
     let mut client = Conn::new(stream, Vec::new());
     let mut scratch = phases::Scratch::default();
-    let mut served = 0u32;
     // HTTP/2: negotiated by ALPN, or by prior knowledge on an h2c listener (where the preface
     // tells it from HTTP/1.1 there; after ALPN h2 anything else is a protocol error)
     let alpn_h2 = client.stream.tls().is_some_and(|t| t.h2);
     let h2c = client.stream.tls().is_none()
+        && served == 0
         && shard.generation().snapshot.listeners.get(listener.get()).is_some_and(|l| l.http2);
-    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
-    let ip = peer.ip().to_string().into_bytes();
-    let peer = session::Peer { addr: peer.ip(), ip, listener, trusted, scheme, idle, sni_names, h2: false };
+    let trusted = shard.generation().snapshot.instance.trusted_proxies.iter().any(|c| c.contains(peer_addr.ip()));
+    let ip = peer_addr.ip().to_string().into_bytes();
+    let idle = guard.idle.clone();
+    let peer = session::Peer { addr: peer_addr.ip(), ip, listener, trusted, scheme, idle, sni_names, h2: false };
     if alpn_h2 || h2c {
         match read_preface(shard, &mut client).await {
             Some(true) => {
@@ -157,6 +176,15 @@ pub async fn serve_connection(
                 let idle = shard.generation().snapshot.http.keepalive_timeout;
                 let relay = Box::pin(tunnel::relay(client, *upstream, idle));
                 relay.await;
+                return;
+            }
+            Next::Park(deadline) => {
+                // the task ends here; the socket waits in the lot (or closes if it cannot)
+                if let crate::net::Stream::Plain(stream) = client.stream {
+                    let listener = peer.listener;
+                    let parked = crate::runtime::Parked { stream, guard, peer: peer_addr, listener, served };
+                    let _ = shard.parked.borrow_mut().park(parked, deadline);
+                }
                 return;
             }
         }

@@ -45,6 +45,9 @@ pub enum Next {
     LingerClose,
     /// The upstream switched protocols (101 to an offered upgrade): relay bytes both ways.
     Tunnel(Box<Conn>),
+    /// Idle past `[http] idle_park_ms` with nothing buffered (plain TCP only): hand the socket to
+    /// the worker's parking lot until it turns readable or this keep-alive deadline passes.
+    Park(std::time::Instant),
 }
 
 /// Per-connection buffers reused across requests.
@@ -54,7 +57,7 @@ pub struct Scratch {
     pub out: Vec<u8>,
     /// The serialised upstream request head.
     pub up_head: Vec<u8>,
-    /// Cancels the keep-alive read when the connection parks. One per connection: a monoio
+    /// Cancels the keep-alive read before the connection parks. One per connection: a monoio
     /// canceller costs an allocation and a hasher when made (~1 000 instructions per request
     /// when it was made per read, bench/callgrind.sh), and each cancellable read ~280 more.
     pub canceller: monoio::io::Canceller,
@@ -71,8 +74,9 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     let gen = shard.generation();
     let gen = &*gen;
     let read = match read {
-        Ok(true) => head_phases(shard, gen, client, peer, served, &limits, &mut s.up_head),
-        Ok(false) => return Next::Close,
+        Ok(Arrival::Head) => head_phases(shard, gen, client, peer, served, &limits, &mut s.up_head),
+        Ok(Arrival::Closed) => return Next::Close,
+        Ok(Arrival::Parked(deadline)) => return Next::Park(deadline),
         Err(err) => Err(err),
     };
     let (mut req, step, api_flight) = match read {
@@ -251,9 +255,18 @@ fn head_limits(gen: &Generation) -> HeadLimits {
     }
 }
 
-/// Reads until a complete head is buffered. `Ok(false)`: the client closed or stayed idle past
-/// the keep-alive timeout (no response is due). A head that is malformed or over a limit is
-/// refused as soon as its bytes show it, before it is complete.
+/// How the wait for a request head ended.
+enum Arrival {
+    /// A complete head is buffered.
+    Head,
+    /// The client closed or stayed idle past the keep-alive timeout (no response is due).
+    Closed,
+    /// Idle past `[http] idle_park_ms`: the connection parks until this keep-alive deadline.
+    Parked(std::time::Instant),
+}
+
+/// Reads until a complete head is buffered. A head that is malformed or over a limit is refused
+/// as soon as its bytes show it, before it is complete.
 async fn read_head(
     gen: &Generation,
     client: &mut Conn,
@@ -261,7 +274,7 @@ async fn read_head(
     served: u32,
     limits: &HeadLimits,
     s: &mut Scratch,
-) -> Result<bool, Error> {
+) -> Result<Arrival, Error> {
     let http = &gen.snapshot.http;
     let mut started: Option<std::time::Instant> = None;
     loop {
@@ -269,11 +282,11 @@ async fn read_head(
         if !pending.is_empty() {
             // the common case: one read brought exactly one head (a GET without pipelining)
             if pending.ends_with(b"\r\n\r\n") && !pending.starts_with(b"\r\n") {
-                return Ok(true);
+                return Ok(Arrival::Head);
             }
             // otherwise the parser decides (it also refuses bad or oversized partial heads)
             if parse_request(pending, &mut crate::http::header_buf(), limits)?.is_some() {
-                return Ok(true);
+                return Ok(Arrival::Head);
             }
             started.get_or_insert_with(std::time::Instant::now);
         }
@@ -287,62 +300,39 @@ async fn read_head(
         };
         let idle = started.is_none() && served > 0;
         // (no head started means nothing is buffered: a partial head sets `started` above)
-        if started.is_none() && served == 0 {
-            // a fresh connection: its request is usually already here (one loop turn saved)
+        if started.is_none() && client.buf.capacity() == 0 {
+            // no buffer yet: a fresh connection (its request is usually already here), or one
+            // back from the parking lot because its socket turned readable; one loop turn saved
             match client.fill_now(http.max_header_bytes + 1) {
-                Ok(Some(0)) => return Ok(false),
+                Ok(Some(0)) => return Ok(Arrival::Closed),
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(ParseError::HeaderTooLarge.into()),
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(Arrival::Closed),
             }
         }
+        let park = http.idle_park.filter(|p| idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p);
         peer.idle.set(idle);
-        let filled =
-            match http.idle_park.filter(|p| idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p) {
-                Some(park_after) => idle_wait(client, http, park_after, s).await,
-                None => client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await,
-            };
+        let filled = match park {
+            Some(park_after) => {
+                let waiting = std::time::Instant::now();
+                match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await {
+                    Ok(Idle::Read(n)) => Ok(n),
+                    Ok(Idle::Parked) => return Ok(Arrival::Parked(waiting + http.keepalive_timeout)),
+                    Err(e) => Err(e),
+                }
+            }
+            None => client.fill(timeout.max(Duration::from_millis(1)), http.max_header_bytes + 1).await,
+        };
         peer.idle.set(false);
         match filled {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(Arrival::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started.is_some() => {
                 return Err(Error::downstream(Kind::ClientTimeout));
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(ParseError::HeaderTooLarge.into()),
-            Err(_) => return Ok(false),
-        }
-    }
-}
-
-/// The wait between requests on a plain keep-alive connection (`[http] idle_park_ms`): a read
-/// with a buffer for `park_after` (a busy connection never gets further), then the connection
-/// parks: its read buffer and scratch buffers are freed and it waits for readability (no
-/// buffer) until `keepalive_timeout` has passed since the wait began. An idle connection then
-/// holds no buffer (docs/PERF.md, "Idle connections").
-async fn idle_wait(
-    client: &mut Conn,
-    http: &crate::config::HttpLimits,
-    park_after: Duration,
-    s: &mut Scratch,
-) -> std::io::Result<usize> {
-    let deadline = std::time::Instant::now() + http.keepalive_timeout;
-    let expired = || std::io::Error::new(std::io::ErrorKind::TimedOut, "keep-alive timeout");
-    loop {
-        match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await? {
-            Idle::Read(n) => return Ok(n),
-            Idle::Parked => {}
-        }
-        (s.out, s.up_head) = (Vec::new(), Vec::new());
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let Some(ready) = client.stream.readable(false) else { return Err(expired()) };
-        if left.is_zero() || monoio::time::timeout(left, ready).await.is_err() {
-            return Err(expired());
-        }
-        // readable: take the bytes now rather than arming a read that completes a turn later
-        if let Some(n) = client.fill_now(http.max_header_bytes + 1)? {
-            return Ok(n);
+            Err(_) => return Ok(Arrival::Closed),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod endpoints;
 mod generation;
 mod listener;
+mod park;
 pub mod notify;
 mod preflight;
 mod reload;
@@ -22,6 +23,7 @@ pub use affinity::allowed_cpus;
 pub use control::{channel, collect_stats, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use generation::{Generation, SharedRates};
 pub use listener::shutdown_fd;
+pub use park::{ConnGuard, Parked, ParkingLot};
 pub use preflight::preflight;
 pub use reload::{Current, LastReload, ReloadError, Reloader};
 pub use shard::{OpenConn, Shard};
@@ -77,12 +79,14 @@ pub struct Accepted {
     /// Index of the listener that accepted it, in the current config (a reload may renumber it;
     /// `usize::MAX` once the listener is removed).
     pub listener: std::rc::Rc<std::cell::Cell<usize>>,
-    /// Set by the handler while the connection waits for its next request with nothing
-    /// buffered: a worker at its connection cap may close it.
-    pub idle: std::rc::Rc<std::cell::Cell<bool>>,
-    /// Accepted over the worker's connection cap with no idle connection to close: the handler
-    /// refuses it at once (it is not counted as open).
-    pub over_cap: bool,
+    /// The connection's registration (count and descriptor) for as long as it is open; its
+    /// `idle` flag is set while it waits for its next request with nothing buffered (a worker at
+    /// its connection cap may close it). `None`: accepted over the worker's connection cap with
+    /// no idle connection to close; the handler refuses it at once (it is not counted as open).
+    pub guard: Option<ConnGuard>,
+    /// Requests already served on this connection: 0 for a new one; more for a keep-alive
+    /// connection coming back from the parking lot (always plain TCP, its socket readable).
+    pub served: u32,
 }
 
 /// What serves accepted connections (the proxy's request loop): the runtime knows nothing of

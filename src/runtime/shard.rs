@@ -40,8 +40,10 @@ pub struct Shard {
     pub pool: RefCell<Pool<IdleConn>>,
     /// Woken when a watch fires: the pool janitor's (a no-op until the janitor runs).
     pub pool_waker: RefCell<std::task::Waker>,
-    /// Open client connections.
+    /// Open client connections (parked ones included).
     pub connections: Cell<usize>,
+    /// Idle keep-alive client connections held without a task (`park`).
+    pub parked: RefCell<super::ParkingLot>,
     /// Requests between their first head byte and their last response byte.
     pub in_flight: Cell<usize>,
     /// Set on shutdown: finish the current request, then close.
@@ -78,6 +80,7 @@ impl Shard {
             pool: RefCell::new(Pool::default()),
             pool_waker: RefCell::new(std::task::Waker::noop().clone()),
             connections: Cell::new(0),
+            parked: RefCell::new(super::ParkingLot::new()),
             in_flight: Cell::new(0),
             draining: Cell::new(false),
             open_fds: RefCell::default(),
@@ -142,6 +145,7 @@ impl Shard {
             driver: self.driver,
             generation: gen.id(),
             connections_active: self.connections.get(),
+            connections_parked: self.parked.borrow().len(),
             in_flight: self.in_flight.get(),
             pool_idle: self.pool.borrow().total_idle(),
             metrics: self.metrics.borrow().clone(),

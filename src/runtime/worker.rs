@@ -155,6 +155,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         monoio::spawn(flush_access_log(shard.clone(), stopped.clone()));
     }
     monoio::spawn(pool_janitor(shard.clone(), stopped.clone()));
+    // parked keep-alive connections come back through it until the worker has drained
+    monoio::spawn(super::park::tend(shard.clone(), handler));
     // `None` (supervisor gone) stops the worker like Shutdown
     while let Some(msg) = inbox.recv().await {
         match msg {
@@ -238,8 +240,10 @@ async fn serve(spec: WorkerSpec, driver: &'static str) {
         log.flush();
     }
     // tasks still parked when the runtime is dropped are not dropped by monoio 0.2.4; close the
-    // pooled upstream connections explicitly so an in-process stop leaks no sockets
+    // pooled upstream connections and the parking lot's explicitly so an in-process stop leaks
+    // no sockets (and the lot's guards, which hold the shard, are gone)
     shard.pool.borrow_mut().clear();
+    shard.parked.borrow_mut().close_all();
     tracing::info!(worker = id, unfinished, "Worker stopped");
 }
 
@@ -313,32 +317,6 @@ const IDLE_GRACE: Duration = Duration::from_millis(500);
 /// How long a stopping worker waits for shut-down connections to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Registers a client connection on the shard (count and fd, for closing at shutdown) for as long
-/// as its task lives.
-struct ConnGuard {
-    shard: Rc<Shard>,
-    id: u64,
-    idle: Rc<Cell<bool>>,
-}
-
-impl ConnGuard {
-    fn new(shard: Rc<Shard>, fd: RawFd) -> Self {
-        let id = shard.next_conn_id.get();
-        shard.next_conn_id.set(id + 1);
-        shard.connections.set(shard.connections.get() + 1);
-        let idle = Rc::new(Cell::new(false));
-        shard.open_fds.borrow_mut().insert(id, super::OpenConn { fd, idle: idle.clone() });
-        Self { shard, id, idle }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.shard.open_fds.borrow_mut().remove(&self.id);
-        self.shard.connections.set(self.shard.connections.get() - 1);
-    }
-}
-
 /// Hands buffered access-log lines to the writer every [`LOG_FLUSH_EVERY`] until the worker stops.
 async fn flush_access_log(shard: Rc<Shard>, stop: Rc<StopSlot>) {
     while !stop.stopped.get() {
@@ -403,17 +381,13 @@ fn admit(
     shard.metrics.borrow_mut().connections_total += 1;
     if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
         shard.metrics.borrow_mut().connections_refused += 1;
-        let conn = super::Accepted { stream, peer, listener: index.clone(), idle: Rc::default(), over_cap: true };
+        let conn = super::Accepted { stream, peer, listener: index.clone(), guard: None, served: 0 };
         monoio::spawn(handler(shard.clone(), conn));
         return;
     }
-    let guard = ConnGuard::new(shard.clone(), stream.as_raw_fd());
-    let index = index.clone();
-    monoio::spawn(async move {
-        let conn = super::Accepted { stream, peer, listener: index, idle: guard.idle.clone(), over_cap: false };
-        handler(guard.shard.clone(), conn).await;
-        drop(guard);
-    });
+    let guard = super::ConnGuard::new(shard.clone(), stream.as_raw_fd());
+    let conn = super::Accepted { stream, peer, listener: index.clone(), guard: Some(guard), served: 0 };
+    monoio::spawn(handler(shard.clone(), conn));
 }
 
 /// Accepts on `listener` until stopped. It waits for readiness and then takes every queued

@@ -1,0 +1,331 @@
+//! The parking lot: idle plain keep-alive client connections held without a task.
+//!
+//! A keep-alive connection that stayed silent for `[http] idle_park_ms` leaves its task: the
+//! socket, its registration ([`ConnGuard`]) and the few facts needed to resume it move here as a
+//! [`Parked`] (about 200 bytes), and the socket joins the worker's epoll set. Nothing else is
+//! held while it is idle: no task, no future, no buffer, no ring operation, no timer (nginx keeps
+//! an idle connection as a small struct plus an epoll registration; this is the same shape).
+//! When the socket turns readable (the next request, or the client's close) the lot hands the
+//! connection back to the worker's connection handler (`Accepted::served` > 0), which reads what
+//! arrived at once; when its keep-alive time runs out the lot closes it.
+//!
+//! One task per worker ([`tend`]) waits on the epoll descriptor itself: a single ring poll on
+//! io_uring (the epoll fallback driver polls it like any socket), and one timer for the earliest
+//! deadline. Parking and resuming cost one `epoll_ctl` each, paid only by connections idle for
+//! `idle_park_ms` (1 s by default), never by busy ones. Unsafe code here: the `epoll_*` calls.
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::shard::Shard;
+
+/// Registers a client connection on the shard (count and descriptor, for closing at shutdown or
+/// at the connection cap) for as long as it lives: in its task, or parked here.
+pub struct ConnGuard {
+    shard: Rc<Shard>,
+    id: u64,
+    /// Waiting for its next request with nothing buffered (safe to close at the cap).
+    pub idle: Rc<Cell<bool>>,
+}
+
+impl ConnGuard {
+    pub(super) fn new(shard: Rc<Shard>, fd: RawFd) -> Self {
+        let id = shard.next_conn_id.get();
+        shard.next_conn_id.set(id + 1);
+        shard.connections.set(shard.connections.get() + 1);
+        let idle = Rc::new(Cell::new(false));
+        shard.open_fds.borrow_mut().insert(id, super::OpenConn { fd, idle: idle.clone() });
+        Self { shard, id, idle }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shard.open_fds.borrow_mut().remove(&self.id);
+        self.shard.connections.set(self.shard.connections.get() - 1);
+    }
+}
+
+/// An idle keep-alive connection without a task.
+pub struct Parked {
+    pub stream: TcpStream,
+    pub guard: ConnGuard,
+    pub peer: SocketAddr,
+    /// The accepting listener's index in the current config (see `Accepted::listener`).
+    pub listener: Rc<Cell<usize>>,
+    /// Requests served on it so far.
+    pub served: u32,
+}
+
+struct Slot {
+    /// Bumped each time the slot is vacated: a stale epoll event or deadline names an old tag.
+    tag: u32,
+    conn: Option<Parked>,
+}
+
+/// The worker's parked connections (the `Shard` owns it; only its own thread touches it).
+#[derive(Default)]
+pub struct ParkingLot {
+    /// The epoll set; `None` when it could not be made (connections then close instead of parking).
+    epoll: Option<OwnedFd>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    parked: usize,
+    /// (deadline, slot, tag), earliest first; entries of vacated slots are skipped when reached.
+    deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// The tending task, and when its timer fires (a new earlier deadline wakes it).
+    waker: Option<Waker>,
+    timer: Option<Instant>,
+    /// Connections parked since the last trim: give the allocator's freed pages back then.
+    trim_at: Option<Instant>,
+    stopped: bool,
+}
+
+/// At most this many epoll events are taken per call.
+const EVENTS: usize = 256;
+/// The tending task's timer when nothing is parked.
+const IDLE_TICK: Duration = Duration::from_secs(3600);
+/// How long after connections parked the worker's allocator returns freed pages to the system.
+/// mimalloc purges freed pages only when it is next called, and an all-idle worker makes no
+/// calls: its parked connections' old tasks and buffers would stay resident (bench/RESULTS.md §30).
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+impl ParkingLot {
+    pub fn new() -> Self {
+        // SAFETY: epoll_create1 has no memory arguments; a valid descriptor is owned from here on
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let epoll = match fd >= 0 {
+            true => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            false => {
+                tracing::warn!(error = %io::Error::last_os_error(), "No epoll set: idle connections close instead of parking");
+                None
+            }
+        };
+        Self { epoll, ..Default::default() }
+    }
+
+    /// Connections parked now.
+    pub fn len(&self) -> usize {
+        self.parked
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parked == 0
+    }
+
+    /// Parks `conn` until it turns readable or `deadline` (the end of its keep-alive time)
+    /// passes. Gives it back when it cannot be watched (no epoll set, `epoll_ctl` failed, or the
+    /// worker is stopping).
+    pub fn park(&mut self, conn: Parked, deadline: Instant) -> Result<(), Parked> {
+        let Some(epoll) = self.epoll.as_ref().filter(|_| !self.stopped) else { return Err(conn) };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot { tag: 0, conn: None });
+                self.slots.len() as u32 - 1
+            }
+        };
+        let tag = self.slots[slot as usize].tag;
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: key(slot, tag),
+        };
+        // SAFETY: both descriptors are open; `event` lives across the call
+        let added = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, conn.stream.as_raw_fd(), &mut event) };
+        if added != 0 {
+            self.free.push(slot);
+            return Err(conn);
+        }
+        conn.guard.idle.set(true);
+        self.deadlines.push(Reverse((deadline, slot, tag)));
+        let trim_at = *self.trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);
+        if self.timer.is_none_or(|t| deadline.min(trim_at) < t) {
+            self.wake();
+        }
+        self.slots[slot as usize].conn = Some(conn);
+        self.parked += 1;
+        Ok(())
+    }
+
+    /// Takes the connection in `slot` out of the lot (and the epoll set), if `tag` is still its.
+    fn take(&mut self, slot: u32, tag: u32) -> Option<Parked> {
+        let s = self.slots.get_mut(slot as usize).filter(|s| s.tag == tag)?;
+        let conn = s.conn.take()?;
+        s.tag = s.tag.wrapping_add(1);
+        self.free.push(slot);
+        self.parked -= 1;
+        if let Some(epoll) = &self.epoll {
+            // SAFETY: both descriptors are open; DEL ignores the event argument
+            unsafe {
+                libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, conn.stream.as_raw_fd(), std::ptr::null_mut())
+            };
+        }
+        conn.guard.idle.set(false);
+        Some(conn)
+    }
+
+    /// The connections whose sockets turned readable (taken out of the lot).
+    fn ready(&mut self, out: &mut Vec<Parked>) {
+        let Some(epfd) = self.epoll.as_ref().map(AsRawFd::as_raw_fd) else { return };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        loop {
+            // SAFETY: `events` has room for EVENTS entries; timeout 0 never blocks
+            let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as i32, 0) };
+            if n <= 0 {
+                return;
+            }
+            for e in &events[..n as usize] {
+                let k = e.u64;
+                out.extend(self.take(k as u32, (k >> 32) as u32));
+            }
+            if (n as usize) < EVENTS {
+                return;
+            }
+        }
+    }
+
+    /// The connections whose deadline is at or before `now` (taken out of the lot); returns the
+    /// next deadline, if any.
+    fn expired(&mut self, now: Instant, out: &mut Vec<Parked>) -> Option<Instant> {
+        while let Some(&Reverse((deadline, slot, tag))) = self.deadlines.peek() {
+            let live = self.slots[slot as usize].tag == tag && self.slots[slot as usize].conn.is_some();
+            if live && deadline > now {
+                return Some(deadline);
+            }
+            self.deadlines.pop();
+            if live {
+                out.extend(self.take(slot, tag));
+            }
+        }
+        None
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Stops parking and closes every parked connection (a stopping worker, after its drain).
+    pub fn close_all(&mut self) {
+        self.stopped = true;
+        self.wake();
+        let slots: Vec<(u32, u32)> =
+            self.slots.iter().enumerate().filter(|(_, s)| s.conn.is_some()).map(|(i, s)| (i as u32, s.tag)).collect();
+        for (slot, tag) in slots {
+            drop(self.take(slot, tag));
+        }
+        self.deadlines.clear();
+    }
+}
+
+fn key(slot: u32, tag: u32) -> u64 {
+    u64::from(tag) << 32 | u64::from(slot)
+}
+
+/// Resolves once the lot wakes its tending task (a new earliest deadline, or the stop).
+struct Nudged<'a>(&'a RefCell<ParkingLot>, bool);
+
+impl Future for Nudged<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.1 {
+            return Poll::Ready(());
+        }
+        self.1 = true;
+        self.0.borrow_mut().waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The worker's tending task: resumes parked connections that turned readable (through
+/// `handler`, as a new task) and closes those past their deadline, until the lot is closed.
+pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
+    let waiter = {
+        let lot = shard.parked.borrow();
+        let Some(epoll) = &lot.epoll else { return };
+        // the epoll descriptor, seen by the runtime as a socket to poll for readability
+        let dup = match epoll.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot watch the parking lot: idle connections close instead of parking");
+                drop(lot);
+                shard.parked.borrow_mut().stopped = true;
+                return;
+            }
+        };
+        match TcpStream::from_std(std::net::TcpStream::from(dup)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot watch the parking lot: idle connections close instead of parking");
+                drop(lot);
+                shard.parked.borrow_mut().stopped = true;
+                return;
+            }
+        }
+    };
+    // one poll stays armed across timer wake-ups (a dropped ring poll would linger until the next event)
+    let readable = waiter.readable(false);
+    let mut readable = std::pin::pin!(readable);
+    let mut woken = Vec::new();
+    loop {
+        let next = {
+            let mut lot = shard.parked.borrow_mut();
+            if lot.stopped {
+                return;
+            }
+            let now = Instant::now();
+            let next = lot.expired(now, &mut woken);
+            drop(std::mem::take(&mut woken)); // past their keep-alive time: closed
+            if lot.trim_at.is_some_and(|t| t <= now) {
+                lot.trim_at = None;
+                // SAFETY: mi_collect takes no pointers; it only purges this thread's freed pages
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+            let next = match (next, lot.trim_at) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            lot.timer = Some(next.unwrap_or(now + IDLE_TICK));
+            next
+        };
+        let sleep = next.map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+        let ready = monoio::select! {
+            r = &mut readable => Some(r),
+            _ = monoio::time::sleep(sleep) => None,
+            _ = Nudged(&shard.parked, false) => None,
+        };
+        if let Some(r) = ready {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "Waiting on the parking lot failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            readable.set(waiter.readable(false));
+            shard.parked.borrow_mut().ready(&mut woken);
+            for p in woken.drain(..) {
+                let conn = super::Accepted {
+                    stream: p.stream,
+                    peer: p.peer,
+                    listener: p.listener,
+                    guard: Some(p.guard),
+                    served: p.served,
+                };
+                monoio::spawn(handler(shard.clone(), conn));
+            }
+        }
+    }
+}
+
