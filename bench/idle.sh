@@ -4,8 +4,11 @@
 # and each count in IDLE, bench/idle_clients.py opens that many connections, sends one request
 # on each, reads the answer and leaves the connection open and silent; after SETTLE seconds
 # (longer than ringway's 1 s park delay) the proxy's resident memory growth per connection is
-# reported (RSS minus lazily freed pages, from /proc/PID/smaps_rollup).
-# Knobs: IDLE ["1000 9000"], SETTLE [3], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http],
+# reported (RSS minus lazily freed pages, from /proc/PID/smaps_rollup). Before the first count
+# each proxy is warmed with WARM connections (one request each, held idle for SETTLE seconds,
+# then closed), so what it allocates once on first use (metrics, histograms, caches, event
+# arrays) is not charged to idle connections.
+# Knobs: IDLE ["1000 9000"], SETTLE [3], WARM [500], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http],
 # e.g. "idle_park_ms = 0"), TARGETS ["nginx haproxy ringway"]. Needs nginx, haproxy, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,16 +20,25 @@ start nginx "$NGX" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" haproxy -db -f "$W/haproxy.cfg"
 start ringway "$RW" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
 printf "%-8s %8s %12s %12s\n" target conns rss_growth kib_per_conn
+# opens N connections to PORT (each after one request) and holds them; HOLDER is its PID
+hold() {
+  rm -f "$W/ready"
+  python3 bench/idle_clients.py 127.0.0.1 "$1" "$2" "$W/ready" &
+  HOLDER=$!
+  for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
+}
+release() { kill "$HOLDER" 2>/dev/null || true; wait "$HOLDER" 2>/dev/null || true; }
+for t in ${TARGETS:-nginx haproxy ringway}; do
+  if (( ${WARM:-500} > 0 )); then hold "${PORT[$t]}" "${WARM:-500}"; sleep "$SETTLE"; release; fi
+done
+sleep "$SETTLE"
 for n in $IDLE; do
   for t in ${TARGETS:-nginx haproxy ringway}; do
     before=$(rss_kib "${PID[$t]}")
-    rm -f "$W/ready"
-    python3 bench/idle_clients.py 127.0.0.1 "${PORT[$t]}" "$n" "$W/ready" &
-    holder=$!
-    for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
+    hold "${PORT[$t]}" "$n"
     sleep "$SETTLE"
     after=$(rss_kib "${PID[$t]}")
-    kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+    release
     sleep 1
     printf "%-8s %8s %12s %12s\n" "$t" "$n" "$((after - before))" "$(awk -v d=$((after - before)) -v n="$n" 'BEGIN{printf "%.2f", d/n}')"
   done

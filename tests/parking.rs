@@ -54,12 +54,18 @@ fn parked_connections_are_counted_evicted_at_the_cap_and_closed_on_shutdown() {
 #[test]
 fn many_parked_connections_come_back_whole_twice() {
     let up = MockUpstream::echo();
-    let body = format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nkeepalive_timeout_ms = 20000\n{}", catch_all("o", &[up.addr]));
+    let body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nkeepalive_timeout_ms = 20000\n{}",
+        catch_all("o", &[up.addr])
+    );
     let gw = TestGateway::start_with_workers(&body, "", 1);
     const N: usize = 300;
     let mut clients: Vec<Client> = (0..N).map(|_| Client::connect(gw.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        assert_eq!(c.send(format!("GET /first/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).response(false).status, 200);
+        assert_eq!(
+            c.send(format!("GET /first/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).response(false).status,
+            200
+        );
     }
     for round in ["one", "two"] {
         std::thread::sleep(PARKED);

@@ -183,7 +183,7 @@ pub async fn serve_connection(shard: &std::rc::Rc<Shard>, stream: crate::net::St
                 if let crate::net::Stream::Plain(stream) = client.stream {
                     let listener = peer.listener;
                     let parked = crate::runtime::Parked { stream, guard, peer: peer_addr, listener, served };
-                    let _ = shard.parked.borrow_mut().park(parked, deadline);
+                    shard.parked.borrow_mut().park(parked, deadline);
                 }
                 return;
             }

@@ -47,6 +47,7 @@ impl ConnGuard {
         shard.connections.set(shard.connections.get() + 1);
         let idle = Rc::new(Cell::new(false));
         shard.open_fds.borrow_mut().insert(id, super::OpenConn { fd, idle: idle.clone() });
+        shard.churn.set(shard.churn.get() + 1);
         Self { shard, id, idle }
     }
 }
@@ -55,6 +56,7 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.shard.open_fds.borrow_mut().remove(&self.id);
         self.shard.connections.set(self.shard.connections.get() - 1);
+        self.shard.churn.set(self.shard.churn.get() + 1);
     }
 }
 
@@ -88,19 +90,16 @@ pub struct ParkingLot {
     /// The tending task, and when its timer fires (a new earlier deadline wakes it).
     waker: Option<Waker>,
     timer: Option<Instant>,
-    /// Connections parked since the last trim: give the allocator's freed pages back then.
-    trim_at: Option<Instant>,
     stopped: bool,
 }
 
 /// At most this many epoll events are taken per call.
 const EVENTS: usize = 256;
-/// The tending task's timer when nothing is parked.
-const IDLE_TICK: Duration = Duration::from_secs(3600);
-/// How long after connections parked the worker's allocator returns freed pages to the system.
-/// mimalloc purges freed pages only when it is next called, and an all-idle worker makes no
-/// calls: its parked connections' old tasks and buffers would stay resident (bench/RESULTS.md §30).
-const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// How often the tending task checks whether the worker went quiet. mimalloc purges freed pages
+/// only when it is next called, and a quiet worker makes no calls: the tasks and buffers of its
+/// now-parked (or closed) connections would stay resident. A worker that was busy and then saw
+/// a whole tick without a request, connection or park gives them back once (bench/RESULTS.md §30).
+const QUIET_TICK: Duration = Duration::from_secs(1);
 
 impl ParkingLot {
     pub fn new() -> Self {
@@ -126,10 +125,10 @@ impl ParkingLot {
     }
 
     /// Parks `conn` until it turns readable or `deadline` (the end of its keep-alive time)
-    /// passes. Gives it back when it cannot be watched (no epoll set, `epoll_ctl` failed, or the
-    /// worker is stopping).
-    pub fn park(&mut self, conn: Parked, deadline: Instant) -> Result<(), Parked> {
-        let Some(epoll) = self.epoll.as_ref().filter(|_| !self.stopped) else { return Err(conn) };
+    /// passes. False when it cannot be watched (no epoll set, `epoll_ctl` failed, or the worker
+    /// is stopping): the connection is closed then, as at its keep-alive timeout.
+    pub fn park(&mut self, conn: Parked, deadline: Instant) -> bool {
+        let Some(epoll) = self.epoll.as_ref().filter(|_| !self.stopped) else { return false };
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -138,25 +137,25 @@ impl ParkingLot {
             }
         };
         let tag = self.slots[slot as usize].tag;
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-            u64: key(slot, tag),
-        };
+        let mut event = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: key(slot, tag) };
         // SAFETY: both descriptors are open; `event` lives across the call
-        let added = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, conn.stream.as_raw_fd(), &mut event) };
+        let added =
+            unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, conn.stream.as_raw_fd(), &mut event) };
         if added != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "Cannot park a connection: closed instead");
             self.free.push(slot);
-            return Err(conn);
+            return false;
         }
         conn.guard.idle.set(true);
+        let churn = &conn.guard.shard.churn;
+        churn.set(churn.get() + 1);
         self.deadlines.push(Reverse((deadline, slot, tag)));
-        let trim_at = *self.trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);
-        if self.timer.is_none_or(|t| deadline.min(trim_at) < t) {
+        if self.timer.is_none_or(|t| deadline < t) {
             self.wake();
         }
         self.slots[slot as usize].conn = Some(conn);
         self.parked += 1;
-        Ok(())
+        true
     }
 
     /// Takes the connection in `slot` out of the lot (and the epoll set), if `tag` is still its.
@@ -235,6 +234,32 @@ fn key(slot: u32, tag: u32) -> u64 {
     u64::from(tag) << 32 | u64::from(slot)
 }
 
+/// Gives freed memory back once a busy worker has gone quiet.
+#[derive(Default)]
+struct Quiet {
+    /// `Shard::activity` at the last tick.
+    seen: u64,
+    /// Activity happened since the last trim.
+    dirty: bool,
+}
+
+impl Quiet {
+    fn tick(&mut self, activity: u64) {
+        if activity != self.seen {
+            // busy: the allocator runs and purges on its own
+            self.seen = activity;
+            self.dirty = true;
+        } else if self.dirty {
+            self.dirty = false;
+            let t0 = Instant::now();
+            // SAFETY: mi_collect takes no pointers; it purges this thread's freed pages (a no-op
+            // when mimalloc is not the allocator, as in the library's tests)
+            unsafe { libmimalloc_sys::mi_collect(true) };
+            tracing::debug!(us = t0.elapsed().as_micros() as u64, "Quiet: freed memory given back");
+        }
+    }
+}
+
 /// Resolves once the lot wakes its tending task (a new earliest deadline, or the stop).
 struct Nudged<'a>(&'a RefCell<ParkingLot>, bool);
 
@@ -281,6 +306,8 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
     let readable = waiter.readable(false);
     let mut readable = std::pin::pin!(readable);
     let mut woken = Vec::new();
+    let mut quiet = Quiet::default();
+    let mut tick = Instant::now() + QUIET_TICK;
     loop {
         let next = {
             let mut lot = shard.parked.borrow_mut();
@@ -290,19 +317,15 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
             let now = Instant::now();
             let next = lot.expired(now, &mut woken);
             drop(std::mem::take(&mut woken)); // past their keep-alive time: closed
-            if lot.trim_at.is_some_and(|t| t <= now) {
-                lot.trim_at = None;
-                // SAFETY: mi_collect takes no pointers; it only purges this thread's freed pages
-                unsafe { libmimalloc_sys::mi_collect(true) };
+            if now >= tick {
+                tick = now + QUIET_TICK;
+                quiet.tick(shard.activity());
             }
-            let next = match (next, lot.trim_at) {
-                (Some(d), Some(t)) => Some(d.min(t)),
-                (d, t) => d.or(t),
-            };
-            lot.timer = Some(next.unwrap_or(now + IDLE_TICK));
+            let next = next.map_or(tick, |d| d.min(tick));
+            lot.timer = Some(next);
             next
         };
-        let sleep = next.map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+        let sleep = next.saturating_duration_since(Instant::now());
         let ready = monoio::select! {
             r = &mut readable => Some(r),
             _ = monoio::time::sleep(sleep) => None,
@@ -328,4 +351,3 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
         }
     }
 }
-

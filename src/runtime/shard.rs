@@ -55,6 +55,8 @@ pub struct Shard {
     /// This worker's side of the egress bandwidth cap (and its byte count).
     pub egress: crate::limit::bandwidth::Shaper,
     request_seq: Cell<u64>,
+    /// Connections opened, closed or parked (with `request_seq`: whether the worker was busy).
+    pub churn: Cell<u64>,
     id_prefix: u64,
 }
 
@@ -87,6 +89,7 @@ impl Shard {
             next_conn_id: Cell::new(0),
             egress: Default::default(),
             request_seq: Cell::new(0),
+            churn: Cell::new(0),
             id_prefix,
         }
     }
@@ -256,6 +259,12 @@ impl Shard {
             }
             None => false,
         }
+    }
+
+    /// Grows with every request, and every connection opened, closed or parked: unchanged over
+    /// a while means the worker was quiet.
+    pub fn activity(&self) -> u64 {
+        self.request_seq.get().wrapping_add(self.churn.get())
     }
 
     /// A fresh 32-hex-digit request id.
