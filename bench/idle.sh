@@ -3,8 +3,9 @@
 # HAProxy (plain HTTP, each one worker / thread, proxying to one nginx origin). For each proxy
 # and each count in IDLE, bench/idle_clients.py opens that many connections, sends one request
 # on each, reads the answer and leaves the connection open and silent; after SETTLE seconds
-# (longer than ringway's 1 s park delay) the proxy's resident memory growth per connection is
-# reported (RSS minus lazily freed pages, from /proc/PID/smaps_rollup). Before the first count
+# (longer than ringway's 1 s park delay) and once the figure has settled, the proxy's resident
+# memory growth per connection is reported (RSS minus lazily freed pages, from
+# /proc/PID/smaps_rollup). Before the first count
 # each proxy is warmed with WARM connections (one request each, held idle for SETTLE seconds,
 # then closed), so what it allocates once on first use (metrics, histograms, caches, event
 # arrays) is not charged to idle connections.
@@ -28,18 +29,30 @@ hold() {
   for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
 }
 release() { kill "$HOLDER" 2>/dev/null || true; wait "$HOLDER" 2>/dev/null || true; }
+# resident memory once it stops moving (two samples a second apart agree; at most 20 s): a proxy
+# that frees memory after its connections go idle (ringway's parking, its allocator's purge) is
+# measured settled, not mid-way
+settled_rss() {
+  local a b
+  a=$(rss_kib "$1")
+  for _ in $(seq 1 20); do
+    sleep 1; b=$(rss_kib "$1")
+    [[ "$a" == "$b" ]] && break
+    a=$b
+  done
+  echo "$b"
+}
 for t in ${TARGETS:-nginx haproxy ringway}; do
   if (( ${WARM:-500} > 0 )); then hold "${PORT[$t]}" "${WARM:-500}"; sleep "$SETTLE"; release; fi
 done
 sleep "$SETTLE"
 for n in $IDLE; do
   for t in ${TARGETS:-nginx haproxy ringway}; do
-    before=$(rss_kib "${PID[$t]}")
+    before=$(settled_rss "${PID[$t]}")
     hold "${PORT[$t]}" "$n"
     sleep "$SETTLE"
-    after=$(rss_kib "${PID[$t]}")
+    after=$(settled_rss "${PID[$t]}")
     release
-    sleep 1
     printf "%-8s %8s %12s %12s\n" "$t" "$n" "$((after - before))" "$(awk -v d=$((after - before)) -v n="$n" 'BEGIN{printf "%.2f", d/n}')"
   done
 done

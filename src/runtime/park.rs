@@ -239,21 +239,26 @@ fn key(slot: u32, tag: u32) -> u64 {
 struct Quiet {
     /// `Shard::activity` at the last tick.
     seen: u64,
-    /// Activity happened since the last trim.
-    dirty: bool,
+    /// Quiet ticks that still collect. mimalloc (v3) purges a page only once it has been free
+    /// for its `purge_delay` (1 s) and it is called again: the first collection frees the
+    /// pages, the next ones (a tick apart) purge them.
+    collects: u8,
 }
+
+/// Collections after each busy period.
+const QUIET_COLLECTS: u8 = 3;
 
 impl Quiet {
     fn tick(&mut self, activity: u64) {
         if activity != self.seen {
             // busy: the allocator runs and purges on its own
             self.seen = activity;
-            self.dirty = true;
-        } else if self.dirty {
-            self.dirty = false;
+            self.collects = QUIET_COLLECTS;
+        } else if self.collects > 0 {
+            self.collects -= 1;
             let t0 = Instant::now();
-            // SAFETY: mi_collect takes no pointers; it purges this thread's freed pages (a no-op
-            // when mimalloc is not the allocator, as in the library's tests)
+            // SAFETY: mi_collect takes no pointers; it frees and purges this thread's free
+            // pages (a no-op when mimalloc is not the allocator, as in the library's tests)
             unsafe { libmimalloc_sys::mi_collect(true) };
             tracing::debug!(us = t0.elapsed().as_micros() as u64, "Quiet: freed memory given back");
         }
