@@ -92,8 +92,9 @@ pub struct AccessLog {
     buf: RefCell<Vec<u8>>,
     tx: Sender<Vec<u8>>,
     pub dropped_blocks: Cell<u64>,
-    /// The current second, formatted once (as nginx caches its time strings).
-    clock: RefCell<SecondCache>,
+    /// The current second, formatted once (as nginx caches its time strings), and recent
+    /// endpoint addresses.
+    clock: RefCell<LineCache>,
 }
 
 impl AccessLog {
@@ -206,7 +207,7 @@ fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
+fn json_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(b"{\"time\":\"");
     clock.push_now(b);
     b.push(b'"');
@@ -231,7 +232,7 @@ fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
     match e.endpoint {
         Some(ep) => {
             b.push(b'"');
-            push_addr(b, ep);
+            clock.push_addr(b, ep);
             b.push(b'"');
         }
         None => b.extend_from_slice(b"null"),
@@ -273,7 +274,7 @@ fn json_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
     b.extend_from_slice(b"}\n");
 }
 
-fn logfmt_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
+fn logfmt_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(b"time=");
     clock.push_now(b);
     for (k, v) in [
@@ -295,7 +296,7 @@ fn logfmt_line(b: &mut Vec<u8>, clock: &mut SecondCache, e: &Entry<'_>) {
     b.extend_from_slice(or_dash(e.api).as_bytes());
     b.extend_from_slice(b" endpoint=");
     match e.endpoint {
-        Some(ep) => push_addr(b, ep),
+        Some(ep) => clock.push_addr(b, ep),
         None => b.push(b'-'),
     }
     for (k, v) in [
@@ -343,8 +344,7 @@ pub fn json_bytes(b: &mut Vec<u8>, v: &[u8]) {
     b.push(b'"');
     let mut rest = v;
     while !rest.is_empty() {
-        let clean =
-            rest.iter().position(|&c| !(0x20..=0x7e).contains(&c) || c == b'"' || c == b'\\').unwrap_or(rest.len());
+        let clean = clean_run(rest);
         b.extend_from_slice(&rest[..clean]);
         let Some(&c) = rest.get(clean) else { break };
         match c {
@@ -354,6 +354,37 @@ pub fn json_bytes(b: &mut Vec<u8>, v: &[u8]) {
         rest = &rest[clean + 1..];
     }
     b.push(b'"');
+}
+
+/// Length of `v`'s leading run of bytes that JSON takes as they are (printable ASCII other than
+/// `"` and `\\`), eight bytes at a time: about a third of the instructions of a byte loop on the
+/// short fields of a log line (bench/RESULTS.md §31).
+fn clean_run(v: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = v.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // a byte's high bit set in `bad` when it is < 0x20, >= 0x7f, '"' or '\\' (the usual
+        // "has zero byte" / "has byte less than" tricks, exact on bytes without the high bit,
+        // and bytes with it are caught by `x` itself)
+        let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let del_or_above = (x.wrapping_add(ONES) | x) & HIGH;
+        let bad = below_space | del_or_above | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')));
+        if bad != 0 {
+            if let Some(at) = chunk.iter().position(|&c| !is_clean(c)) {
+                return i + at;
+            }
+        }
+        i += 8;
+    }
+    i + v[i..].iter().position(|&c| !is_clean(c)).unwrap_or(v.len() - i)
+}
+
+#[inline]
+fn is_clean(c: u8) -> bool {
+    (0x20..=0x7e).contains(&c) && c != b'"' && c != b'\\'
 }
 
 /// [`json_bytes`] for the admin endpoint's `String` bodies.
@@ -384,14 +415,38 @@ fn push_addr(b: &mut Vec<u8>, addr: std::net::SocketAddr) {
     }
 }
 
-/// The log's clock: `YYYY-MM-DDTHH:MM:SS` formatted once per second, then `.mmmZ` per line.
+/// What consecutive lines repeat, formatted once: the clock's `YYYY-MM-DDTHH:MM:SS` (once per
+/// second, then `.mmmZ` per line) and the last few endpoint addresses (an upstream has a handful;
+/// rendering one cost ~430 instructions per line, bench/RESULTS.md §31).
 #[derive(Default)]
-struct SecondCache {
+struct LineCache {
     secs: u64,
     text: Vec<u8>,
+    addrs: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    /// The entry the next new address replaces once `addrs` is full.
+    next_addr: usize,
 }
 
-impl SecondCache {
+/// Endpoint addresses kept rendered.
+const ADDRS_CACHED: usize = 8;
+
+impl LineCache {
+    fn push_addr(&mut self, b: &mut Vec<u8>, addr: std::net::SocketAddr) {
+        if let Some((_, text)) = self.addrs.iter().find(|(a, _)| *a == addr) {
+            b.extend_from_slice(text);
+            return;
+        }
+        let mut text = Vec::with_capacity(24);
+        push_addr(&mut text, addr);
+        b.extend_from_slice(&text);
+        if self.addrs.len() < ADDRS_CACHED {
+            self.addrs.push((addr, text));
+        } else {
+            self.addrs[self.next_addr] = (addr, text);
+            self.next_addr = (self.next_addr + 1) % ADDRS_CACHED;
+        }
+    }
+
     fn push_now(&mut self, b: &mut Vec<u8>) {
         use std::io::Write as _;
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -420,9 +475,9 @@ mod tests {
     use super::*;
 
     /// One line in a format, as text.
-    fn line(format: fn(&mut Vec<u8>, &mut SecondCache, &Entry<'_>)) -> String {
+    fn line(format: fn(&mut Vec<u8>, &mut LineCache, &Entry<'_>)) -> String {
         let mut b = Vec::new();
-        format(&mut b, &mut SecondCache::default(), &entry());
+        format(&mut b, &mut LineCache::default(), &entry());
         String::from_utf8(b).expect("ASCII")
     }
 
@@ -462,11 +517,31 @@ mod tests {
     }
 
     #[test]
+    fn clean_runs_end_at_the_first_byte_to_escape_wherever_it_is() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for bad in [0u8, 0x1f, b'"', b'\\', 0x7f, 0x80, 0xff] {
+                    let mut v = vec![b'a'; len];
+                    v.extend_from_slice(b" ~z");
+                    if at < len {
+                        v[at] = bad;
+                    }
+                    let want = if at < len { at } else { v.len() };
+                    assert_eq!(clean_run(&v), want, "len {len} at {at} byte {bad:#x}");
+                }
+            }
+        }
+        // every printable byte but the two escaped ones is clean, in every position of a word
+        let all: Vec<u8> = (0x20..=0x7e).filter(|c| *c != b'"' && *c != b'\\').collect();
+        assert_eq!(clean_run(&all), all.len());
+    }
+
+    #[test]
     fn strings_escape_every_byte_outside_printable_ascii_and_times_are_utc_millis() {
         let mut b = String::new();
         json_str(&mut b, b"a\x01b\\c\"d\xffe");
         assert_eq!(b, r#""a\u0001b\\c\"d\u00ffe""#);
-        let mut clock = SecondCache::default();
+        let mut clock = LineCache::default();
         let (mut one, mut two) = (Vec::new(), Vec::new());
         clock.push_now(&mut one);
         clock.push_now(&mut two);
