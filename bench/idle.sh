@@ -29,15 +29,16 @@ hold() {
   for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
 }
 release() { kill "$HOLDER" 2>/dev/null || true; wait "$HOLDER" 2>/dev/null || true; }
-# resident memory once it stops moving (two samples a second apart agree; at most 20 s): a proxy
-# that frees memory after its connections go idle (ringway's parking, its allocator's purge) is
-# measured settled, not mid-way
+# resident memory once it stops moving (three samples a second apart agree; at most 30 s): a
+# proxy that frees memory after its connections go idle (ringway's parking, and its allocator's
+# purges on the quiet ticks that follow) is measured settled, not mid-way
 settled_rss() {
-  local a b
+  local a b same=0
   a=$(rss_kib "$1")
-  for _ in $(seq 1 20); do
+  for _ in $(seq 1 30); do
     sleep 1; b=$(rss_kib "$1")
-    [[ "$a" == "$b" ]] && break
+    if [[ "$a" == "$b" ]]; then same=$((same + 1)); else same=0; fi
+    (( same >= 2 )) && break
     a=$b
   done
   echo "$b"
