@@ -20,14 +20,19 @@ fn gauge(gw: &TestGateway, name: &str) -> u64 {
         .sum()
 }
 
+/// One worker with an admin listener, a 20 s keep-alive and `http` lines of its own.
+fn gateway(up: &MockUpstream, http: &str) -> TestGateway {
+    let body = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nkeepalive_timeout_ms = 20000\n{http}\n{}",
+        catch_all("o", &[up.addr])
+    );
+    TestGateway::start_with_workers(&body, "", 1)
+}
+
 #[test]
 fn parked_connections_are_counted_evicted_at_the_cap_and_closed_on_shutdown() {
     let up = MockUpstream::echo();
-    let body = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nmax_connections_per_worker = 2\nkeepalive_timeout_ms = 20000\n{}",
-        catch_all("o", &[up.addr])
-    );
-    let mut gw = TestGateway::start_with_workers(&body, "", 1);
+    let mut gw = gateway(&up, "max_connections_per_worker = 2");
     let mut old = Client::connect(gw.addr);
     assert_eq!(old.send(b"GET /old HTTP/1.1\r\nHost: a\r\n\r\n").response(false).text(), "GET /old 0");
     let mut newer = Client::connect(gw.addr);
@@ -54,11 +59,7 @@ fn parked_connections_are_counted_evicted_at_the_cap_and_closed_on_shutdown() {
 #[test]
 fn many_parked_connections_come_back_whole_twice() {
     let up = MockUpstream::echo();
-    let body = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nkeepalive_timeout_ms = 20000\n{}",
-        catch_all("o", &[up.addr])
-    );
-    let gw = TestGateway::start_with_workers(&body, "", 1);
+    let gw = gateway(&up, "");
     const N: usize = 300;
     let mut clients: Vec<Client> = (0..N).map(|_| Client::connect(gw.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {

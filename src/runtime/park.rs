@@ -115,6 +115,13 @@ impl ParkingLot {
         Self { epoll, ..Default::default() }
     }
 
+    /// The epoll descriptor, seen by the runtime as a socket to poll for readability (`None`:
+    /// no epoll set).
+    fn waiter(&self) -> Option<io::Result<TcpStream>> {
+        let epoll = self.epoll.as_ref()?;
+        Some(epoll.try_clone().and_then(|dup| TcpStream::from_std(std::net::TcpStream::from(dup))))
+    }
+
     /// Connections parked now.
     pub fn len(&self) -> usize {
         self.parked
@@ -284,28 +291,14 @@ impl Future for Nudged<'_> {
 /// The worker's tending task: resumes parked connections that turned readable (through
 /// `handler`, as a new task) and closes those past their deadline, until the lot is closed.
 pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
-    let waiter = {
-        let lot = shard.parked.borrow();
-        let Some(epoll) = &lot.epoll else { return };
-        // the epoll descriptor, seen by the runtime as a socket to poll for readability
-        let dup = match epoll.try_clone() {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot watch the parking lot: idle connections close instead of parking");
-                drop(lot);
-                shard.parked.borrow_mut().stopped = true;
-                return;
-            }
-        };
-        match TcpStream::from_std(std::net::TcpStream::from(dup)) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot watch the parking lot: idle connections close instead of parking");
-                drop(lot);
-                shard.parked.borrow_mut().stopped = true;
-                return;
-            }
+    let waiter = match shard.parked.borrow().waiter() {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Cannot watch the parking lot: idle connections close instead of parking");
+            shard.parked.borrow_mut().stopped = true;
+            return;
         }
+        None => return,
     };
     // one poll stays armed across timer wake-ups (a dropped ring poll would linger until the next event)
     let readable = waiter.readable(false);
