@@ -97,8 +97,9 @@ pub struct ParkingLot {
 const EVENTS: usize = 256;
 /// How often the tending task checks whether the worker went quiet. mimalloc purges freed pages
 /// only when it is next called, and a quiet worker makes no calls: the tasks and buffers of its
-/// now-parked (or closed) connections would stay resident. A worker that was busy and then saw
-/// a whole tick without a request, connection or park gives them back once (bench/RESULTS.md §30).
+/// now-parked (or closed) connections would stay resident. A worker that was busy and then sees
+/// whole ticks without a request, connection or park collects on the next few ([`Quiet`],
+/// bench/RESULTS.md §30).
 const QUIET_TICK: Duration = Duration::from_secs(1);
 
 impl ParkingLot {
@@ -106,6 +107,7 @@ impl ParkingLot {
         // SAFETY: epoll_create1 has no memory arguments; a valid descriptor is owned from here on
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         let epoll = match fd >= 0 {
+            // SAFETY: `fd` was just created and nothing else owns it
             true => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
             false => {
                 tracing::warn!(error = %io::Error::last_os_error(), "No epoll set: idle connections close instead of parking");
