@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// Longer than the default 1 s park delay.
-const PARKED: Duration = Duration::from_millis(1500);
+/// Longer than the default 1 s park delay plus the lot's 250 ms tick.
+const PARKED: Duration = Duration::from_millis(1800);
 
 fn gauge(gw: &TestGateway, name: &str) -> u64 {
     let text = get(gw.admin.expect("admin configured"), "admin", "/metrics").text();

@@ -101,13 +101,14 @@ impl Conn {
     }
 
     /// The wait for a keep-alive connection's next request (plain TCP): like [`Conn::fill`]
-    /// without a deadline, but when nothing arrived within `park_after` the read is cancelled and
+    /// without a deadline, but when nothing arrived by `park_after` (the worker's parking lot says
+    /// when the wait has lasted `idle_park_ms`) the read is cancelled and
     /// its buffer freed, so an idle connection holds no buffer (`Idle::Parked`; the caller waits
     /// for readability, then reads again). Nothing read is lost: a read that completed before
     /// the cancellation took keeps its bytes (or its end of stream).
     pub async fn fill_or_park(
         &mut self,
-        park_after: Duration,
+        park_after: crate::runtime::IdleFor<'_>,
         max_pending: usize,
         canceller: &mut Canceller,
     ) -> io::Result<Idle> {
@@ -117,7 +118,7 @@ impl Conn {
             let mut read = std::pin::pin!(read);
             monoio::select! {
                 r = &mut read => r,
-                _ = monoio::time::sleep(park_after) => {
+                _ = park_after => {
                     // `cancel` consumes the canceller and hands back a fresh one
                     *canceller = std::mem::take(canceller).cancel();
                     read.await

@@ -69,7 +69,7 @@ pub async fn run(shard: &Shard, client: &mut Conn, peer: &Peer, served: u32, s: 
     // head is complete: a keep-alive connection picks up a reload at its next request
     let waiting = shard.generation();
     let limits = head_limits(&waiting);
-    let read = read_head(&waiting, client, peer, served, &limits, s).await;
+    let read = read_head(shard, &waiting, client, peer, served, &limits, s).await;
     drop(waiting);
     let gen = shard.generation();
     let gen = &*gen;
@@ -268,6 +268,7 @@ enum Arrival {
 /// Reads until a complete head is buffered. A head that is malformed or over a limit is refused
 /// as soon as its bytes show it, before it is complete.
 async fn read_head(
+    shard: &Shard,
     gen: &Generation,
     client: &mut Conn,
     peer: &Peer,
@@ -311,11 +312,15 @@ async fn read_head(
                 Err(_) => return Ok(Arrival::Closed),
             }
         }
-        let park = http.idle_park.filter(|p| idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p);
+        // (parking needs the worker's lot: its tick ends the wait, its epoll set holds the socket)
+        let park = http.idle_park.filter(|p| {
+            idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p && shard.parked.borrow().open()
+        });
         peer.idle.set(idle);
         let filled = match park {
-            Some(park_after) => {
+            Some(_) => {
                 let waiting = std::time::Instant::now();
+                let park_after = crate::runtime::IdleFor::new(&shard.parked, waiting);
                 match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await {
                     Ok(Idle::Read(n)) => Ok(n),
                     Ok(Idle::Parked) => return Ok(Arrival::Parked(waiting + http.keepalive_timeout)),

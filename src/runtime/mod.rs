@@ -23,7 +23,7 @@ pub use affinity::allowed_cpus;
 pub use control::{channel, collect_stats, ControlMsg, Inbox, Outbox, WorkerReport};
 pub use generation::{Generation, SharedRates};
 pub use listener::shutdown_fd;
-pub use park::{ConnGuard, Parked, ParkingLot};
+pub use park::{ConnGuard, IdleFor, Parked, ParkingLot};
 pub use preflight::preflight;
 pub use reload::{Current, LastReload, ReloadError, Reloader};
 pub use shard::{OpenConn, Shard};

@@ -71,6 +71,14 @@ pub struct Parked {
     pub served: u32,
 }
 
+/// A keep-alive wait in its task (before it parks).
+struct Wait {
+    since: Instant,
+    waker: Option<Waker>,
+    /// Past the park delay: the wait gives up its read and parks.
+    due: bool,
+}
+
 struct Slot {
     /// Bumped each time the slot is vacated: a stale epoll event or deadline names an old tag.
     tag: u32,
@@ -87,11 +95,20 @@ pub struct ParkingLot {
     parked: usize,
     /// (deadline, slot, tag), earliest first; entries of vacated slots are skipped when reached.
     deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Keep-alive waits not parked yet ([`IdleFor`]): the tending task's tick wakes each once it
+    /// has lasted `idle_park_ms`.
+    waits: Vec<Wait>,
+    free_waits: Vec<u32>,
     /// The tending task, and when its timer fires (a new earlier deadline wakes it).
     waker: Option<Waker>,
     timer: Option<Instant>,
     stopped: bool,
 }
+
+/// How often the tending task looks for keep-alive waits past the park delay: a connection parks
+/// between `idle_park_ms` and this much later. One list entry per wait instead of a monoio timer
+/// (made, registered and dropped on every request: ~370 instructions; bench/RESULTS.md §33).
+const WAIT_TICK: Duration = Duration::from_millis(250);
 
 /// At most this many epoll events are taken per call.
 const EVENTS: usize = 256;
@@ -122,6 +139,45 @@ impl ParkingLot {
     fn waiter(&self) -> Option<io::Result<TcpStream>> {
         let epoll = self.epoll.as_ref()?;
         Some(epoll.try_clone().and_then(|dup| TcpStream::from_std(std::net::TcpStream::from(dup))))
+    }
+
+    fn watch(&mut self, since: Instant) -> u32 {
+        let wait = Wait { since, waker: None, due: false };
+        match self.free_waits.pop() {
+            Some(id) => {
+                self.waits[id as usize] = wait;
+                id
+            }
+            None => {
+                self.waits.push(wait);
+                self.waits.len() as u32 - 1
+            }
+        }
+    }
+
+    fn unwatch(&mut self, id: u32) {
+        if let Some(w) = self.waits.get_mut(id as usize) {
+            w.waker = None;
+            w.due = true; // a free entry is never woken
+            self.free_waits.push(id);
+        }
+    }
+
+    /// Wakes the keep-alive waits that have lasted `park_after`.
+    fn wake_idle(&mut self, now: Instant, park_after: Duration) {
+        for w in &mut self.waits {
+            if !w.due && now.saturating_duration_since(w.since) >= park_after {
+                w.due = true;
+                if let Some(waker) = w.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether connections can park (an epoll set, and its tending task running).
+    pub fn open(&self) -> bool {
+        self.epoll.is_some() && !self.stopped
     }
 
     /// Connections parked now.
@@ -274,6 +330,44 @@ impl Quiet {
     }
 }
 
+/// Resolves once a keep-alive wait that started at `since` has lasted the park delay (the
+/// tending task's tick decides, [`WAIT_TICK`]); pending forever when the lot is stopped.
+pub struct IdleFor<'a> {
+    lot: &'a RefCell<ParkingLot>,
+    since: Instant,
+    id: Option<u32>,
+}
+
+impl<'a> IdleFor<'a> {
+    pub fn new(lot: &'a RefCell<ParkingLot>, since: Instant) -> Self {
+        Self { lot, since, id: None }
+    }
+}
+
+impl Future for IdleFor<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut lot = this.lot.borrow_mut();
+        let id = *this.id.get_or_insert_with(|| lot.watch(this.since));
+        let w = &mut lot.waits[id as usize];
+        if w.due {
+            return Poll::Ready(());
+        }
+        w.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for IdleFor<'_> {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(mut lot)) = (self.id, self.lot.try_borrow_mut()) {
+            lot.unwatch(id);
+        }
+    }
+}
+
 /// Resolves once the lot wakes its tending task (a new earliest deadline, or the stop).
 struct Nudged<'a>(&'a RefCell<ParkingLot>, bool);
 
@@ -308,7 +402,9 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
     let mut woken = Vec::new();
     let mut quiet = Quiet::default();
     let mut tick = Instant::now() + QUIET_TICK;
+    let mut wait_tick = Instant::now() + WAIT_TICK;
     loop {
+        let park_after = shard.generation().snapshot.http.idle_park;
         let next = {
             let mut lot = shard.parked.borrow_mut();
             if lot.stopped {
@@ -321,7 +417,13 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
                 tick = now + QUIET_TICK;
                 quiet.tick(shard.activity());
             }
-            let next = next.map_or(tick, |d| d.min(tick));
+            if now >= wait_tick {
+                wait_tick = now + WAIT_TICK;
+                if let Some(p) = park_after {
+                    lot.wake_idle(now, p);
+                }
+            }
+            let next = next.map_or(tick, |d| d.min(tick)).min(wait_tick);
             lot.timer = Some(next);
             next
         };
