@@ -422,3 +422,17 @@ fn a_listener_that_cannot_be_bound_fails_the_reload_and_keeps_the_old_config() {
     assert_eq!(get(gw.addr, "x", "/b").status, 404, "nothing of the new config applied");
     assert_eq!(get(gw.addr, "x", "/a").text(), "A");
 }
+
+/// A keep-alive wait keeps the park delay of the config it began on: a reload that turns parking
+/// off meanwhile still lets it park and then close at its keep-alive timeout (it must not wait
+/// on a read with no deadline).
+#[test]
+fn a_keep_alive_wait_survives_a_reload_that_turns_parking_off() {
+    let body = |extra: &str| format!("[http]\nkeepalive_timeout_ms = 3000\n{extra}\n[service.s]\n{}", api("a", "/a", "A"));
+    let gw = Reloadable::start("park-off", &body(""));
+    let mut c = Client::connect(gw.addr);
+    assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "A");
+    gw.write(&body("idle_park_ms = 0"));
+    assert_eq!(gw.post_reload().status, 200);
+    assert!(c.is_closed(Duration::from_secs(8)), "the keep-alive timeout still closes the connection");
+}

@@ -318,9 +318,9 @@ async fn read_head(
         });
         peer.idle.set(idle);
         let filled = match park {
-            Some(_) => {
+            Some(park_after) => {
                 let waiting = std::time::Instant::now();
-                let park_after = crate::runtime::IdleFor::new(&shard.parked, waiting);
+                let park_after = crate::runtime::IdleFor::new(&shard.parked, waiting + park_after);
                 match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await {
                     Ok(Idle::Read(n)) => Ok(n),
                     Ok(Idle::Parked) => return Ok(Arrival::Parked(waiting + http.keepalive_timeout)),

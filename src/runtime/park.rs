@@ -73,7 +73,8 @@ pub struct Parked {
 
 /// A keep-alive wait in its task (before it parks).
 struct Wait {
-    since: Instant,
+    /// When the wait has lasted its park delay (the delay of the config it started on).
+    at: Instant,
     waker: Option<Waker>,
     /// Past the park delay: the wait gives up its read and parks.
     due: bool,
@@ -141,8 +142,8 @@ impl ParkingLot {
         Some(epoll.try_clone().and_then(|dup| TcpStream::from_std(std::net::TcpStream::from(dup))))
     }
 
-    fn watch(&mut self, since: Instant) -> u32 {
-        let wait = Wait { since, waker: None, due: false };
+    fn watch(&mut self, at: Instant) -> u32 {
+        let wait = Wait { at, waker: None, due: false };
         match self.free_waits.pop() {
             Some(id) => {
                 self.waits[id as usize] = wait;
@@ -163,10 +164,10 @@ impl ParkingLot {
         }
     }
 
-    /// Wakes the keep-alive waits that have lasted `park_after`.
-    fn wake_idle(&mut self, now: Instant, park_after: Duration) {
+    /// Wakes the keep-alive waits that have lasted their park delay.
+    fn wake_idle(&mut self, now: Instant) {
         for w in &mut self.waits {
-            if !w.due && now.saturating_duration_since(w.since) >= park_after {
+            if !w.due && w.at <= now {
                 w.due = true;
                 if let Some(waker) = w.waker.take() {
                     waker.wake();
@@ -330,17 +331,17 @@ impl Quiet {
     }
 }
 
-/// Resolves once a keep-alive wait that started at `since` has lasted the park delay (the
-/// tending task's tick decides, [`WAIT_TICK`]); pending forever when the lot is stopped.
+/// Resolves once a keep-alive wait has lasted its park delay, i.e. at the first tick of the
+/// tending task at or after `at` ([`WAIT_TICK`]); pending forever when the lot is stopped.
 pub struct IdleFor<'a> {
     lot: &'a RefCell<ParkingLot>,
-    since: Instant,
+    at: Instant,
     id: Option<u32>,
 }
 
 impl<'a> IdleFor<'a> {
-    pub fn new(lot: &'a RefCell<ParkingLot>, since: Instant) -> Self {
-        Self { lot, since, id: None }
+    pub fn new(lot: &'a RefCell<ParkingLot>, at: Instant) -> Self {
+        Self { lot, at, id: None }
     }
 }
 
@@ -350,7 +351,7 @@ impl Future for IdleFor<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let mut lot = this.lot.borrow_mut();
-        let id = *this.id.get_or_insert_with(|| lot.watch(this.since));
+        let id = *this.id.get_or_insert_with(|| lot.watch(this.at));
         let w = &mut lot.waits[id as usize];
         if w.due {
             return Poll::Ready(());
@@ -404,7 +405,6 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
     let mut tick = Instant::now() + QUIET_TICK;
     let mut wait_tick = Instant::now() + WAIT_TICK;
     loop {
-        let park_after = shard.generation().snapshot.http.idle_park;
         let next = {
             let mut lot = shard.parked.borrow_mut();
             if lot.stopped {
@@ -419,9 +419,7 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
             }
             if now >= wait_tick {
                 wait_tick = now + WAIT_TICK;
-                if let Some(p) = park_after {
-                    lot.wake_idle(now, p);
-                }
+                lot.wake_idle(now);
             }
             let next = next.map_or(tick, |d| d.min(tick)).min(wait_tick);
             lot.timer = Some(next);
