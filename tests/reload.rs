@@ -428,7 +428,8 @@ fn a_listener_that_cannot_be_bound_fails_the_reload_and_keeps_the_old_config() {
 /// on a read with no deadline).
 #[test]
 fn a_keep_alive_wait_survives_a_reload_that_turns_parking_off() {
-    let body = |extra: &str| format!("[http]\nkeepalive_timeout_ms = 3000\n{extra}\n[service.s]\n{}", api("a", "/a", "A"));
+    let body =
+        |extra: &str| format!("[http]\nkeepalive_timeout_ms = 3000\n{extra}\n[service.s]\n{}", api("a", "/a", "A"));
     let gw = Reloadable::start("park-off", &body(""));
     let mut c = Client::connect(gw.addr);
     assert_eq!(c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").response(false).text(), "A");

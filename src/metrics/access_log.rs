@@ -94,7 +94,7 @@ pub struct AccessLog {
     pub dropped_blocks: Cell<u64>,
     /// The current second, formatted once (as nginx caches its time strings), and recent
     /// endpoint addresses.
-    clock: RefCell<LineCache>,
+    cache: RefCell<LineCache>,
 }
 
 impl AccessLog {
@@ -104,17 +104,17 @@ impl AccessLog {
             buf: RefCell::new(Vec::with_capacity(FLUSH_BYTES * 2)),
             tx,
             dropped_blocks: Cell::new(0),
-            clock: RefCell::default(),
+            cache: RefCell::default(),
         }
     }
 
     /// Appends one line; hands the buffer over once it is full.
     pub fn log(&self, e: &Entry<'_>) {
         let mut buf = self.buf.borrow_mut();
-        let mut clock = self.clock.borrow_mut();
+        let mut cache = self.cache.borrow_mut();
         match self.format {
-            LogFormat::Json => json_line(&mut buf, &mut clock, e),
-            LogFormat::Logfmt => logfmt_line(&mut buf, &mut clock, e),
+            LogFormat::Json => json_line(&mut buf, &mut cache, e),
+            LogFormat::Logfmt => logfmt_line(&mut buf, &mut cache, e),
         }
         if buf.len() >= FLUSH_BYTES {
             drop(buf);
@@ -207,9 +207,9 @@ fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn json_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
+fn json_line(b: &mut Vec<u8>, cache: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(b"{\"time\":\"");
-    clock.push_now(b);
+    cache.push_now(b);
     b.push(b'"');
     for (k, v) in [
         (&b",\"request_id\":"[..], e.request_id),
@@ -232,7 +232,7 @@ fn json_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
     match e.endpoint {
         Some(ep) => {
             b.push(b'"');
-            clock.push_addr(b, ep);
+            cache.push_addr(b, ep);
             b.push(b'"');
         }
         None => b.extend_from_slice(b"null"),
@@ -274,9 +274,9 @@ fn json_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(b"}\n");
 }
 
-fn logfmt_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
+fn logfmt_line(b: &mut Vec<u8>, cache: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(b"time=");
-    clock.push_now(b);
+    cache.push_now(b);
     for (k, v) in [
         (" request_id=", e.request_id),
         (" client=", e.client),
@@ -296,7 +296,7 @@ fn logfmt_line(b: &mut Vec<u8>, clock: &mut LineCache, e: &Entry<'_>) {
     b.extend_from_slice(or_dash(e.api).as_bytes());
     b.extend_from_slice(b" endpoint=");
     match e.endpoint {
-        Some(ep) => clock.push_addr(b, ep),
+        Some(ep) => cache.push_addr(b, ep),
         None => b.push(b'-'),
     }
     for (k, v) in [

@@ -102,10 +102,10 @@ impl Conn {
 
     /// The wait for a keep-alive connection's next request (plain TCP): like [`Conn::fill`]
     /// without a deadline, but when nothing arrived by `park_after` (the worker's parking lot says
-    /// when the wait has lasted `idle_park_ms`) the read is cancelled and
-    /// its buffer freed, so an idle connection holds no buffer (`Idle::Parked`; the caller waits
-    /// for readability, then reads again). Nothing read is lost: a read that completed before
-    /// the cancellation took keeps its bytes (or its end of stream).
+    /// when the wait has lasted `idle_park_ms`) the read is cancelled and its buffer freed
+    /// (`Idle::Parked`: the caller hands the connection to the parking lot). Nothing read is
+    /// lost: a read that completed before the cancellation took keeps its bytes (or its end of
+    /// stream).
     pub async fn fill_or_park(
         &mut self,
         park_after: crate::runtime::IdleFor<'_>,

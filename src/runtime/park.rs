@@ -47,7 +47,7 @@ impl ConnGuard {
         shard.connections.set(shard.connections.get() + 1);
         let idle = Rc::new(Cell::new(false));
         shard.open_fds.borrow_mut().insert(id, super::OpenConn { fd, idle: idle.clone() });
-        shard.churn.set(shard.churn.get() + 1);
+        shard.note_churn();
         Self { shard, id, idle }
     }
 }
@@ -56,7 +56,7 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.shard.open_fds.borrow_mut().remove(&self.id);
         self.shard.connections.set(self.shard.connections.get() - 1);
-        self.shard.churn.set(self.shard.churn.get() + 1);
+        self.shard.note_churn();
     }
 }
 
@@ -213,8 +213,7 @@ impl ParkingLot {
             return false;
         }
         conn.guard.idle.set(true);
-        let churn = &conn.guard.shard.churn;
-        churn.set(churn.get() + 1);
+        conn.guard.shard.note_churn();
         self.deadlines.push(Reverse((deadline, slot, tag)));
         if self.timer.is_none_or(|t| deadline < t) {
             self.wake();

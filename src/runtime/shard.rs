@@ -56,7 +56,7 @@ pub struct Shard {
     pub egress: crate::limit::bandwidth::Shaper,
     request_seq: Cell<u64>,
     /// Connections opened, closed or parked (with `request_seq`: whether the worker was busy).
-    pub churn: Cell<u64>,
+    churn: Cell<u64>,
     id_prefix: u64,
 }
 
@@ -259,6 +259,11 @@ impl Shard {
             }
             None => false,
         }
+    }
+
+    /// Counts a connection opened, closed or parked (for [`Shard::activity`]).
+    pub fn note_churn(&self) {
+        self.churn.set(self.churn.get() + 1);
     }
 
     /// Grows with every request, and every connection opened, closed or parked: unchanged over
