@@ -82,7 +82,9 @@ impl TestGateway {
 
     /// Shuts down (drain) and waits for the workers.
     pub fn stop(&mut self) {
-        if self._certs.is_some() {
+        // only on the first call: a later one (the drop after an explicit stop) could remove the
+        // entry of another gateway that has taken the port since
+        if self._certs.is_some() && self.running.is_some() {
             TLS_CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _)| *a != self.addr);
         }
         if let Some(r) = self.running.take() {
@@ -161,6 +163,8 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
     pub connections: Arc<AtomicUsize>,
+    /// Replies written to the end (every piece of a `Sequence` included).
+    written: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -177,21 +181,22 @@ impl MockUpstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
-        let (s, c, st) = (seen.clone(), connections.clone(), stop.clone());
+        let (s, c, st, w) = (seen.clone(), connections.clone(), stop.clone(), written.clone());
         thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         let idx = c.fetch_add(1, Ordering::SeqCst);
-                        let (s, h, st) = (s.clone(), handler.clone(), st.clone());
-                        thread::spawn(move || serve_origin_conn(stream, peer, idx, &s, &*h, &st));
+                        let (s, h, st, w) = (s.clone(), handler.clone(), st.clone(), w.clone());
+                        thread::spawn(move || serve_origin_conn(stream, peer, idx, &s, &*h, &st, &w));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
-        Self { addr, seen, connections, stop }
+        Self { addr, seen, connections, written, stop }
     }
 
     /// Echoes method, target and body length in the body.
@@ -210,6 +215,11 @@ impl MockUpstream {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// Replies the origin has finished writing (a `Sequence` counts once its last piece is out).
+    pub fn replies_written(&self) -> usize {
+        self.written.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockUpstream {
@@ -225,6 +235,7 @@ fn serve_origin_conn(
     seen: &Mutex<Vec<SeenRequest>>,
     handler: &Handler,
     stop: &AtomicBool,
+    written: &AtomicUsize,
 ) {
     stream.set_nodelay(true).ok();
     stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
@@ -236,7 +247,9 @@ fn serve_origin_conn(
         };
         let reply = handler(&req);
         seen.lock().unwrap().push(req);
-        if !write_reply(&mut stream, &reply) {
+        let open = write_reply(&mut stream, &reply);
+        written.fetch_add(1, Ordering::SeqCst);
+        if !open {
             return;
         }
     }

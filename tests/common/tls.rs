@@ -16,13 +16,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new, empty directory of this process's own. Named by a per-process counter, not only the
+    /// clock: two test threads asking in the same clock tick once shared a directory, and one
+    /// gateway then served the other's certificate with its own key (the client's handshake failed
+    /// with `BadSignature`).
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-test-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("ringway-test-{tag}-{}-{seq}-{nanos}", std::process::id()));
+        // create_dir, not create_dir_all: a directory that is already there is an error, not shared
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("test directory {}: {e}", dir.display()));
         Self(dir)
     }
 
