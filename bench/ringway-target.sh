@@ -3,7 +3,8 @@
 # $WORKDIR and runs the release binary in the foreground (workers = the CPUs it is pinned to).
 # Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path: enables the
 # JSON access log there), HTTP_EXTRA (lines added to [http], e.g. "response_request_id = false"),
-# TLS_CERT + TLS_KEY (the listener speaks HTTPS with them).
+# TLS_CERT + TLS_KEY (the listener speaks HTTPS with them), IO_DRIVER (instance.io_driver, e.g.
+# legacy; default auto).
 set -euo pipefail
 BIN=${RINGWAY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ringway}
 CONF="$WORKDIR/ringway-${LISTEN_ADDR##*:}.toml"
@@ -14,6 +15,7 @@ cat >"$CONF" <<TOML
 $EXTRA_TOML
 [instance]
 workers = "auto"
+io_driver = "${IO_DRIVER:-auto}"
 egress_ip = "127.0.0.1"
 
 [[listener]]

@@ -247,6 +247,16 @@ pub async fn write_out(stream: &mut Stream, out: &mut Vec<u8>, timeout: Duration
     if out.is_empty() {
         return Ok(());
     }
+    match send_now(stream, out)? {
+        0 => {}
+        n if n == out.len() => {
+            out.clear();
+            return Ok(());
+        }
+        n => {
+            out.drain(..n);
+        }
+    }
     let buf = std::mem::take(out);
     match monoio::time::timeout(timeout, stream.write_all(buf)).await {
         Ok((res, mut buf)) => {
@@ -258,8 +268,24 @@ pub async fn write_out(stream: &mut Stream, out: &mut Vec<u8>, timeout: Duration
     }
 }
 
+/// What the socket takes of `bytes` right now ([`Stream::send_now`]): 0 when it takes nothing or
+/// the stream cannot be written that way; errors other than a full buffer are the write's.
+fn send_now(stream: &Stream, bytes: &[u8]) -> io::Result<usize> {
+    match stream.send_now(bytes) {
+        Ok(n) => Ok(n),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `src.buf[src.pos..src.pos + n]` without copying, then consumes it.
 async fn write_direct(dst: &mut Stream, src: &mut Conn, n: usize, timeout: Duration) -> io::Result<()> {
+    let sent = send_now(dst, &src.buf[src.pos..src.pos + n])?;
+    src.consume(sent);
+    let n = n - sent;
+    if n == 0 {
+        return Ok(());
+    }
     let buf = std::mem::take(&mut src.buf);
     let (start, end) = (src.pos, src.pos + n);
     let res = match monoio::time::timeout(timeout, dst.write_all(buf.slice(start..end))).await {
