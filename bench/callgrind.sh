@@ -5,7 +5,10 @@
 # One worker on the legacy (epoll) driver (valgrind does not run io_uring), an nginx origin,
 # N keep-alive requests from one wrk-like Python client over CONNS connections. Counting starts
 # after a warm-up (callgrind_control --zero) and stops at the end (--dump); prints
-# instructions/request and the top functions. BIN=... compares another build.
+# instructions/request and the top functions. BIN=... compares another build. Since RESULTS §35
+# the epoll driver writes with a direct send(2) first, so counts from builds before and after
+# that change are not comparable (−1 900 per request: the writes' runtime op, timer and future
+# moves, which the io_uring driver still pays).
 # PROTO=h2c: the same over HTTP/2 (h2c), driven by `h2load -c CONNS -m 10` (stream batching
 # makes the count a little less exact than the HTTP/1.1 client's).
 # Knobs: N [20000], CONNS [10], PROTO [h1|h2c], BIN [target/release/ringway], ACCESS_LOG [unset;
