@@ -11,7 +11,8 @@
 #    p99.9 (ms), success rate, and the proxy's CPU per request (schedstat of its process tree).
 #
 # Knobs: DUR [10], SAT_DUR [5], REPS [3], RATES ["30 60 90"], TARGETS ["nginx haproxy ringway"],
-#        URLPATH [/], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0],
+#        URLPATH [/], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http]), RINGWAY_B (+
+#        RINGWAY_B_DRIVER) a second ringway as target ringway_b (bench/sides.sh), LOAD_CPU [0],
 #        PROXY_CPU [1], OUT [temp dir].
 # Needs: nginx, haproxy, wrk, oha (`cargo install oha` when missing), python3.
 # Output: $OUT/raw.tsv, a table of medians on stdout and the ringway / nginx ratios.
@@ -31,6 +32,7 @@ start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
+start_ringway_b taskset -c "$PROXY_CPU"
 
 for t in $TARGETS; do taskset -c "$LOAD_CPU" wrk -t1 -c50 -d2s "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null; done
 SAT=$(taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${SAT_DUR}s" "http://127.0.0.1:${PORT[nginx]}$URLPATH" | awk '/Requests\/sec/ {printf "%.0f", $2}')

@@ -99,10 +99,14 @@ TOML
 
 # A/B: when RINGWAY_B names a second binary, starts it with ringway's config on its own port as
 # target "ringway_b" (PREFIX, e.g. `taskset -c 1`, goes before the command) and adds it to TARGETS.
+# RINGWAY_B_DRIVER (e.g. legacy) sets its [instance] io_driver; RINGWAY_B may then be the same
+# binary as ringway's.
 start_ringway_b() {
   [[ -n "${RINGWAY_B:-}" ]] || return 0
   local port; port=$(free_port)
-  sed "s/127.0.0.1:$RW\"/127.0.0.1:$port\"/" "$W/ringway.toml" >"$W/ringway_b.toml"
+  sed -e "s/127.0.0.1:$RW\"/127.0.0.1:$port\"/" \
+    -e "${RINGWAY_B_DRIVER:+s/^workers = 1\$/workers = 1\nio_driver = \"$RINGWAY_B_DRIVER\"/}" \
+    "$W/ringway.toml" >"$W/ringway_b.toml"
   start ringway_b "$port" "$@" env RUST_LOG=warn "$RINGWAY_B" -c "$W/ringway_b.toml"
   TARGETS="$TARGETS ringway_b"
 }
