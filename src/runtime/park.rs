@@ -111,6 +111,9 @@ pub struct ParkingLot {
 /// (made, registered and dropped on every request: ~370 instructions; bench/RESULTS.md §33).
 const WAIT_TICK: Duration = Duration::from_millis(250);
 
+/// Stale deadline entries tolerated beyond one per parked connection before they are dropped.
+const STALE_DEADLINES: usize = 64;
+
 /// At most this many epoll events are taken per call.
 const EVENTS: usize = 256;
 /// How often the tending task checks whether the worker went quiet. mimalloc purges freed pages
@@ -214,6 +217,9 @@ impl ParkingLot {
         }
         conn.guard.idle.set(true);
         conn.guard.shard.note_churn();
+        if self.deadlines.len() >= 2 * self.parked + STALE_DEADLINES {
+            self.drop_stale_deadlines();
+        }
         self.deadlines.push(Reverse((deadline, slot, tag)));
         if self.timer.is_none_or(|t| deadline < t) {
             self.wake();
@@ -221,6 +227,19 @@ impl ParkingLot {
         self.slots[slot as usize].conn = Some(conn);
         self.parked += 1;
         true
+    }
+
+    /// Forgets the deadlines of connections that left the lot (resumed, or closed at the cap).
+    /// They are otherwise skipped only once they come due: a client that speaks every few
+    /// seconds parks once per request, and each park leaves an entry for the rest of its
+    /// keep-alive time (60 s by default), so the heap would grow with the park rate rather than
+    /// with the connections parked. Called when at least half of it is stale: amortised O(1).
+    fn drop_stale_deadlines(&mut self) {
+        let slots = &self.slots;
+        self.deadlines.retain(|Reverse((_, slot, tag))| {
+            let s = &slots[*slot as usize];
+            s.tag == *tag && s.conn.is_some()
+        });
     }
 
     /// Takes the connection in `slot` out of the lot (and the epoll set), if `tag` is still its.
@@ -448,5 +467,65 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
                 monoio::spawn(handler(shard.clone(), conn));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::{Generation, SharedRates};
+
+    fn shard() -> Rc<Shard> {
+        let text = "[instance]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n";
+        let snapshot = Arc::new(crate::config::compile(text, 1).expect("test config compiles"));
+        let rates = SharedRates::new(&snapshot, None);
+        Rc::new(Shard::new(0, 1, Generation::new(snapshot, rates), "test", None))
+    }
+
+    #[test]
+    fn deadlines_of_resumed_connections_do_not_pile_up() {
+        let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build();
+        rt.expect("runtime").block_on(async {
+            let shard = shard();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let clients: Vec<_> = (0..8).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+            let mut conns: Vec<Parked> = clients
+                .iter()
+                .map(|_| {
+                    let (s, peer) = listener.accept().unwrap();
+                    let guard = ConnGuard::new(shard.clone(), s.as_raw_fd());
+                    let stream = TcpStream::from_std(s).unwrap();
+                    Parked { stream, guard, peer, listener: Rc::new(Cell::new(0)), served: 1 }
+                })
+                .collect();
+            let mut lot = ParkingLot::new();
+            let far = Instant::now() + Duration::from_secs(600);
+            // every connection parks and resumes 100 times, as a client speaking every few seconds
+            for _ in 0..100 {
+                for c in conns.drain(..) {
+                    assert!(lot.park(c, far));
+                }
+                let held: Vec<(u32, u32)> =
+                    (0..lot.slots.len() as u32).map(|i| (i, lot.slots[i as usize].tag)).collect();
+                conns.extend(held.into_iter().filter_map(|(slot, tag)| lot.take(slot, tag)));
+                assert_eq!(lot.len(), 0);
+            }
+            assert_eq!(conns.len(), 8, "every connection came back");
+            assert!(
+                lot.deadlines.len() <= 2 * 8 + STALE_DEADLINES,
+                "{} deadline entries for 8 connections",
+                lot.deadlines.len()
+            );
+            // the live ones survive a clean-up
+            for c in conns.drain(..) {
+                assert!(lot.park(c, far));
+            }
+            lot.drop_stale_deadlines();
+            assert_eq!(lot.deadlines.len(), 8);
+            lot.close_all();
+        });
     }
 }
