@@ -17,9 +17,9 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     /// A new, empty directory of this process's own. Named by a per-process counter, not only the
-    /// clock: two test threads asking in the same clock tick once shared a directory, and one
-    /// gateway then served the other's certificate with its own key (the client's handshake failed
-    /// with `BadSignature`).
+    /// clock: two test threads asking in the same clock tick could share a directory, and one
+    /// gateway then serve the other's certificate with its own key (the likeliest cause of a
+    /// client handshake that once failed with `BadSignature`; never reproduced).
     pub fn new(tag: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
