@@ -4,7 +4,6 @@
 //! what each side received and how the connection ends.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::io::Conn;
@@ -13,22 +12,14 @@ use super::session::Peer;
 use super::upstream_side::test_dial;
 use crate::net::memory::{MemoryIo, Recorded, Step};
 use crate::net::Stream;
-use crate::runtime::{Generation, Shard, SharedRates};
+use crate::runtime::Shard;
 use crate::upstream::{ConnSlot, PoolKey, UpstreamConn};
-
-/// A one-worker shard for `body` (TOML after `[[listener]]`).
-fn shard(body: &str) -> Rc<Shard> {
-    let text = format!("[instance]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}");
-    let snapshot = Arc::new(crate::config::compile(&text, 1).expect("test config compiles"));
-    let rates = SharedRates::new(&snapshot, None);
-    Rc::new(Shard::new(0, 1, Generation::new(snapshot, rates), "test", None))
-}
 
 /// An upstream `u` with these endpoint ports (never dialled: tests supply the connections) and
 /// one API `a` on `/*`, plus `api_keys`.
 fn proxied(ports: &[u16], api_keys: &str) -> Rc<Shard> {
     let eps: Vec<String> = ports.iter().map(|p| format!("{{ addr = \"127.0.0.1:{p}\" }}")).collect();
-    shard(&format!(
+    Shard::for_test(&format!(
         "[upstream.u]\nendpoints = [{}]\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"u\"\n{api_keys}\n",
         eps.join(", ")
     ))
@@ -84,8 +75,9 @@ const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 #[test]
 fn keep_alive_follows_the_client_version_and_connection_field() {
-    let s =
-        shard("[service.s]\nhosts = []\n[[service.s.api]]\nname = \"m\"\npath = \"/*\"\nmock = { body = \"hi\" }\n");
+    let s = Shard::for_test(
+        "[service.s]\nhosts = []\n[[service.s.api]]\nname = \"m\"\npath = \"/*\"\nmock = { body = \"hi\" }\n",
+    );
     let (next, out) = serve(&s, vec![data("GET / HTTP/1.1\r\nHost: a\r\n\r\n")]);
     assert!(matches!(next, Next::KeepAlive) && !out.contains("connection:"), "{out}");
     let (next, out) = serve(&s, vec![data("GET / HTTP/1.0\r\n\r\n")]);

@@ -472,23 +472,13 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::runtime::{Generation, SharedRates};
-
-    fn shard() -> Rc<Shard> {
-        let text = "[instance]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n";
-        let snapshot = Arc::new(crate::config::compile(text, 1).expect("test config compiles"));
-        let rates = SharedRates::new(&snapshot, None);
-        Rc::new(Shard::new(0, 1, Generation::new(snapshot, rates), "test", None))
-    }
 
     #[test]
     fn deadlines_of_resumed_connections_do_not_pile_up() {
         let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build();
         rt.expect("runtime").block_on(async {
-            let shard = shard();
+            let shard = Shard::for_test("");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let clients: Vec<_> = (0..8).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();

@@ -290,3 +290,14 @@ fn hex_into(out: &mut [u8], mut v: u64) {
         v >>= 4;
     }
 }
+
+#[cfg(test)]
+impl Shard {
+    /// A one-worker shard for unit tests, from `body` (TOML after a `[[listener]]` on port 0).
+    pub(crate) fn for_test(body: &str) -> Rc<Shard> {
+        let text = format!("[instance]\nworkers = 1\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\n{body}");
+        let snapshot = std::sync::Arc::new(crate::config::compile(&text, 1).expect("test config compiles"));
+        let rates = super::SharedRates::new(&snapshot, None);
+        Rc::new(Shard::new(0, 1, Generation::new(snapshot, rates), "test", None))
+    }
+}
