@@ -67,5 +67,5 @@ RINGWAY_TEST_DRIVER=io_uring cargo test
 echo "== integration tests again on the legacy (epoll) driver"
 RINGWAY_TEST_DRIVER=legacy cargo test --tests
 echo "== the wire-level hardening suites again over TLS (HTTPS listener, both drivers)"
-RINGWAY_TEST_TLS=1 RINGWAY_TEST_DRIVER=io_uring cargo test --test h1_wire --test slow_clients --test proxy_basic
-RINGWAY_TEST_TLS=1 RINGWAY_TEST_DRIVER=legacy cargo test --test h1_wire --test slow_clients --test proxy_basic
+RINGWAY_TEST_TLS=1 RINGWAY_TEST_DRIVER=io_uring cargo test --test h1_wire --test slow_clients --test proxy_basic --test parking
+RINGWAY_TEST_TLS=1 RINGWAY_TEST_DRIVER=legacy cargo test --test h1_wire --test slow_clients --test proxy_basic --test parking

@@ -1,7 +1,8 @@
 //! The parking lot: keep-alive connections idle past `[http] idle_park_ms` leave their task and
 //! wait in the worker's epoll set. They must stay counted, come back whole when they speak
 //! (many at once, and again after parking a second time), be closable at the connection cap,
-//! and close on shutdown. Plain TCP only (TLS connections do not park).
+//! and close on shutdown. scripts/test.sh runs this suite over TLS too (`RINGWAY_TEST_TLS=1`);
+//! tests/tls.rs checks that a parked TLS connection keeps its session and closes with close_notify.
 
 mod common;
 

@@ -1,7 +1,8 @@
 //! HTTPS listeners and TLS to upstreams, against the real gateway on loopback: SNI certificate
 //! choice, versions, ALPN, resumption across workers, client certificates, the Host/SNI check
-//! (421), bad handshakes (each counted), config errors, and upstream TLS to an nginx origin with
-//! verification on, off, failing for each reason, and with a client certificate.
+//! (421), idle connections parking with their session, bad handshakes (each counted), config
+//! errors, and upstream TLS to an nginx origin with verification on, off, failing for each
+//! reason, and with a client certificate.
 
 mod common;
 
@@ -32,6 +33,11 @@ impl Certs {
 /// Starts a gateway whose first listener is HTTPS (`listener_extra` adds keys to it) and whose
 /// second is plain HTTP, both routing `/*` to `upstream` (or a mock when `None`).
 fn gateway(certs: &Certs, listener_extra: &str, upstream: Option<std::net::SocketAddr>) -> GatewayTls {
+    gateway_with(certs, listener_extra, upstream, "")
+}
+
+/// Same, with lines for `[http]`.
+fn gateway_with(certs: &Certs, listener_extra: &str, upstream: Option<std::net::SocketAddr>, http: &str) -> GatewayTls {
     let target = match upstream {
         Some(a) => format!("upstream = \"u\"\n\n[upstream.u]\nendpoints = [{{ addr = \"{a}\" }}]"),
         None => "mock = { body = \"mocked\\n\" }".to_string(),
@@ -43,6 +49,9 @@ io_driver = "{driver}"
 
 [admin]
 listen = "127.0.0.1:0"
+
+[http]
+{http}
 
 [[listener]]
 name = "https"
@@ -244,6 +253,81 @@ fn a_host_outside_the_negotiated_certificate_gets_421() {
     assert!(r.response.starts_with("HTTP/1.1 200"), "wildcard and port: {}", r.response);
     let r = exchange(gw.https, "default.test", cfg, &get("DEFAULT.test")).unwrap();
     assert!(r.response.starts_with("HTTP/1.1 200"), "{}", r.response);
+}
+
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A keep-alive TLS connection to `addr` with SNI `name` (none for an IP address).
+fn open_tls(addr: std::net::SocketAddr, name: &str, config: Arc<rustls::ClientConfig>) -> TlsClient {
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(config, server_name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).expect("handshake");
+    }
+    s
+}
+
+/// Sends a keep-alive GET with `host` and reads one Content-Length-framed response: status line
+/// and body.
+fn request(s: &mut TlsClient, host: &str) -> (String, String) {
+    s.write_all(format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return (head.lines().next().unwrap().to_string(), body);
+            }
+        }
+        let n = s.read(&mut chunk).expect("a response");
+        assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn parked(admin: std::net::SocketAddr) -> u64 {
+    let text = metrics(admin);
+    text.lines()
+        .filter(|l| l.starts_with("ringway_connections_parked{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn idle_keepalive_connections_park_keep_their_session_and_close_with_close_notify() {
+    let certs = Certs::new();
+    let gw = gateway_with(&certs, "", None, "keepalive_timeout_ms = 4000");
+    let cfg = ClientOpts::trusting(&certs.ca).config();
+    let mut shop = open_tls(gw.https, "shop.example.com", cfg.clone());
+    let mut by_ip = open_tls(gw.https, "127.0.0.1", cfg);
+    for _ in 0..2 {
+        assert_eq!(request(&mut shop, "shop.example.com"), ("HTTP/1.1 200 OK".into(), "mocked\n".into()));
+        assert_eq!(request(&mut by_ip, "127.0.0.1").0, "HTTP/1.1 200 OK");
+        // past the 1 s park delay and the lot's 250 ms tick
+        std::thread::sleep(Duration::from_millis(1800));
+        assert_eq!(parked(gw.admin), 2, "both idle TLS connections parked");
+    }
+    // the session came back whole: its keys, and its SNI (the Host check still applies)
+    assert_eq!(request(&mut by_ip, "127.0.0.1").0, "HTTP/1.1 200 OK");
+    let misdirected = request(&mut shop, "default.test").0;
+    assert!(misdirected.starts_with("HTTP/1.1 421"), "{misdirected}");
+    // parked again, then closed at the end of its keep-alive time with close_notify: rustls
+    // reports a clean end (0) rather than UnexpectedEof
+    let mut rest = Vec::new();
+    match by_ip.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest)),
+        Err(e) => panic!("the keep-alive close was not a clean TLS close: {e}"),
+    }
+    assert_eq!(parked(gw.admin), 0);
 }
 
 #[test]

@@ -1,12 +1,9 @@
 //! The transport seam: one stream type for every connection the gateway holds (client
 //! connections, upstream connections, the body pump and the tunnel): plain TCP, or TLS over TCP
-//! (rustls through monoio-rustls; the handshake is `tls::handshake`'s).
+//! (rustls's record layer driven by [`Tls`]; the handshake is `tls::handshake`'s).
 //!
 //! Plain reads and writes forward to the TCP stream's own futures (no extra state on the request
 //! path). TLS operations are boxed futures: their state is paid for by TLS connections only.
-//!
-//! A TLS stream whose read or write was dropped half-way (a timeout) has lost its record buffer
-//! inside monoio-rustls; it remembers that and fails every later operation instead of panicking.
 //!
 //! Unsafe code here: the `Split` marker, monoio's raw-buffer views for TLS `readv`/`writev`, and
 //! the direct `recv(2)` and `send(2)` ([`Stream::recv_now`], [`Stream::send_now`]).
@@ -34,96 +31,9 @@ pub enum Stream {
 
 #[cfg(test)]
 pub mod memory;
+mod tls;
 
-/// A TLS connection and what its handshake settled.
-pub struct Tls {
-    io: TlsIo,
-    fd: RawFd,
-    /// A read (write) is in flight, or was dropped in flight: see the module comment.
-    read_busy: bool,
-    write_busy: bool,
-    pub version: Option<rustls::ProtocolVersion>,
-    /// The SNI name the client sent (server side).
-    pub server_name: Option<Box<str>>,
-    /// ALPN settled on HTTP/2 (server side).
-    pub h2: bool,
-}
-
-enum TlsIo {
-    Server(monoio_rustls::ServerTlsStream<TcpStream>),
-    Client(monoio_rustls::ClientTlsStream<TcpStream>),
-}
-
-impl Tls {
-    pub(crate) fn server(tcp: TcpStream, conn: rustls::ServerConnection) -> Self {
-        let fd = tcp.as_raw_fd();
-        let version = conn.protocol_version();
-        let server_name = conn.server_name().map(Box::from);
-        let h2 = conn.alpn_protocol() == Some(b"h2");
-        let io = TlsIo::Server(monoio_rustls::ServerTlsStream::new(tcp, conn));
-        Self { io, fd, read_busy: false, write_busy: false, version, server_name, h2 }
-    }
-
-    pub(crate) fn client(tcp: TcpStream, conn: rustls::ClientConnection) -> Self {
-        let fd = tcp.as_raw_fd();
-        let version = conn.protocol_version();
-        let io = TlsIo::Client(monoio_rustls::ClientTlsStream::new(tcp, conn));
-        Self { io, fd, read_busy: false, write_busy: false, version, server_name: None, h2: false }
-    }
-
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        if self.read_busy {
-            return (Err(lost()), buf);
-        }
-        self.read_busy = true;
-        let r = match &mut self.io {
-            TlsIo::Server(s) => s.read(buf).await,
-            TlsIo::Client(s) => s.read(buf).await,
-        };
-        self.read_busy = false;
-        r
-    }
-
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        if self.write_busy {
-            return (Err(lost()), buf);
-        }
-        self.write_busy = true;
-        let r = match &mut self.io {
-            TlsIo::Server(s) => s.write(buf).await,
-            TlsIo::Client(s) => s.write(buf).await,
-        };
-        self.write_busy = false;
-        r
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.write_busy {
-            return Err(lost());
-        }
-        self.write_busy = true;
-        let r = match &mut self.io {
-            TlsIo::Server(s) => s.flush().await,
-            TlsIo::Client(s) => s.flush().await,
-        };
-        self.write_busy = false;
-        r
-    }
-
-    /// Sends close_notify and shuts the TCP write side.
-    async fn shutdown(&mut self) -> io::Result<()> {
-        if self.write_busy {
-            return Err(lost());
-        }
-        self.write_busy = true;
-        let r = match &mut self.io {
-            TlsIo::Server(s) => s.shutdown().await,
-            TlsIo::Client(s) => s.shutdown().await,
-        };
-        self.write_busy = false;
-        r
-    }
-}
+pub use tls::Tls;
 
 /// An HTTP/2 stream's read into a monoio buffer.
 async fn h2_read<T: IoBufMut>(h: &mut crate::http2::StreamIo, mut buf: T) -> BufResult<usize, T> {
@@ -135,10 +45,6 @@ async fn h2_read<T: IoBufMut>(h: &mut crate::http2::StreamIo, mut buf: T) -> Buf
         unsafe { buf.set_init(n) };
     }
     (n, buf)
-}
-
-fn lost() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream unusable after an interrupted operation")
 }
 
 impl Stream {
@@ -158,10 +64,28 @@ impl Stream {
         }
     }
 
-    /// Whether a read in flight can be cancelled and its buffer recovered (plain TCP); other
-    /// streams' reads are dropped instead, which retires the stream.
+    /// Whether a read in flight can be cancelled with nothing lost (plain TCP and TLS); an
+    /// HTTP/2 stream's reads are dropped instead.
     pub fn cancellable_reads(&self) -> bool {
-        matches!(self, Stream::Plain(_))
+        matches!(self, Stream::Plain(_) | Stream::Tls(_))
+    }
+
+    /// Readies an idle connection for the parking lot: a TLS connection gives up its buffers
+    /// ([`Tls::release`]). False when it cannot park (it is closed instead).
+    pub fn release(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(t) => t.release(),
+            _ => false,
+        }
+    }
+
+    /// A parked connection's last words before its socket closes: close_notify on TLS, if it
+    /// fits the socket now.
+    pub fn close_now(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.close_now();
+        }
     }
 
     /// A read that never waits, on the io_uring driver and plain TCP only: one `recv(2)` with
@@ -232,15 +156,16 @@ impl Stream {
 }
 
 // SAFETY: `Split` promises that reads and writes may run concurrently on the two halves. Both
-// variants keep that promise: monoio implements `Split` for `TcpStream`, and monoio-rustls for
-// its streams over a `Split` IO; the TLS wrapper's flags are one per direction.
+// variants keep that promise: monoio implements `Split` for `TcpStream`, and `Tls` keeps its read
+// and write state apart (buffers and busy flags one per direction; the rustls connection is
+// touched only between awaits).
 unsafe impl monoio::io::Split for Stream {}
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Stream::Plain(s) => s.as_raw_fd(),
-            Stream::Tls(t) => t.fd,
+            Stream::Tls(t) => t.as_raw_fd(),
             Stream::H2(_) => -1,
             #[cfg(test)]
             Stream::Memory(_) => -1,
@@ -253,7 +178,7 @@ impl AsyncReadRent for Stream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            Stream::Tls(t) => Box::pin(t.read(buf, None)).await,
             Stream::H2(h) => h2_read(h, buf).await,
             #[cfg(test)]
             Stream::Memory(m) => m.read(buf).await,
@@ -270,7 +195,7 @@ impl AsyncReadRent for Stream {
                 // SAFETY: the raw buffer points into `buf`, which outlives the read
                 let raw = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
                 let n = match raw {
-                    Some(raw) => Box::pin(t.read(raw)).await.0,
+                    Some(raw) => Box::pin(t.read(raw, None)).await.0,
                     None => Ok(0),
                 };
                 if let Ok(n) = n {
@@ -284,12 +209,11 @@ impl AsyncReadRent for Stream {
 }
 
 impl CancelableAsyncReadRent for Stream {
-    /// TLS reads cannot be cancelled: the handle is ignored (only plain connections park,
-    /// `Conn::fill_or_park`; a read given up elsewhere is dropped, which retires the stream).
+    /// An HTTP/2 stream's reads cannot be cancelled: the handle is ignored there.
     async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.cancelable_read(buf, c).await,
-            Stream::Tls(t) => Box::pin(t.read(buf)).await,
+            Stream::Tls(t) => Box::pin(t.read(buf, Some(c))).await,
             Stream::H2(h) => h2_read(h, buf).await,
             #[cfg(test)]
             Stream::Memory(m) => m.read(buf).await,

@@ -113,6 +113,7 @@ impl Conn {
         canceller: &mut Canceller,
     ) -> io::Result<Idle> {
         let (buf, len, cap) = self.prepare_read(max_pending)?;
+        let mut cancelled = false;
         let (res, slice) = {
             let read = self.stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
             let mut read = std::pin::pin!(read);
@@ -121,6 +122,7 @@ impl Conn {
                 _ = park_after => {
                     // `cancel` consumes the canceller and hands back a fresh one
                     *canceller = std::mem::take(canceller).cancel();
+                    cancelled = true;
                     read.await
                 }
             }
@@ -128,8 +130,8 @@ impl Conn {
         self.end_read(slice.into_inner(), len, cap);
         match res {
             Ok(n) => Ok(Idle::Read(n)),
-            Err(_) if self.buf.len() == len && len == self.pos => {
-                // cancelled (or failed: the next read reports it) with nothing buffered
+            Err(_) if cancelled && self.buf.len() == len && len == self.pos => {
+                // cancelled (or failed meanwhile: the next read reports it) with nothing buffered
                 self.buf = Vec::new();
                 self.pos = 0;
                 Ok(Idle::Parked)

@@ -73,6 +73,14 @@ pub fn handler(
     Box::pin(
         async move {
             let crate::runtime::Accepted { stream, peer, listener, guard, served } = conn;
+            if served > 0 {
+                // back from the parking lot, mid-conversation (plain TCP, or TLS with its session)
+                let Some(guard) = guard else { return };
+                let sni_names = listener_tls(&shard, &listener).and_then(|tls| tls_accept::sni_names(&tls, &stream));
+                let opened = Opened { peer, listener, guard, sni_names, served };
+                return serve_connection(&shard, stream, opened).await;
+            }
+            let crate::net::Stream::Plain(stream) = stream else { return };
             let Some(guard) = guard else {
                 // over the cap: on HTTPS no handshake is spent on a connection that gets nothing
                 if listener_tls(&shard, &listener).is_none() {
@@ -81,11 +89,6 @@ pub fn handler(
                 }
                 return;
             };
-            if served > 0 {
-                // back from the parking lot: plain TCP, mid-conversation
-                let opened = Opened { peer, listener, guard, sni_names: None, served };
-                return serve_connection(&shard, crate::net::Stream::Plain(stream), opened).await;
-            }
             let _ = stream.set_nodelay(true);
             let (stream, sni_names) = match listener_tls(&shard, &listener) {
                 None => (crate::net::Stream::Plain(stream), None),
@@ -179,8 +182,9 @@ pub async fn serve_connection(shard: &std::rc::Rc<Shard>, stream: crate::net::St
                 return;
             }
             Next::Park(deadline) => {
-                // the task ends here; the socket waits in the lot (or closes if it cannot)
-                if let crate::net::Stream::Plain(stream) = client.stream {
+                // the task ends here; the connection waits in the lot (or closes if it cannot)
+                let mut stream = client.stream;
+                if stream.release() {
                     let listener = peer.listener;
                     let parked = crate::runtime::Parked { stream, guard, peer: peer_addr, listener, served };
                     shard.parked.borrow_mut().park(parked, deadline);

@@ -70,7 +70,14 @@ pub(super) async fn accept(
             return None;
         }
     }
-    let stream = Tls::server(tcp, conn);
-    let names = stream.server_name.as_deref().and_then(|sni| tls.names_for(Some(sni))).map(<[String]>::to_vec);
-    Some((Stream::Tls(Box::new(stream)), names))
+    let stream = Stream::Tls(Box::new(Tls::server(tcp, conn)));
+    let names = sni_names(tls, &stream);
+    Some((stream, names))
+}
+
+/// When the client of a TLS connection sent SNI, the names the certificate chosen for it covers
+/// (the Host check).
+pub(super) fn sni_names(tls: &ListenerTls, stream: &Stream) -> Option<Vec<String>> {
+    let sni = stream.tls()?.server_name.as_deref()?;
+    tls.names_for(Some(sni)).map(<[String]>::to_vec)
 }

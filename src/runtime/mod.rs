@@ -74,7 +74,8 @@ pub struct Running {
 
 /// An accepted client connection, as a worker hands it to its connection handler.
 pub struct Accepted {
-    pub stream: monoio::net::TcpStream,
+    /// Plain TCP when new; a connection back from the parking lot may be TLS.
+    pub stream: crate::net::Stream,
     pub peer: SocketAddr,
     /// Index of the listener that accepted it, in the current config (a reload may renumber it;
     /// `usize::MAX` once the listener is removed).
@@ -85,7 +86,7 @@ pub struct Accepted {
     /// no idle connection to close; the handler refuses it at once (it is not counted as open).
     pub guard: Option<ConnGuard>,
     /// Requests already served on this connection: 0 for a new one; more for a keep-alive
-    /// connection coming back from the parking lot (always plain TCP, its socket readable).
+    /// connection coming back from the parking lot (its socket readable).
     pub served: u32,
 }
 

@@ -1,10 +1,12 @@
-//! The parking lot: idle plain keep-alive client connections held without a task.
+//! The parking lot: idle keep-alive client connections held without a task.
 //!
 //! A keep-alive connection that stayed silent for `[http] idle_park_ms` leaves its task: the
 //! socket, its registration ([`ConnGuard`]) and the few facts needed to resume it move here as a
 //! [`Parked`] (about 200 bytes), and the socket joins the worker's epoll set. Nothing else is
 //! held while it is idle: no task, no future, no buffer, no ring operation, no timer (nginx keeps
-//! an idle connection as a small struct plus an epoll registration; this is the same shape).
+//! an idle connection as a small struct plus an epoll registration; this is the same shape). A
+//! TLS connection also keeps its rustls session (keys and a 4 KiB record buffer); its other
+//! buffers are given up before it parks. At its deadline a TLS connection sends close_notify.
 //! When the socket turns readable (the next request, or the client's close) the lot hands the
 //! connection back to the worker's connection handler (`Accepted::served` > 0), which reads what
 //! arrived at once; when its keep-alive time runs out the lot closes it.
@@ -62,7 +64,8 @@ impl Drop for ConnGuard {
 
 /// An idle keep-alive connection without a task.
 pub struct Parked {
-    pub stream: TcpStream,
+    /// Plain TCP, or TLS with its session kept and its buffers given up (`Stream::release`).
+    pub stream: crate::net::Stream,
     pub guard: ConnGuard,
     pub peer: SocketAddr,
     /// The accepting listener's index in the current config (see `Accepted::listener`).
@@ -308,7 +311,9 @@ impl ParkingLot {
         let slots: Vec<(u32, u32)> =
             self.slots.iter().enumerate().filter(|(_, s)| s.conn.is_some()).map(|(i, s)| (i as u32, s.tag)).collect();
         for (slot, tag) in slots {
-            drop(self.take(slot, tag));
+            if let Some(mut p) = self.take(slot, tag) {
+                p.stream.close_now();
+            }
         }
         self.deadlines.clear();
     }
@@ -430,7 +435,9 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
             }
             let now = Instant::now();
             let next = lot.expired(now, &mut woken);
-            drop(std::mem::take(&mut woken)); // past their keep-alive time: closed
+            for mut p in woken.drain(..) {
+                p.stream.close_now(); // past their keep-alive time: closed
+            }
             if now >= tick {
                 tick = now + QUIET_TICK;
                 quiet.tick(shard.activity());
@@ -487,7 +494,7 @@ mod tests {
                 .map(|_| {
                     let (s, peer) = listener.accept().unwrap();
                     let guard = ConnGuard::new(shard.clone(), s.as_raw_fd());
-                    let stream = TcpStream::from_std(s).unwrap();
+                    let stream = crate::net::Stream::Plain(TcpStream::from_std(s).unwrap());
                     Parked { stream, guard, peer, listener: Rc::new(Cell::new(0)), served: 1 }
                 })
                 .collect();
