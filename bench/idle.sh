@@ -10,12 +10,30 @@
 # then closed), so what it allocates once on first use (metrics, histograms, caches, event
 # arrays) is not charged to idle connections.
 # Knobs: IDLE ["1000 9000"], SETTLE [3], WARM [500], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http],
-# e.g. "idle_park_ms = 0"), TARGETS ["nginx haproxy ringway"]. Needs nginx, haproxy, python3.
+# e.g. "idle_park_ms = 0"), TARGETS ["nginx haproxy ringway"], TLS [0] (1: every proxy listens with
+# HTTPS, one ECDSA P-256 certificate made here, as bench/tls.sh; the clients speak TLS 1.3, the
+# origin stays plain). Needs nginx, haproxy, python3 (and openssl for TLS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IDLE=${IDLE:-"1000 9000"}; SETTLE=${SETTLE:-3}
+IDLE=${IDLE:-"1000 9000"}; SETTLE=${SETTLE:-3}; TLS=${TLS:-0}
 source bench/sides.sh idle
-write_origin; write_nginx; write_haproxy; write_ringway "${HTTP_EXTRA:-}"
+write_origin
+if [[ "$TLS" == 1 ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
+  write_nginx ssl "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+  write_haproxy
+  sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
+  write_ringway "${HTTP_EXTRA:-}" "" "[[listener.tls]]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
+  CLIENT_TLS=--tls
+else
+  write_nginx; write_haproxy; write_ringway "${HTTP_EXTRA:-}"
+  CLIENT_TLS=
+fi
 start origin "$ORIGIN" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" haproxy -db -f "$W/haproxy.cfg"
@@ -24,7 +42,7 @@ printf "%-8s %8s %12s %12s\n" target conns rss_growth kib_per_conn
 # opens N connections to PORT (each after one request) and holds them; HOLDER is its PID
 hold() {
   rm -f "$W/ready"
-  python3 bench/idle_clients.py 127.0.0.1 "$1" "$2" "$W/ready" &
+  python3 bench/idle_clients.py $CLIENT_TLS 127.0.0.1 "$1" "$2" "$W/ready" &
   HOLDER=$!
   for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
 }

@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
 """Opens N keep-alive HTTP/1.1 connections to HOST:PORT (bench/idle.sh): each sends one GET for
 "/" and reads its response (Content-Length framed), then stays open and silent. Touches
-READY_FILE when all are open; runs until killed. usage: idle_clients.py HOST PORT N READY_FILE"""
+READY_FILE when all are open; runs until killed. usage: idle_clients.py [--tls] HOST PORT N
+READY_FILE (--tls: TLS without certificate checks, the benchmark's self-signed certificate)"""
 import signal
 import socket
+import ssl
 import sys
 
-host, port, n, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+args = sys.argv[1:]
+tls = args[0] == "--tls"
+if tls:
+    args = args[1:]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+host, port, n, ready = args[0], int(args[1]), int(args[2]), args[3]
 conns = []
 for _ in range(n):
     s = socket.create_connection((host, port), timeout=10)
+    if tls:
+        s = ctx.wrap_socket(s, server_hostname="localhost")
     s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
     buf = b""
     while b"\r\n\r\n" not in buf:

@@ -80,6 +80,14 @@ impl Stream {
         }
     }
 
+    /// Whether input is held above the socket (TLS: [`Tls::buffered`]).
+    pub fn buffered(&mut self) -> bool {
+        match self {
+            Stream::Tls(t) => t.buffered(),
+            _ => false,
+        }
+    }
+
     /// A parked connection's last words before its socket closes: close_notify on TLS, if it
     /// fits the socket now.
     pub fn close_now(&mut self) {

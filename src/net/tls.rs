@@ -244,6 +244,13 @@ impl Tls {
         true
     }
 
+    /// Whether input is held above the socket: ciphertext not yet taken by rustls, or plaintext
+    /// not yet read. A connection holding any is not reused (pooled upstream connections): the
+    /// socket checks at checkout cannot see it.
+    pub(crate) fn buffered(&mut self) -> bool {
+        self.rx_pos < self.rx.len() || self.conn.process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+
     fn fd(&self) -> RawFd {
         self.tcp.as_raw_fd()
     }

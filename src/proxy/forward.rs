@@ -205,9 +205,11 @@ pub(super) async fn forward(
         // the 101 head is out; what follows is the upgraded protocol, relayed byte for byte
         return Ok(Next::Tunnel(Box::new(upc.conn)));
     }
-    // extra bytes after the body (U12) or any framing doubt: never reuse
-    let reusable =
-        start.upstream_keep_alive && upc.conn.pending().is_empty() && upc.requests < up.max_requests_per_connection;
+    // extra bytes after the body (U12, also those still inside TLS) or any framing doubt: never reuse
+    let reusable = start.upstream_keep_alive
+        && upc.conn.pending().is_empty()
+        && !upc.conn.stream.buffered()
+        && upc.requests < up.max_requests_per_connection;
     if reusable && !shard.draining.get() {
         let UpSide { conn, key, requests, slot, .. } = upc;
         let idle = UpstreamConn { slot, stream: conn.stream, buf: conn.buf, requests };
