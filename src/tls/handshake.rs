@@ -1,9 +1,10 @@
-//! The TLS handshake over a monoio TCP stream, driven here (rather than inside monoio-rustls) so
-//! the caller sees the rustls error itself (certificate problems by name), the negotiated
-//! version and SNI, and plain HTTP sent to an HTTPS port before any TLS parsing.
+//! The TLS handshake over a monoio TCP stream, driven here so the caller sees the rustls error
+//! itself (certificate problems by name), the negotiated version and SNI, and plain HTTP sent to
+//! an HTTPS port before any TLS parsing.
 //!
-//! Only the handshake runs here; the finished connection is handed to monoio-rustls for the data
-//! path (`net::Tls`), including any application data that arrived with the last handshake flight.
+//! Only the handshake runs here; the finished connection is handed to `net::Tls` for the data
+//! path. Every byte read here has gone to rustls, so application data that arrived with the last
+//! handshake flight is inside the connection, where the first read finds it.
 
 use std::io;
 use std::ops::{Deref, DerefMut};

@@ -1,4 +1,4 @@
-//! TLS with rustls (through monoio-rustls): HTTPS listeners with SNI certificates, TLS to
+//! TLS with rustls (data path: `net::Tls`): HTTPS listeners with SNI certificates, TLS to
 //! upstreams, certificate facts for the admin endpoint.
 //!
 //! Everything here runs when a config is compiled (`--check` sees every error: missing or
