@@ -12,10 +12,19 @@
 # Knobs: IDLE ["1000 9000"], SETTLE [3], WARM [500], RINGWAY_BIN, HTTP_EXTRA (lines for ringway's [http],
 # e.g. "idle_park_ms = 0"), TARGETS ["nginx haproxy ringway"], TLS [0] (1: every proxy listens with
 # HTTPS, one ECDSA P-256 certificate made here, as bench/tls.sh; the clients speak TLS 1.3, the
-# origin stays plain). Needs nginx, haproxy, python3 (and openssl for TLS=1).
+# origin stays plain), SILENT [0] (1: the clients send no request; with TLS=1 they stay as the
+# handshake left them). Needs nginx, haproxy, python3 (and openssl for TLS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${IDLE:-"1000 9000"}; SETTLE=${SETTLE:-3}; TLS=${TLS:-0}
+# silent clients: every proxy waits 300 s for a first request (nginx 60 s and ringway 10 s by
+# default would close them mid-measurement; HAProxy's wait is its 300 s client timeout)
+CLIENT_SILENT=; NGX_WAIT=; HTTP_EXTRA=${HTTP_EXTRA:-}
+if [[ "${SILENT:-0}" == 1 ]]; then
+  CLIENT_SILENT=--silent; NGX_WAIT="client_header_timeout 300s;"
+  HTTP_EXTRA="$HTTP_EXTRA
+header_timeout_ms = 300000"
+fi
 source bench/sides.sh idle
 write_origin
 if [[ "$TLS" == 1 ]]; then
@@ -23,15 +32,15 @@ if [[ "$TLS" == 1 ]]; then
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
   cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
   write_nginx ssl "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+    ssl_session_cache shared:SSL:10m; ssl_session_tickets on; $NGX_WAIT"
   write_haproxy
   sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
-  write_ringway "${HTTP_EXTRA:-}" "" "[[listener.tls]]
+  write_ringway "$HTTP_EXTRA" "" "[[listener.tls]]
 cert = \"$W/cert.pem\"
 key = \"$W/key.pem\""
   CLIENT_TLS=--tls
 else
-  write_nginx; write_haproxy; write_ringway "${HTTP_EXTRA:-}"
+  write_nginx "" "$NGX_WAIT"; write_haproxy; write_ringway "$HTTP_EXTRA"
   CLIENT_TLS=
 fi
 start origin "$ORIGIN" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
@@ -42,7 +51,7 @@ printf "%-8s %8s %12s %12s\n" target conns rss_growth kib_per_conn
 # opens N connections to PORT (each after one request) and holds them; HOLDER is its PID
 hold() {
   rm -f "$W/ready"
-  python3 bench/idle_clients.py $CLIENT_TLS 127.0.0.1 "$1" "$2" "$W/ready" &
+  python3 bench/idle_clients.py $CLIENT_TLS $CLIENT_SILENT 127.0.0.1 "$1" "$2" "$W/ready" &
   HOLDER=$!
   for _ in $(seq 1 600); do [[ -e "$W/ready" ]] && break; sleep 0.1; done
 }

@@ -1,7 +1,8 @@
 //! The parking lot: keep-alive connections idle past `[http] idle_park_ms` leave their task and
 //! wait in the worker's epoll set. They must stay counted, come back whole when they speak
 //! (many at once, and again after parking a second time), be closable at the connection cap,
-//! and close on shutdown. scripts/test.sh runs this suite over TLS too (`RINGWAY_TEST_TLS=1`);
+//! and close on shutdown; new connections that stay silent park too, until their header timeout.
+//! scripts/test.sh runs this suite over TLS too (`RINGWAY_TEST_TLS=1`);
 //! tests/tls.rs checks that a parked TLS connection keeps its session and closes with close_notify.
 
 mod common;
@@ -93,4 +94,26 @@ fn many_parked_connections_come_back_whole_twice() {
     drop(clients);
     assert!(eventually(Duration::from_secs(3), || gauge(&gw, "ringway_connections_active") == 0));
     assert_eq!(gauge(&gw, "ringway_connections_parked"), 0);
+}
+
+#[test]
+fn a_connection_silent_before_its_first_request_parks_until_the_header_timeout() {
+    let up = MockUpstream::echo();
+    let gw = gateway(&up, "header_timeout_ms = 4000");
+    // pre-connected clients (over TLS: after their handshake) that have not asked for anything
+    let mut speaks = Client::connect(gw.addr);
+    let mut silent = Client::connect(gw.addr);
+    let opened = std::time::Instant::now();
+    std::thread::sleep(PARKED);
+    assert_eq!(gauge(&gw, "ringway_connections_parked"), 2, "silent new connections parked");
+    assert_eq!(gauge(&gw, "ringway_connections_active"), 2);
+    // back from the lot it is still a new connection: its first request is served
+    assert_eq!(speaks.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n").response(false).text(), "GET /first 0");
+    assert_eq!(speaks.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n").response(false).text(), "GET /second 0");
+    // the silent one is closed at the header timeout, as it would have been in its task: not
+    // before (it is still open at 3 s), without an answer
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(opened.elapsed()));
+    assert!(!silent.is_closed(Duration::from_millis(100)), "closed before its header timeout");
+    assert!(silent.is_closed(Duration::from_secs(3)), "closed at its header timeout");
+    assert!(eventually(Duration::from_secs(3), || gauge(&gw, "ringway_connections_active") == 1));
 }

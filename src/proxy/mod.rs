@@ -73,8 +73,8 @@ pub fn handler(
     Box::pin(
         async move {
             let crate::runtime::Accepted { stream, peer, listener, guard, served } = conn;
-            if served > 0 {
-                // back from the parking lot, mid-conversation (plain TCP, or TLS with its session)
+            if let Some(served) = served {
+                // back from the parking lot (plain TCP, or TLS with its session)
                 let Some(guard) = guard else { return };
                 let sni_names = listener_tls(&shard, &listener).and_then(|tls| tls_accept::sni_names(&tls, &stream));
                 let opened = Opened { peer, listener, guard, sni_names, served };

@@ -312,9 +312,12 @@ async fn read_head(
                 Err(_) => return Ok(Arrival::Closed),
             }
         }
-        // (parking needs the worker's lot: its tick ends the wait, its epoll set holds the socket)
+        // a wait with nothing buffered parks after `idle_park_ms`: between requests, and before
+        // the first one (a pre-connected client; on TLS, after the handshake) until the header
+        // timeout, after which it would be closed without an answer either way. (Parking needs
+        // the worker's lot: its tick ends the wait, its epoll set holds the socket.)
         let park = http.idle_park.filter(|p| {
-            idle && client.stream.cancellable_reads() && http.keepalive_timeout > *p && shard.parked.borrow().open()
+            started.is_none() && client.stream.cancellable_reads() && timeout > *p && shard.parked.borrow().open()
         });
         peer.idle.set(idle);
         let filled = match park {
@@ -323,7 +326,7 @@ async fn read_head(
                 let park_after = crate::runtime::IdleFor::new(&shard.parked, waiting + park_after);
                 match client.fill_or_park(park_after, http.max_header_bytes + 1, &mut s.canceller).await {
                     Ok(Idle::Read(n)) => Ok(n),
-                    Ok(Idle::Parked) => return Ok(Arrival::Parked(waiting + http.keepalive_timeout)),
+                    Ok(Idle::Parked) => return Ok(Arrival::Parked(waiting + timeout)),
                     Err(e) => Err(e),
                 }
             }

@@ -85,9 +85,9 @@ pub struct Accepted {
     /// its connection cap may close it). `None`: accepted over the worker's connection cap with
     /// no idle connection to close; the handler refuses it at once (it is not counted as open).
     pub guard: Option<ConnGuard>,
-    /// Requests already served on this connection: 0 for a new one; more for a keep-alive
-    /// connection coming back from the parking lot (its socket readable).
-    pub served: u32,
+    /// `None` for a new connection; for one coming back from the parking lot (its socket
+    /// readable), the requests served on it so far (0: it parked before its first request).
+    pub served: Option<u32>,
 }
 
 /// What serves accepted connections (the proxy's request loop): the runtime knows nothing of

@@ -8,7 +8,7 @@
 //! TLS connection also keeps its rustls session (keys and a 4 KiB record buffer); its other
 //! buffers are given up before it parks. At its deadline a TLS connection sends close_notify.
 //! When the socket turns readable (the next request, or the client's close) the lot hands the
-//! connection back to the worker's connection handler (`Accepted::served` > 0), which reads what
+//! connection back to the worker's connection handler (`Accepted::served` is `Some`), which reads what
 //! arrived at once; when its keep-alive time runs out the lot closes it.
 //!
 //! One task per worker ([`tend`]) waits on the epoll descriptor itself: a single ring poll on
@@ -469,7 +469,7 @@ pub async fn tend(shard: Rc<Shard>, handler: super::ConnHandler) {
                     peer: p.peer,
                     listener: p.listener,
                     guard: Some(p.guard),
-                    served: p.served,
+                    served: Some(p.served),
                 };
                 monoio::spawn(handler(shard.clone(), conn));
             }

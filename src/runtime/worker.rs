@@ -382,13 +382,13 @@ fn admit(
     if shard.connections.get() >= cap && !shard.evict_oldest_idle() {
         shard.metrics.borrow_mut().connections_refused += 1;
         let stream = crate::net::Stream::Plain(stream);
-        let conn = super::Accepted { stream, peer, listener: index.clone(), guard: None, served: 0 };
+        let conn = super::Accepted { stream, peer, listener: index.clone(), guard: None, served: None };
         monoio::spawn(handler(shard.clone(), conn));
         return;
     }
     let guard = super::ConnGuard::new(shard.clone(), stream.as_raw_fd());
     let stream = crate::net::Stream::Plain(stream);
-    let conn = super::Accepted { stream, peer, listener: index.clone(), guard: Some(guard), served: 0 };
+    let conn = super::Accepted { stream, peer, listener: index.clone(), guard: Some(guard), served: None };
     monoio::spawn(handler(shard.clone(), conn));
 }
 
