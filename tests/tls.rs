@@ -331,6 +331,35 @@ fn idle_keepalive_connections_park_keep_their_session_and_close_with_close_notif
 }
 
 #[test]
+fn bytes_after_close_notify_end_the_connection() {
+    let certs = Certs::new();
+    let gw = gateway(&certs, "", None);
+    let cfg = ClientOpts::trusting(&certs.ca).config();
+    let mut c = open_tls(gw.https, "127.0.0.1", cfg.clone());
+    assert_eq!(request(&mut c, "127.0.0.1").0, "HTTP/1.1 200 OK");
+    // close_notify and 8 KiB of another record in one write: rustls takes at most 4 KiB per
+    // call and nothing after close_notify, so the rest can never be consumed (a read loop that
+    // retried it would spin)
+    c.conn.send_close_notify();
+    let mut wire = Vec::new();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut wire).unwrap();
+    }
+    wire.extend_from_slice(b"\x17\x03\x03\x40\x00");
+    wire.extend_from_slice(&[0u8; 8192]);
+    c.sock.write_all(&wire).unwrap();
+    c.sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut rest = Vec::new();
+    let end = c.sock.read_to_end(&mut rest);
+    assert!(end.is_ok(), "the gateway closed the connection: {end:?}");
+    // and every worker still serves
+    for _ in 0..4 {
+        let mut other = open_tls(gw.https, "127.0.0.1", cfg.clone());
+        assert_eq!(request(&mut other, "127.0.0.1").0, "HTTP/1.1 200 OK");
+    }
+}
+
+#[test]
 fn bad_handshakes_fail_fast_are_counted_and_leave_others_alone() {
     let certs = Certs::new();
     let gw = gateway(&certs, "", None);
