@@ -11,15 +11,30 @@
 # rate, medians; and each proxy / nginx. Proxies stream: nginx has proxy_request_buffering off
 # and no temp files (proxy_max_temp_file_size 0), ringway max_body_bytes = 0 (unlimited).
 # Knobs: REPS [3], CELLS ["down1g up1g down100 up100"], TARGETS ["l4 nginx haproxy ringway"],
-#        RINGWAY_BIN, RINGWAY_B (a second binary: target ringway_b, for A/B), HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0], PROXY_CPU [1], OUT.
+#        RINGWAY_BIN, RINGWAY_B (a second binary: target ringway_b, for A/B), HTTP_EXTRA (lines for ringway's [http]), LOAD_CPU [0], PROXY_CPU [1], OUT,
+#        TLS [0] (1: the client side is HTTPS on every proxy, one ECDSA P-256 certificate, TLS 1.3
+#        from curl; the origin stays plain; the L4 relay is left out, it would relay TLS to it).
 # Needs nginx, haproxy, curl, python3. Uses ~1.1 GiB in the work dir (removed at exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=${REPS:-3}; CELLS=${CELLS:-"down1g up1g down100 up100"}; TARGETS=${TARGETS:-"l4 nginx haproxy ringway"}
+REPS=${REPS:-3}; CELLS=${CELLS:-"down1g up1g down100 up100"}; TLS=${TLS:-0}
+if [[ "$TLS" == 1 ]]; then TARGETS=${TARGETS:-"nginx haproxy ringway"}; else TARGETS=${TARGETS:-"l4 nginx haproxy ringway"}; fi
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
 source bench/sides.sh bulk
-write_nginx "" "client_max_body_size 0; proxy_request_buffering off; proxy_max_temp_file_size 0;"
-write_haproxy; write_ringway "${HTTP_EXTRA:-}"
+SCHEME=http; NGX_LISTEN=""; NGX_TLS=""; RW_TLS=""
+if [[ "$TLS" == 1 ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
+  SCHEME=https; NGX_LISTEN=ssl
+  NGX_TLS="ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
+  RW_TLS="[[listener.tls]]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
+fi
+write_nginx "$NGX_LISTEN" "client_max_body_size 0; proxy_request_buffering off; proxy_max_temp_file_size 0; $NGX_TLS"
+write_haproxy; write_ringway "${HTTP_EXTRA:-}" "" "$RW_TLS"
+[[ "$TLS" == 1 ]] && sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
 sed -i 's/^upstream = "o"/&\nmax_body_bytes = 0\ntimeout_ms = 120000/' "$W/ringway.toml"
 L4=$(free_port)
 sed -e 's/^  mode http/  mode tcp/' -e '/option http-keep-alive/d' -e '/http-reuse/d' -e '/http-keep-alive/d' \
@@ -35,17 +50,17 @@ start_ringway_b taskset -c "$PROXY_CPU"
 
 # one cell against one target: prints bytes moved
 run_cell() {
-  local url=http://127.0.0.1:$2 i cfg=$W/curl.cfg
+  local url=$SCHEME://127.0.0.1:$2 i cfg=$W/curl.cfg
   case $1 in
-    down1g) curl -sf --no-progress-meter -o /dev/null -w '%{size_download}\n' "$url/1g" ;;
-    up1g) curl -sf --no-progress-meter -o /dev/null -T "$W/files/1g" -w '%{size_upload}\n' "$url/up" ;;
+    down1g) curl -ksf --no-progress-meter -o /dev/null -w '%{size_download}\n' "$url/1g" ;;
+    up1g) curl -ksf --no-progress-meter -o /dev/null -T "$W/files/1g" -w '%{size_upload}\n' "$url/up" ;;
     down100|up100)
       : >"$cfg"
       for i in $(seq 1 100); do
         if [[ $1 == down100 ]]; then printf 'url = "%s/10m"\noutput = "/dev/null"\n' "$url"
         else printf 'url = "%s/up"\nupload-file = "%s"\noutput = "/dev/null"\n' "$url" "$W/files/10m"; fi
       done >>"$cfg"
-      curl -sf --no-progress-meter -Z --parallel-max 100 -K "$cfg" -w '%{size_download} %{size_upload}\n' | awk '{t+=$1+$2} END {print t}' ;;
+      curl -ksf --no-progress-meter -Z --parallel-max 100 -K "$cfg" -w '%{size_download} %{size_upload}\n' | awk '{t+=$1+$2} END {print t}' ;;
   esac
 }
 
@@ -55,7 +70,7 @@ for c in $CELLS; do
   for r in $(seq 1 "$REPS"); do
     for t in $TARGETS; do
       a=$(cpu_ns "${PID[$t]}"); t0=$(date +%s%N)
-      bytes=$(taskset -c "$LOAD_CPU" bash -c "$(declare -f run_cell); W=$W; run_cell $c ${PORT[$t]}")
+      bytes=$(taskset -c "$LOAD_CPU" bash -c "$(declare -f run_cell); W=$W; SCHEME=$SCHEME; run_cell $c ${PORT[$t]}")
       t1=$(date +%s%N); b=$(cpu_ns "${PID[$t]}")
       awk -v c="$c" -v t="$t" -v r="$r" -v n="$bytes" -v s=$((t1 - t0)) -v cpu=$((b - a)) 'BEGIN {
         g = n / 2^30; printf "%s\t%s\t%s\t%d\t%.3f\t%.4f\t%.2f\n", c, t, r, n, s/1e9, cpu/1e9/g, g/(s/1e9) }' |
