@@ -271,6 +271,6 @@ impl Read for Nothing {
     }
 }
 
-pub(crate) fn lost() -> io::Error {
+fn lost() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream unusable after an interrupted operation")
 }
