@@ -451,7 +451,6 @@ fn config_errors_name_the_file_the_key_and_the_reason() {
     assert!(s.warnings.iter().any(|w| w.contains("expired") && w.contains("old.pem")), "{:?}", s.warnings);
 }
 
-/// A gateway with one plain listener proxying to `origin` over TLS with `tls = { .. }`.
 #[test]
 fn upstream_tls_connections_are_reused() {
     let dir = TempDir::new("up-reuse");
@@ -459,11 +458,8 @@ fn upstream_tls_connections_are_reused() {
     let ca_path = ca.write(&dir, "ca.pem");
     let (cert, key) = ca.leaf(&["origin.test"], false).write(&dir, "origin");
     let origin = NginxTls::start(&cert, &key, None);
-    let gw = common::TestGateway::start(&format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream.o]\nendpoints = [{{ addr = \"{}\" }}]\ntls = {{ sni = \"origin.test\", ca_file = \"{}\" }}\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"o\"\n",
-        origin.addr,
-        ca_path.display()
-    ));
+    let tls = format!("{{ sni = \"origin.test\", ca_file = \"{}\" }}", ca_path.display());
+    let gw = tls_upstream_gateway(&dir, origin.addr, &tls);
     // one keep-alive client: every request on the same worker, so its pool serves all but the first
     let mut client = common::Client::connect(gw.addr);
     for i in 0..6 {
@@ -476,10 +472,12 @@ fn upstream_tls_connections_are_reused() {
     assert!(hits >= 3, "{hits} of 5 later requests went out on a pooled TLS connection");
 }
 
+/// A gateway with one plain listener (and an admin one) proxying to `origin` over TLS with
+/// `tls = { .. }`.
 fn tls_upstream_gateway(dir: &TempDir, origin: std::net::SocketAddr, tls: &str) -> common::TestGateway {
     let _ = dir;
     common::TestGateway::start(&format!(
-        "[upstream.o]\nendpoints = [{{ addr = \"{origin}\" }}]\ntls = {tls}\nretry_budget_percent = 100\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"o\"\n"
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream.o]\nendpoints = [{{ addr = \"{origin}\" }}]\ntls = {tls}\nretry_budget_percent = 100\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"o\"\n"
     ))
 }
 
