@@ -454,10 +454,7 @@ fn config_errors_name_the_file_the_key_and_the_reason() {
 #[test]
 fn upstream_tls_connections_are_reused() {
     let dir = TempDir::new("up-reuse");
-    let ca = Ca::new("origin CA");
-    let ca_path = ca.write(&dir, "ca.pem");
-    let (cert, key) = ca.leaf(&["origin.test"], false).write(&dir, "origin");
-    let origin = NginxTls::start(&cert, &key, None);
+    let (_, ca_path, origin) = tls_origin(&dir);
     let tls = format!("{{ sni = \"origin.test\", ca_file = \"{}\" }}", ca_path.display());
     let gw = tls_upstream_gateway(&dir, origin.addr, &tls);
     // one keep-alive client: every request on the same worker, so its pool serves all but the first
@@ -472,6 +469,16 @@ fn upstream_tls_connections_are_reused() {
     assert!(hits >= 3, "{hits} of 5 later requests went out on a pooled TLS connection");
 }
 
+/// An nginx HTTPS origin for `origin.test` whose certificate a fresh CA signed: the CA, its file
+/// (for `ca_file`), and the origin.
+fn tls_origin(dir: &TempDir) -> (Ca, std::path::PathBuf, NginxTls) {
+    let ca = Ca::new("origin CA");
+    let ca_path = ca.write(dir, "ca.pem");
+    let (cert, key) = ca.leaf(&["origin.test"], false).write(dir, "origin");
+    let origin = NginxTls::start(&cert, &key, None);
+    (ca, ca_path, origin)
+}
+
 /// A gateway with one plain listener (and an admin one) proxying to `origin` over TLS with
 /// `tls = { .. }`.
 fn tls_upstream_gateway(dir: &TempDir, origin: std::net::SocketAddr, tls: &str) -> common::TestGateway {
@@ -484,10 +491,7 @@ fn tls_upstream_gateway(dir: &TempDir, origin: std::net::SocketAddr, tls: &str) 
 #[test]
 fn upstream_tls_verifies_and_each_failure_is_a_named_502() {
     let dir = TempDir::new("up");
-    let ca = Ca::new("origin CA");
-    let ca_path = ca.write(&dir, "ca.pem");
-    let (cert, key) = ca.leaf(&["origin.test"], false).write(&dir, "origin");
-    let origin = NginxTls::start(&cert, &key, None);
+    let (ca, ca_path, origin) = tls_origin(&dir);
     let ok = tls_upstream_gateway(
         &dir,
         origin.addr,
@@ -523,10 +527,7 @@ fn upstream_tls_verifies_and_each_failure_is_a_named_502() {
 #[test]
 fn upstream_tls_failure_reasons_reach_the_access_log() {
     let dir = TempDir::new("uplog");
-    let ca = Ca::new("origin CA");
-    let ca_path = ca.write(&dir, "ca.pem");
-    let (cert, key) = ca.leaf(&["origin.test"], false).write(&dir, "origin");
-    let origin = NginxTls::start(&cert, &key, None);
+    let (_, ca_path, origin) = tls_origin(&dir);
     let log = dir.path("access.log");
     let gw = common::TestGateway::start(&format!(
         "[access_log]\npath = \"{}\"\n\n[upstream.o]\nendpoints = [{{ addr = \"{}\" }}]\ntls = {{ sni = \"wrong.test\", ca_file = \"{}\" }}\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"a\"\npath = \"/*\"\nupstream = \"o\"\n",
