@@ -105,7 +105,10 @@ fn a_connection_silent_before_its_first_request_parks_until_the_header_timeout()
     let mut silent = Client::connect(gw.addr);
     let opened = std::time::Instant::now();
     std::thread::sleep(PARKED);
-    assert_eq!(gauge(&gw, "ringway_connections_parked"), 2, "silent new connections parked");
+    assert!(
+        eventually(Duration::from_secs(3), || gauge(&gw, "ringway_connections_parked") == 2),
+        "silent new connections parked"
+    );
     assert_eq!(gauge(&gw, "ringway_connections_active"), 2);
     // back from the lot it is still a new connection: its first request is served
     assert_eq!(speaks.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n").response(false).text(), "GET /first 0");

@@ -312,9 +312,12 @@ fn idle_keepalive_connections_park_keep_their_session_and_close_with_close_notif
     for _ in 0..2 {
         assert_eq!(request(&mut shop, "shop.example.com"), ("HTTP/1.1 200 OK".into(), "mocked\n".into()));
         assert_eq!(request(&mut by_ip, "127.0.0.1").0, "HTTP/1.1 200 OK");
-        // past the 1 s park delay and the lot's 250 ms tick
-        std::thread::sleep(Duration::from_millis(1800));
-        assert_eq!(parked(gw.admin), 2, "both idle TLS connections parked");
+        // past the 1 s park delay and the lot's 250 ms tick (later on a loaded box)
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(
+            common::eventually(Duration::from_secs(5), || parked(gw.admin) == 2),
+            "both idle TLS connections parked"
+        );
     }
     // the session came back whole: its keys, and its SNI (the Host check still applies)
     assert_eq!(request(&mut by_ip, "127.0.0.1").0, "HTTP/1.1 200 OK");
@@ -327,7 +330,8 @@ fn idle_keepalive_connections_park_keep_their_session_and_close_with_close_notif
         Ok(_) => assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest)),
         Err(e) => panic!("the keep-alive close was not a clean TLS close: {e}"),
     }
-    assert_eq!(parked(gw.admin), 0);
+    // the other one (its 421 kept it open) reaches its deadline a moment later
+    assert!(common::eventually(Duration::from_secs(5), || parked(gw.admin) == 0), "closed at the deadline");
 }
 
 #[test]
