@@ -22,19 +22,10 @@ if [[ "$TLS" == 1 ]]; then TARGETS=${TARGETS:-"nginx haproxy ringway"}; else TAR
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
 source bench/sides.sh bulk
 SCHEME=http; NGX_LISTEN=""; NGX_TLS=""; RW_TLS=""
-if [[ "$TLS" == 1 ]]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-  cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
-  SCHEME=https; NGX_LISTEN=ssl
-  NGX_TLS="ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
-  RW_TLS="[[listener.tls]]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\""
-fi
+[[ "$TLS" == 1 ]] && { make_cert; SCHEME=https; NGX_LISTEN=ssl; }
 write_nginx "$NGX_LISTEN" "client_max_body_size 0; proxy_request_buffering off; proxy_max_temp_file_size 0; $NGX_TLS"
 write_haproxy; write_ringway "${HTTP_EXTRA:-}" "" "$RW_TLS"
-[[ "$TLS" == 1 ]] && sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
+if [[ "$TLS" == 1 ]]; then haproxy_tls; fi
 sed -i 's/^upstream = "o"/&\nmax_body_bytes = 0\ntimeout_ms = 120000/' "$W/ringway.toml"
 L4=$(free_port)
 sed -e 's/^  mode http/  mode tcp/' -e '/option http-keep-alive/d' -e '/http-reuse/d' -e '/http-keep-alive/d' \

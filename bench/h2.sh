@@ -21,14 +21,11 @@ cd "$(dirname "$0")/.."
 N=${N:-200000}; REPS=${REPS:-3}; IDLE=${IDLE:-1000}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
 source bench/sides.sh h2
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+make_cert
 write_origin
-write_nginx "ssl http2" "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3; http2_max_requests 100000000; http2_max_concurrent_streams 128;"
+write_nginx "ssl http2" "$NGX_TLS http2_max_requests 100000000; http2_max_concurrent_streams 128;"
 write_ringway "" "[http2]
-idle_timeout_ms = 300000" "[[listener.tls]]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\""
+idle_timeout_ms = 300000" "$RW_TLS"
 start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"

@@ -28,16 +28,10 @@ fi
 source bench/sides.sh idle
 write_origin
 if [[ "$TLS" == 1 ]]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-  cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
-  write_nginx ssl "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m; ssl_session_tickets on; $NGX_WAIT"
-  write_haproxy
-  sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
-  write_ringway "$HTTP_EXTRA" "" "[[listener.tls]]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\""
+  make_cert
+  write_nginx ssl "$NGX_TLS ssl_session_cache shared:SSL:10m; ssl_session_tickets on; $NGX_WAIT"
+  write_haproxy; haproxy_tls
+  write_ringway "$HTTP_EXTRA" "" "$RW_TLS"
   CLIENT_TLS=--tls
 else
   write_nginx "" "$NGX_WAIT"; write_haproxy; write_ringway "$HTTP_EXTRA"

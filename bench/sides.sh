@@ -1,5 +1,6 @@
-# Shared setup for the side-by-side benches (sourced by h2.sh, idle.sh, openloop.sh): ringway
-# beside nginx and HAProxy, each one worker / thread, all proxying to one nginx origin.
+# Shared setup for the side-by-side benches (sourced by bulk.sh, h2.sh, idle.sh, openloop.sh,
+# overload.sh, tls.sh): ringway beside nginx and HAProxy, each one worker / thread, all proxying
+# to one nginx origin.
 # Sourcing it builds the release binary unless RINGWAY_BIN is set (BIN is the binary), makes a
 # work dir $W (removed on exit unless KEEP=1) and $OUT, raises the open-file limit and picks
 # free ports ORIGIN, NGX, HAP, RW. Helpers:
@@ -8,6 +9,10 @@
 #   write_haproxy           $W/haproxy.cfg (mode http, keep-alive, http-reuse always)
 #   write_ringway [HTTP_LINES] [TOP_LINES] [LISTENER_LINES]  $W/ringway.toml, one worker
 #   start_ringway_b PREFIX...  A/B: RINGWAY_B's binary as target ringway_b (see below)
+#   make_cert               an ECDSA P-256 certificate for localhost / 127.0.0.1 ($W/cert.pem,
+#                           key.pem, combined.pem) and each proxy's lines for it: NGX_TLS (nginx
+#                           server lines, add `ssl` to its listen options), RW_TLS (ringway
+#                           listener lines); haproxy_tls then makes $W/haproxy.cfg's bind HTTPS
 #   start NAME PORT CMD...  runs CMD in the background, records PID[NAME] / PORT[NAME], waits for
 #                           the port
 #   cpu_ns PID              run time of the process tree so far (schedstat), ns
@@ -109,6 +114,18 @@ start_ringway_b() {
     "$W/ringway.toml" >"$W/ringway_b.toml"
   start ringway_b "$port" "$@" env RUST_LOG=warn "$RINGWAY_B" -c "$W/ringway_b.toml"
   TARGETS="$TARGETS ringway_b"
+}
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
+  NGX_TLS="ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
+  RW_TLS="[[listener.tls]]
+cert = \"$W/cert.pem\"
+key = \"$W/key.pem\""
+}
+haproxy_tls() {
+  sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
 }
 declare -A PID PORT
 start() { local name=$1 port=$2; shift 2; "$@" >"$W/$name.out" 2>&1 & PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!"); wait_port "$port"; }

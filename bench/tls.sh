@@ -23,17 +23,11 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5}; REPS=${REPS:-3}; IDLE=${IDLE:-"1000 9000"}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
 source bench/sides.sh tls
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-cat "$W/cert.pem" "$W/key.pem" >"$W/combined.pem"
+make_cert
 write_origin
-write_nginx ssl "ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
-write_haproxy
-sed -i "s|^  bind 127.0.0.1:$HAP\$|  bind 127.0.0.1:$HAP ssl crt $W/combined.pem alpn http/1.1 ssl-min-ver TLSv1.2|" "$W/haproxy.cfg"
-write_ringway "" "" "[[listener.tls]]
-cert = \"$W/cert.pem\"
-key = \"$W/key.pem\""
+write_nginx ssl "$NGX_TLS ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+write_haproxy; haproxy_tls
+write_ringway "" "" "$RW_TLS"
 start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log" -c "$W/origin.conf"
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start haproxy "$HAP" taskset -c "$PROXY_CPU" haproxy -db -f "$W/haproxy.cfg"
