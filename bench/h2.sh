@@ -13,12 +13,15 @@
 #    SETTINGS, one GET answered) and left open; reported: the proxy tree's RSS growth per
 #    connection (KiB).
 #
-# Knobs: N [200000], REPS [3], IDLE [1000], RINGWAY_BIN, LOAD_CPU [0], PROXY_CPU [1], OUT [temp].
+# Knobs: N [200000], REPS [3], IDLE [1000], IDLE_SETTLE [3] (seconds between the last idle
+# connection opening and the RSS reading: ringway frees an idle connection's read buffer after
+# [http] idle_park_ms), RINGWAY_BIN, RINGWAY_B (a second build, target ringway_b; its ratios to
+# ringway are printed too), LOAD_CPU [0], PROXY_CPU [1], OUT [temp].
 # Needs: openssl, nginx, h2load (nghttp2-client), python3.
 # Output: a table on stdout and $OUT/raw.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-200000}; REPS=${REPS:-3}; IDLE=${IDLE:-1000}
+N=${N:-200000}; REPS=${REPS:-3}; IDLE=${IDLE:-1000}; IDLE_SETTLE=${IDLE_SETTLE:-3}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}
 source bench/sides.sh h2
 make_cert
@@ -30,6 +33,7 @@ start origin "$ORIGIN" taskset -c "$LOAD_CPU" nginx -p "$W/o" -e "$W/o/error.log
 start nginx "$NGX" taskset -c "$PROXY_CPU" nginx -p "$W/n" -e "$W/n/error.log" -c "$W/nginx.conf"
 start ringway "$RW" taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$W/ringway.toml"
 TARGETS="ringway nginx"
+start_ringway_b taskset -c "$PROXY_CPU"
 pct() { sort -n "$1" | awk -v q="$2" '{a[NR]=$1} END {i=int(NR*q); if (i<1) i=1; printf "%.3f", a[i]/1000}'; }
 
 # warm-up: pools filled, code paths touched
@@ -59,7 +63,7 @@ for t in $TARGETS; do
   python3 scripts/h2-idle.py 127.0.0.1 "${PORT[$t]}" "$IDLE" "$W/idle.$t" &
   holder=$!; PIDS+=("$holder")
   for _ in $(seq 1 300); do [[ -e "$W/idle.$t" ]] && break; sleep 0.1; done
-  sleep 1
+  sleep "$IDLE_SETTLE"
   after=$(rss_kib "${PID[$t]}")
   kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
   printf "%s\t%s\t%s\t%s\n" "$t" "$IDLE" $((after - before)) "$(awk -v d=$((after - before)) -v n="$IDLE" 'BEGIN{printf "%.1f", d/n}')" | tee -a "$OUT/idle.tsv" >&2
@@ -77,10 +81,12 @@ for body in / /4k; do
 done
 echo "== ringway / nginx, paired by round (median of the rounds' ratios; this box drifts between rounds)"
 for body in / /4k; do
-  ratios() { awk -F'\t' -v b="$body" -v col="$1" '$1==b {v[$2,$3]=$col; if ($3>n) n=$3}
-    END {for (r=1; r<=n; r++) printf "%.3f\n", v["ringway",r]/v["nginx",r]}' "$OUT/raw.tsv" | sort -n \
+  ratios() { awk -F'\t' -v b="$body" -v col="$1" -v x="${2:-ringway}" -v y="${3:-nginx}" '$1==b {v[$2,$3]=$col; if ($3>n) n=$3}
+    END {for (r=1; r<=n; r++) printf "%.3f\n", v[x,r]/v[y,r]}' "$OUT/raw.tsv" | sort -n \
     | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
   printf "%-6s cpu/request %s   p99 %s\n" "$body" "$(ratios 5)" "$(ratios 7)"
+  [[ -z "${RINGWAY_B:-}" ]] || printf "%-6s ringway_b / ringway: cpu/request %s   p99 %s\n" "$body" \
+    "$(ratios 5 ringway_b ringway)" "$(ratios 7 ringway_b ringway)"
 done
 echo "== idle HTTP/2 connections"
 column -t "$OUT/idle.tsv"

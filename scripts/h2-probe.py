@@ -8,8 +8,9 @@ be sent too) and reports, as one JSON object, everything the server answered:
                      "ended": true, "reset": null}}, "order": [1, 3, ...]}
 
 usage: h2-probe.py SCENARIO HOST PORT [--tls CA_FILE] [--path /x] [--count N] [--wait S]
+                   [--pause S]
 
-Scenarios: get, concurrent, cookies, host_mismatch, connection_header, te_gzip,
+Scenarios: get, get_pause_get, concurrent, cookies, host_mismatch, connection_header, te_gzip,
 length_mismatch, post_chunks, rapid_reset, continuation_flood, hpack_bomb, settings_flood,
 ping_flood, empty_data_flood, zero_window_update_flood, stream_reuse, oversized_frame,
 bad_preface, garbage_preface, reset_after_headers, idle.
@@ -218,11 +219,12 @@ def main():
     ap.add_argument("--path", default="/")
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--wait", type=float, default=5.0)
+    ap.add_argument("--pause", type=float, default=0.0)
     a = ap.parse_args()
     p = Probe(a.host, a.port, a.tls)
     sc, path, wait = a.scenario, a.path, a.wait
     try:
-        run(p, sc, path, a.count, wait)
+        run(p, sc, path, a.count, wait, a.pause)
     except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
         # the server closed while we were still sending: read what it said before
         p.out["send_failed"] = True
@@ -230,11 +232,19 @@ def main():
     print(json.dumps(p.out))
 
 
-def run(p, sc, path, count, wait):
+def run(p, sc, path, count, wait, pause):
     if sc == "get":
         p.start()
         p.send(p.headers(1, path))
         p.read_until(finished(1), wait)
+    elif sc == "get_pause_get":
+        # a stream, `pause` seconds of silence on the connection, then another stream
+        p.start()
+        p.send(p.headers(1, path))
+        p.read_until(finished(1), wait)
+        time.sleep(pause)
+        p.send(p.headers(3, path + "/again"))
+        p.read_until(finished(2), wait)
     elif sc == "concurrent":
         # `count` streams on one connection: stream 1 asks for `path` (slow), the rest for /fast/N
         p.start()

@@ -14,14 +14,6 @@ use common::*;
 /// Longer than the default 1 s park delay plus the lot's 250 ms tick.
 const PARKED: Duration = Duration::from_millis(1800);
 
-fn gauge(gw: &TestGateway, name: &str) -> u64 {
-    let text = get(gw.admin.expect("admin configured"), "admin", "/metrics").text();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 /// One worker with an admin listener, a 20 s keep-alive and `http` lines of its own.
 fn gateway(up: &MockUpstream, http: &str) -> TestGateway {
     let body = format!(

@@ -462,6 +462,7 @@ mod tests {
                         generation: 1,
                         connections_active: 0,
                         connections_parked: 0,
+                        h2_connections_idle: 0,
                         in_flight: 0,
                         pool_idle: 0,
                         evicted_keys: 0,

@@ -54,10 +54,11 @@ pub async fn serve(shard: Rc<Shard>, stream: crate::net::Stream, replay: Vec<u8>
     let gen = shard.generation();
     let config = gen.snapshot.http2.clone();
     let handshake_timeout = gen.snapshot.http.header_timeout;
+    let park_after = gen.snapshot.http.idle_park;
     drop(gen);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let tripped = Rc::new(Cell::new(None));
-    let io = GuardedIo::new(stream, replay, FLOOD_LIMITS, tripped.clone());
+    let io = GuardedIo::new(stream, replay, FLOOD_LIMITS, tripped.clone(), park_after, shard.h2_idle.clone());
     let mut conn = match monoio::time::timeout(handshake_timeout, builder(&config).handshake::<_, Bytes>(io)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {

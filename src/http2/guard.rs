@@ -1,7 +1,7 @@
 //! The connection's byte stream as the h2 crate sees it, with a frame-header watch in front.
 //!
-//! [`GuardedIo`] adapts a `net::Stream` to tokio's I/O traits (through monoio-compat's buffered
-//! wrapper), first replays bytes already read (the h2c preface that told HTTP/2 from HTTP/1.1),
+//! [`GuardedIo`] adapts a `net::Stream` to tokio's I/O traits (through [`ConnIo`], which holds
+//! no buffer while the connection is idle), first replays bytes already read (the h2c preface that told HTTP/2 from HTTP/1.1),
 //! and passes every byte received through a [`FrameGuard`]. The guard reads only the 9-byte frame
 //! headers (and a WINDOW_UPDATE's 4-byte increment) and counts, per one-second window, the frames
 //! that cost a server work without carrying a request: client resets (rapid reset,
@@ -21,9 +21,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use h2::Reason;
-use monoio_compat::StreamWrapper;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::io::ConnIo;
 use crate::net::Stream;
 
 /// Per-second limits of the frames the guard counts.
@@ -199,7 +199,7 @@ impl FrameGuard {
 
 /// The tokio-io view of a client connection for the h2 crate (see the module comment).
 pub struct GuardedIo {
-    inner: StreamWrapper<Stream>,
+    inner: ConnIo,
     replay: Vec<u8>,
     replay_pos: usize,
     guard: FrameGuard,
@@ -207,12 +207,17 @@ pub struct GuardedIo {
     tripped: Rc<Cell<Option<Flood>>>,
 }
 
-/// Bytes the compat wrapper reads and writes at a time.
-const IO_BUF_BYTES: usize = 8 * 1024;
-
 impl GuardedIo {
-    pub fn new(stream: Stream, replay: Vec<u8>, limits: FloodLimits, tripped: Rc<Cell<Option<Flood>>>) -> Self {
-        let inner = StreamWrapper::new_with_buffer_size(stream, IO_BUF_BYTES, IO_BUF_BYTES);
+    /// `park_after`, `idle_gauge`: see [`ConnIo`].
+    pub fn new(
+        stream: Stream,
+        replay: Vec<u8>,
+        limits: FloodLimits,
+        tripped: Rc<Cell<Option<Flood>>>,
+        park_after: Option<Duration>,
+        idle_gauge: Rc<Cell<usize>>,
+    ) -> Self {
+        let inner = ConnIo::new(stream, park_after, idle_gauge);
         Self { inner, replay, replay_pos: 0, guard: FrameGuard::new(limits), tripped }
     }
 }

@@ -5,13 +5,15 @@
 //! bridge that is the stream's `net::Stream`. The HTTP/1.1 codec is untouched.
 //!
 //! - [`conn`]: the connection (settings, accept loop, GOAWAY on drain, idle close, flood answer)
-//! - [`guard`]: the I/O adapter and the frame-flood guard
+//! - [`guard`]: the frame-flood guard in front of h2's reads
+//! - [`io`]: the connection's bytes through tokio's I/O traits, no buffer held while idle
 //! - [`translate`]: HTTP/2 request → HTTP/1.1 head, HTTP/1.1 response head → HTTP/2
 //! - [`bridge`]: a stream as a byte stream, with flow control both ways
 
 pub mod bridge;
 pub mod conn;
 pub mod guard;
+pub mod io;
 pub mod translate;
 
 pub use bridge::StreamIo;

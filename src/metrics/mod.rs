@@ -207,6 +207,8 @@ pub struct MetricsSnapshot {
     pub connections_active: usize,
     /// Idle keep-alive connections held without a task (the parking lot).
     pub connections_parked: usize,
+    /// HTTP/2 connections idle without a read buffer.
+    pub h2_connections_idle: usize,
     pub in_flight: usize,
     pub pool_idle: usize,
     /// Keys evicted from this worker's per-key rate tables.

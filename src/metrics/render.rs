@@ -297,13 +297,19 @@ fn upstream_counters(o: &mut String, s: &Snapshot, m: &ShardMetrics) {
 
 fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
     type Series = (&'static str, &'static str, &'static str, fn(&MetricsSnapshot) -> u64);
-    let series: [Series; 7] = [
+    let series: [Series; 8] = [
         ("ringway_connections_active", "gauge", "Open client connections per worker.", |w| w.connections_active as u64),
         (
             "ringway_connections_parked",
             "gauge",
             "Idle keep-alive client connections parked without a task (included in connections_active), per worker.",
             |w| w.connections_parked as u64,
+        ),
+        (
+            "ringway_h2_connections_idle",
+            "gauge",
+            "HTTP/2 client connections idle past idle_park_ms, holding no read buffer (included in connections_active), per worker.",
+            |w| w.h2_connections_idle as u64,
         ),
         ("ringway_connections_total", "counter", "Client connections accepted per worker.", |w| {
             w.metrics.connections_total

@@ -148,6 +148,16 @@ impl Stream {
         }
     }
 
+    /// Waits until the socket itself is readable, TLS or not: for a connection whose reads run
+    /// through its own state (HTTP/2's `ConnIo`), which knows what TLS holds above the socket.
+    pub async fn socket_readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable(false).await,
+            Stream::Tls(t) => t.socket_readable().await,
+            _ => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     /// Whether the peer has gone: closed or reset the connection (one `getsockopt`), or for an
     /// HTTP/2 stream, reset the stream.
     pub fn gone(&self) -> bool {

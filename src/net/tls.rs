@@ -251,6 +251,11 @@ impl Tls {
         self.rx_pos < self.rx.len() || self.conn.process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0)
     }
 
+    /// Waits until the socket is readable (what rustls holds is the caller's to check first).
+    pub(crate) async fn socket_readable(&self) -> io::Result<()> {
+        self.tcp.readable(false).await
+    }
+
     fn fd(&self) -> RawFd {
         self.tcp.as_raw_fd()
     }

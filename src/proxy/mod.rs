@@ -152,8 +152,18 @@ pub async fn serve_connection(shard: &std::rc::Rc<Shard>, stream: crate::net::St
             Some(true) => {
                 let replay = std::mem::take(&mut client.buf);
                 let peer = session::Peer { h2: true, ..peer };
-                let h2 = Box::pin(crate::http2::serve(shard.clone(), client.stream, replay, peer));
-                return h2.await;
+                // a task of its own: this one's future is sized for the HTTP/1.1 request path
+                // (~7.8 KiB), which an HTTP/2 connection would hold unused for its whole life
+                let h2 = crate::http2::serve(shard.clone(), client.stream, replay, peer);
+                let span = tracing::Span::current();
+                monoio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        let _counted = guard;
+                        h2.await
+                    },
+                    span,
+                ));
+                return;
             }
             Some(false) if alpn_h2 => {
                 // RFC 9113 §3.4: a connection that does not open with the preface

@@ -44,6 +44,9 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Idle keep-alive client connections held without a task (`park`).
     pub parked: RefCell<super::ParkingLot>,
+    /// HTTP/2 client connections idle past `idle_park_ms`, holding no read buffer
+    /// (`http2::io::ConnIo`).
+    pub h2_idle: std::rc::Rc<Cell<usize>>,
     /// Requests between their first head byte and their last response byte.
     pub in_flight: Cell<usize>,
     /// Set on shutdown: finish the current request, then close.
@@ -83,6 +86,7 @@ impl Shard {
             pool_waker: RefCell::new(std::task::Waker::noop().clone()),
             connections: Cell::new(0),
             parked: RefCell::new(super::ParkingLot::new()),
+            h2_idle: Default::default(),
             in_flight: Cell::new(0),
             draining: Cell::new(false),
             open_fds: RefCell::default(),
@@ -149,6 +153,7 @@ impl Shard {
             generation: gen.id(),
             connections_active: self.connections.get(),
             connections_parked: self.parked.borrow().len(),
+            h2_connections_idle: self.h2_idle.get(),
             in_flight: self.in_flight.get(),
             pool_idle: self.pool.borrow().total_idle(),
             metrics: self.metrics.borrow().clone(),

@@ -646,6 +646,15 @@ pub fn request(addr: SocketAddr, raw: &str) -> Response {
 }
 
 /// `GET path` with `Host: host` on a fresh connection.
+/// A metric's value summed over its series (workers), read from the gateway's admin `/metrics`.
+pub fn gauge(gw: &TestGateway, name: &str) -> u64 {
+    let text = get(gw.admin.expect("admin configured"), "admin", "/metrics").text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
     request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
 }
