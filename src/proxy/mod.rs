@@ -154,12 +154,14 @@ pub async fn serve_connection(shard: &std::rc::Rc<Shard>, stream: crate::net::St
                 let peer = session::Peer { h2: true, ..peer };
                 // a task of its own: this one's future is sized for the HTTP/1.1 request path
                 // (~7.8 KiB), which an HTTP/2 connection would hold unused for its whole life
-                let h2 = crate::http2::serve(shard.clone(), client.stream, replay, peer);
+                // (the future is made inside the task's: one made outside and moved in would be
+                // stored twice, as the captured value and as the value awaited)
+                let (shard, stream) = (shard.clone(), client.stream);
                 let span = tracing::Span::current();
                 monoio::spawn(tracing::Instrument::instrument(
                     async move {
                         let _counted = guard;
-                        h2.await
+                        crate::http2::serve(shard, stream, replay, peer).await
                     },
                     span,
                 ));
