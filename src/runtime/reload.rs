@@ -268,7 +268,7 @@ impl Reloader {
             }
             None => Vec::new(),
         };
-        let (event_tx, event_rx) = crossbeam_channel::bounded(super::EVENT_QUEUE);
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
         for (o, listeners) in s.outboxes.iter().zip(updates.drain(..)) {
             o.send(ControlMsg::Reload {

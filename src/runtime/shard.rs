@@ -246,7 +246,9 @@ impl Shard {
             flag.set(failure);
             // a full queue drops the report: ejection is a statistical signal, never a blocker
             let event = super::control::ControlEvent::Outcome { generation: gen.id(), upstream, endpoint, failure };
-            let _ = tx.try_send(event);
+            if tx.len() < super::EVENT_QUEUE {
+                let _ = tx.send(event);
+            }
         }
     }
 
