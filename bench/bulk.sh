@@ -59,7 +59,7 @@ for t in $TARGETS; do run_cell down100 "${PORT[$t]}" >/dev/null; done  # warm-up
 printf "cell\ttarget\trep\tbytes\tseconds\tcpu_s_per_gib\tgib_per_s\n" >"$OUT/raw.tsv"
 for c in $CELLS; do
   for r in $(seq 1 "$REPS"); do
-    for t in $TARGETS; do
+    for t in $(round_order "$r" $TARGETS); do
       a=$(cpu_ns "${PID[$t]}"); t0=$(date +%s%N)
       bytes=$(taskset -c "$LOAD_CPU" bash -c "$(declare -f run_cell); W=$W; SCHEME=$SCHEME; run_cell $c ${PORT[$t]}")
       t1=$(date +%s%N); b=$(cpu_ns "${PID[$t]}")

@@ -41,11 +41,8 @@ for t in $TARGETS; do taskset -c "$LOAD_CPU" h2load -n 20000 -c 50 -m 10 "https:
 
 printf "body\ttarget\trep\treq_per_s\tus_per_req\tp50_ms\tp99_ms\tfailed\n" >"$OUT/raw.tsv"
 for r in $(seq 1 "$REPS"); do
-  # every other round runs the targets in reverse order: the last of a round ran ~10% dearer
-  # than the first in one A/B of two builds (bench/RESULTS.md §39)
-  order=$TARGETS; (( r % 2 )) || order=$(tr ' ' '\n' <<<"$TARGETS" | tac | tr '\n' ' ')
   for body in / /4k; do
-    for t in $order; do
+    for t in $(round_order "$r" $TARGETS); do
       log="$W/h2load.log"; rm -f "$log"
       a=$(cpu_ns "${PID[$t]}")
       res=$(taskset -c "$LOAD_CPU" h2load -n "$N" -c 50 -m 10 --log-file="$log" "https://127.0.0.1:${PORT[$t]}$body" 2>&1)

@@ -42,7 +42,7 @@ printf "rate_pct\trate\ttarget\trep\treq_per_s\tp50_ms\tp99_ms\tp999_ms\tsuccess
 for pct in $RATES; do
   rate=$((SAT * pct / 100))
   for r in $(seq 1 "$REPS"); do
-    for t in $TARGETS; do
+    for t in $(round_order "$r" $TARGETS); do
       a=$(cpu_ns "${PID[$t]}")
       taskset -c "$LOAD_CPU" "$OHA" -z "${DUR}s" -q "$rate" -c 50 --latency-correction --no-tui --output-format json \
         "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$W/oha.json" 2>/dev/null

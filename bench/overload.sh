@@ -30,7 +30,7 @@ for t in $TARGETS; do taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d3s "http://127
 
 printf "target\trep\treq_per_s\tp50_ms\tp99_ms\tus_per_req\tprobe_p50_ms\tprobe_max_ms\tqueue_mean\tqueue_max\terrors\n" >"$OUT/raw.tsv"
 for r in $(seq 1 "$REPS"); do
-  for t in $TARGETS; do
+  for t in $(round_order "$r" $TARGETS); do
     a=$(cpu_ns "${PID[$t]}")
     taskset -c "$LOAD_CPU" python3 bench/overload_probe.py 127.0.0.1 "${PORT[$t]}" "$((DUR - 1))" 0.1 >"$W/probe.json" &
     probe=$!

@@ -18,6 +18,7 @@
 #   cpu_ns PID              run time of the process tree so far (schedstat), ns
 #   rss_kib PID             resident memory of the process tree, KiB, minus lazily freed pages
 #   med                     the median of the numbers on stdin
+#   round_order R T...      the targets T in round R's order (reversed in even rounds)
 BIN=${RINGWAY_BIN:-$PWD/target/release/ringway}
 [[ -n "${RINGWAY_BIN:-}" ]] || cargo build --release --quiet
 W=$(mktemp -d -t "ringway-${1:-sides}.XXXXXX"); chmod 755 "$W"
@@ -134,3 +135,7 @@ cpu_ns() { local p; for p in $(tree "$1"); do cat /proc/"$p"/task/*/schedstat 2>
 # (MADV_FREE pages count in RSS until the kernel needs them)
 rss_kib() { local t=0 p v; for p in $(tree "$1"); do v=$(awk '/^Rss:/{r=$2} /^LazyFree:/{l=$2} END{print r-l}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+v)); done; echo $t; }
 med() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# The targets of round R (the words after it), reversed in even rounds: a fixed order charges
+# whatever a round's position costs (the last of a round ran ~10% dearer in bench/RESULTS.md §39)
+# to the same target every time.
+round_order() { local r=$1; shift; if (( r % 2 )); then echo "$*"; else printf '%s\n' "$@" | tac | tr '\n' ' '; fi; }

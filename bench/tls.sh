@@ -41,7 +41,7 @@ vmrss_kib() { local t=0 p v; for p in "$1" $(pgrep -P "$1" || true); do v=$(awk 
 printf "kind\ttarget\trep\tconnections\tus_per_conn\tper_core_per_s\n" >"$OUT/raw.tsv"
 for r in $(seq 1 "$REPS"); do
   for mode in new reuse; do
-    for t in $TARGETS; do
+    for t in $(round_order "$r" $TARGETS); do
       # the proxy's process tree: nginx master + worker, else the process itself (taskset execs)
       a=$(ticks "${PID[$t]}")
       n=$(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:${PORT[$t]}" -"$mode" -www / -time "$DUR" 2>/dev/null \
