@@ -1,13 +1,13 @@
 //! The connection's byte stream as the h2 crate sees it, with a frame-header watch in front.
 //!
 //! [`GuardedIo`] adapts a `net::Stream` to tokio's I/O traits (through [`ConnIo`], which holds
-//! no buffer while the connection is idle), first replays bytes already read (the h2c preface that told HTTP/2 from HTTP/1.1),
-//! and passes every byte received through a [`FrameGuard`]. The guard reads only the 9-byte frame
-//! headers (and a WINDOW_UPDATE's 4-byte increment) and counts, per one-second window, the frames
-//! that cost a server work without carrying a request: client resets (rapid reset,
-//! CVE-2023-44487), SETTINGS, PING, PRIORITY, and empty frames (DATA without data or end of
-//! stream, zero window increments). Over a limit, the read that showed it is withheld from h2 and
-//! the connection is told to send GOAWAY ENHANCE_YOUR_CALM and close.
+//! no buffer while the connection is idle), first replays bytes already read (the h2c preface
+//! that told HTTP/2 from HTTP/1.1), and passes every byte received through a [`FrameGuard`].
+//! The guard reads only the 9-byte frame headers (and a WINDOW_UPDATE's 4-byte increment) and
+//! counts, per one-second window, the frames that cost a server work without carrying a request:
+//! client resets (rapid reset, CVE-2023-44487), SETTINGS, PING, PRIORITY, and empty frames (DATA
+//! without data or end of stream, zero window increments). Over a limit, the read that showed it
+//! is withheld from h2 and the connection is told to send GOAWAY ENHANCE_YOUR_CALM and close.
 //!
 //! What the h2 crate refuses itself (and is tested here): oversized frames, header blocks over
 //! `max_header_list_bytes` however many CONTINUATION frames carry them, HPACK tables over their

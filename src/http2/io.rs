@@ -48,7 +48,7 @@ enum Reader {
     Reading { op: ReadOp, since: Instant, cancelled: bool },
     /// Idle: waiting for the socket to turn readable, no buffer held.
     Waiting(WaitOp),
-    /// Between states, or after an operation was dropped mid-flight.
+    /// Between two states (a poll never leaves it here).
     Gone,
 }
 
