@@ -260,13 +260,18 @@ fn idle_connections_get_goaway_and_draining_lets_streams_finish() {
 
 #[test]
 fn an_idle_connection_gives_up_its_read_buffer_and_serves_the_next_stream() {
-    let origin = MockUpstream::start(|r| Reply::ok(&r.target));
+    // the first response comes 700 ms late: it is written while the client has been silent long
+    // enough for the connection's read to have been cancelled (100 ms + at most one 250 ms tick)
+    let origin = MockUpstream::start(|r| match r.target.as_str() {
+        "/slow" => Reply::Delay(Duration::from_millis(700), Box::new(Reply::ok("/slow"))),
+        t => Reply::ok(t),
+    });
     let dir = TempDir::new("h2-idle");
     let ca = Ca::new("h2 test CA");
     let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(&dir, "gw");
     let ca_file = ca.write(&dir, "ca.pem");
     let tls = format!("[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n\n", cert.display(), key.display());
-    let rest = format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nidle_park_ms = 200\n\n{}", proxy_to(&origin, ""));
+    let rest = format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nidle_park_ms = 100\n\n{}", proxy_to(&origin, ""));
     for (name, listener, args) in
         [("h2c", "h2c = true\n\n", vec![]), ("TLS", tls.as_str(), vec!["--tls", ca_file.to_str().unwrap()])]
     {
@@ -274,19 +279,18 @@ fn an_idle_connection_gives_up_its_read_buffer_and_serves_the_next_stream() {
         assert_eq!(gauge(&gw, "ringway_h2_connections_idle"), 0, "{name}");
         let addr = gw.addr;
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.extend(["--path", "/first", "--pause", "3"].map(String::from));
+        args.extend(["--path", "/slow", "--pause", "3"].map(String::from));
         let client = std::thread::spawn(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             probe("get_pause_get", addr, &args)
         });
-        // 200 ms without a byte, then the connection's next 250 ms tick: the read is cancelled
         assert!(
-            eventually(Duration::from_millis(2500), || gauge(&gw, "ringway_h2_connections_idle") == 1),
+            eventually(Duration::from_millis(3000), || gauge(&gw, "ringway_h2_connections_idle") == 1),
             "{name}: the silent connection waits without a read buffer"
         );
         let v = client.join().unwrap();
-        assert_eq!(stream(&v, 1)["body"], "/first", "{name}: {v}");
-        assert_eq!(stream(&v, 3)["body"], "/first/again", "{name}: the stream after the silence: {v}");
+        assert_eq!(stream(&v, 1)["body"], "/slow", "{name}: {v}");
+        assert_eq!(stream(&v, 3)["body"], "/slow/again", "{name}: the stream after the silence: {v}");
         assert_eq!(v["goaway"], Value::Null, "{name}: {v}");
         assert!(eventually(Duration::from_secs(2), || gauge(&gw, "ringway_h2_connections_idle") == 0), "{name}");
     }

@@ -308,7 +308,7 @@ fn worker_gauges(o: &mut String, s: &Snapshot, workers: &[MetricsSnapshot]) {
         (
             "ringway_h2_connections_idle",
             "gauge",
-            "HTTP/2 client connections idle past idle_park_ms, holding no read buffer (included in connections_active), per worker.",
+            "HTTP/2 client connections that have received nothing for idle_park_ms and hold no read buffer (included in connections_active), per worker.",
             |w| w.h2_connections_idle as u64,
         ),
         ("ringway_connections_total", "counter", "Client connections accepted per worker.", |w| {
