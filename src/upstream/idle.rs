@@ -62,7 +62,21 @@ impl IdleConn {
     /// connection is already readable (the caller closes it). TLS connections are not watched
     /// (their socket belongs to the TLS layer): the check at checkout and the idle timeout
     /// still apply.
+    ///
+    /// A connection gets here after a janitor tick in the pool, so it also gives up its buffers
+    /// (its read buffer, up to 64 KiB after a streamed body, and TLS's record buffers): a pool
+    /// that a burst filled would otherwise hold them until the idle timeout. Connections reused
+    /// within a tick (the hot ones) keep theirs.
     pub fn arm(&mut self, waker: &Waker) -> bool {
+        match &mut self.state {
+            // (TLS connections stay fresh, and come here every tick: once is enough)
+            State::Fresh(conn) if conn.buf.capacity() > 0 => {
+                // a pooled connection has nothing pending: its buffer is empty
+                conn.buf = Vec::new();
+                conn.stream.release();
+            }
+            _ => {}
+        }
         self.state = match std::mem::replace(&mut self.state, State::Gone) {
             State::Fresh(conn) if conn.stream.tls().is_some() => State::Fresh(conn),
             State::Fresh(UpstreamConn { slot, stream, buf, requests }) => {
@@ -124,5 +138,27 @@ impl Future for WokenAgain {
             self.0 = true;
             Poll::Pending
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::net::memory::{MemoryIo, Step};
+
+    #[test]
+    fn a_connection_idle_for_a_tick_gives_up_its_read_buffer() {
+        let open = Rc::new(Cell::new(0));
+        let (io, _) = MemoryIo::new(vec![Step::Hang]);
+        let stream = Stream::Memory(Box::new(io));
+        // a streamed body grew the buffer to its cap; the response was read to its end
+        let conn = UpstreamConn { slot: ConnSlot::new(&open), stream, buf: Vec::with_capacity(64 * 1024), requests: 1 };
+        let mut idle = IdleConn::new(0, conn);
+        assert!(idle.arm(Waker::noop()), "nothing arrived: still clean");
+        let State::Watched { buf, .. } = &idle.state else { panic!("a plain connection is watched once armed") };
+        // (the next request reads into a new one: `Conn::prepare_read` sizes it)
+        assert_eq!(buf.capacity(), 0);
     }
 }
