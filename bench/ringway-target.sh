@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # anchors.sh EXTRA target: writes a ringway config proxying $LISTEN_ADDR → $BACKEND_ADDR into
 # $WORKDIR and runs the release binary in the foreground (workers = the CPUs it is pinned to).
-# Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path: enables the
+# Optional: RINGWAY_BIN (binary), ADMIN_ADDR (enables [admin]), ACCESS_LOG (a path, emptied first: enables the
 # JSON access log there), HTTP_EXTRA (lines added to [http], e.g. "response_request_id = false"),
 # TLS_CERT + TLS_KEY (the listener speaks HTTPS with them), IO_DRIVER (instance.io_driver, e.g.
 # legacy; default auto).
@@ -10,7 +10,8 @@ BIN=${RINGWAY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ringway}
 CONF="$WORKDIR/ringway-${LISTEN_ADDR##*:}.toml"
 EXTRA_TOML=""
 [[ -n "${ADMIN_ADDR:-}" ]] && EXTRA_TOML+=$'[admin]\nlisten = "'"$ADMIN_ADDR"$'"\n'
-[[ -n "${ACCESS_LOG:-}" ]] && EXTRA_TOML+=$'[access_log]\npath = "'"$ACCESS_LOG"$'"\n'
+# the log starts empty each run (appending across runs filled a disk once: 1.4 GB of old lines)
+[[ -n "${ACCESS_LOG:-}" ]] && { : >"$ACCESS_LOG"; EXTRA_TOML+=$'[access_log]\npath = "'"$ACCESS_LOG"$'"\n'; }
 cat >"$CONF" <<TOML
 $EXTRA_TOML
 [instance]
