@@ -49,6 +49,15 @@ fn h2c_gateway(body: &str) -> TestGateway {
     TestGateway::start(&format!("h2c = true\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{body}"))
 }
 
+/// Listener lines for HTTPS (ALPN offers h2) with a certificate for localhost and 127.0.0.1
+/// from a fresh CA, and that CA's file for the client.
+fn tls_listener(dir: &TempDir) -> (String, std::path::PathBuf) {
+    let ca = Ca::new("h2 test CA");
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(dir, "gw");
+    let lines = format!("[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n\n", cert.display(), key.display());
+    (lines, ca.write(dir, "ca.pem"))
+}
+
 fn proxy_to(origin: &MockUpstream, extra_api: &str) -> String {
     format!(
         "[upstream.o]\nendpoints = [{{ addr = \"{}\" }}]\n\n[service.s]\nhosts = []\n\n[[service.s.api]]\nname = \"all\"\npath = \"/*\"\nupstream = \"o\"\n{extra_api}\n",
@@ -64,10 +73,7 @@ fn curl_gets_http2_by_alpn_and_by_prior_knowledge_and_http1_still_works() {
     });
     // HTTPS: a listener with certificates offers h2 by default
     let dir = TempDir::new("h2-tls");
-    let ca = Ca::new("h2 test CA");
-    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(&dir, "gw");
-    let ca_file = ca.write(&dir, "ca.pem");
-    let tls = format!("[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n\n", cert.display(), key.display());
+    let (tls, ca_file) = tls_listener(&dir);
     let gw = TestGateway::start(&format!("{tls}{}", proxy_to(&origin, "")));
     let url = format!("https://localhost:{}/v1/items?q=1", gw.addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
@@ -224,10 +230,7 @@ fn known_attacks_get_goaway_and_a_close_and_the_worker_stays_responsive() {
 #[test]
 fn tls_connections_that_negotiate_h2_but_skip_the_preface_get_goaway() {
     let dir = TempDir::new("h2-preface");
-    let ca = Ca::new("h2 test CA");
-    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(&dir, "gw");
-    let ca_file = ca.write(&dir, "ca.pem");
-    let tls = format!("[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n\n", cert.display(), key.display());
+    let (tls, ca_file) = tls_listener(&dir);
     let gw = TestGateway::start(&format!(
         "{tls}[service.s]\nhosts = []\n[[service.s.api]]\nname = \"m\"\npath = \"/*\"\nmock = {{ body = \"m\" }}\n"
     ));
@@ -267,10 +270,7 @@ fn an_idle_connection_gives_up_its_read_buffer_and_serves_the_next_stream() {
         t => Reply::ok(t),
     });
     let dir = TempDir::new("h2-idle");
-    let ca = Ca::new("h2 test CA");
-    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false).write(&dir, "gw");
-    let ca_file = ca.write(&dir, "ca.pem");
-    let tls = format!("[[listener.tls]]\ncert = \"{}\"\nkey = \"{}\"\n\n", cert.display(), key.display());
+    let (tls, ca_file) = tls_listener(&dir);
     let rest = format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nidle_park_ms = 100\n\n{}", proxy_to(&origin, ""));
     for (name, listener, args) in
         [("h2c", "h2c = true\n\n", vec![]), ("TLS", tls.as_str(), vec!["--tls", ca_file.to_str().unwrap()])]

@@ -295,11 +295,7 @@ fn request(s: &mut TlsClient, host: &str) -> (String, String) {
 }
 
 fn parked(admin: std::net::SocketAddr) -> u64 {
-    let text = metrics(admin);
-    text.lines()
-        .filter(|l| l.starts_with("ringway_connections_parked{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    common::gauge_at(admin, "ringway_connections_parked")
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //! TLS connection also keeps its rustls session (keys and a 4 KiB record buffer); its other
 //! buffers are given up before it parks. At its deadline a TLS connection sends close_notify.
 //! When the socket turns readable (the next request, or the client's close) the lot hands the
-//! connection back to the worker's connection handler (`Accepted::served` is `Some`), which reads what
-//! arrived at once; when its keep-alive time runs out the lot closes it.
+//! connection back to the worker's connection handler (`Accepted::served` is `Some`), which
+//! reads what arrived at once; when its keep-alive time runs out the lot closes it.
 //!
 //! One task per worker ([`tend`]) waits on the epoll descriptor itself: a single ring poll on
 //! io_uring (the epoll fallback driver polls it like any socket), and one timer for the earliest

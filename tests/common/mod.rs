@@ -648,7 +648,12 @@ pub fn request(addr: SocketAddr, raw: &str) -> Response {
 /// `GET path` with `Host: host` on a fresh connection.
 /// A metric's value summed over its series (workers), read from the gateway's admin `/metrics`.
 pub fn gauge(gw: &TestGateway, name: &str) -> u64 {
-    let text = get(gw.admin.expect("admin configured"), "admin", "/metrics").text();
+    gauge_at(gw.admin.expect("admin configured"), name)
+}
+
+/// [`gauge`] from the admin listener at `admin`.
+pub fn gauge_at(admin: SocketAddr, name: &str) -> u64 {
+    let text = get(admin, "admin", "/metrics").text();
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
